@@ -1,0 +1,107 @@
+"""The contract every training objective (defense) follows.
+
+A defense is a plugin with one verb (STYLE.md §2): ``loss(model, batch, ctx)`` returns a
+:class:`DefenseOutput` holding the scalar loss to minimise, the logits of the clean batch
+and a dict of numbers to log. Its constructor stores keyword-only hyper-parameters and
+nothing else (STYLE.md §3), so ``defense.hparams()`` round-trips into the run config.
+
+The one training loop (``nas.training``) calls, in order:
+
+1. ``model = defense.wrap(factory, num_classes=..., input_shape=...)``: the module that is
+   trained and evaluated. The default is ``factory()``; ensemble defenses build ``k`` members
+   (and e.g. CLDL's label-confusion model) inside one ``nn.Module`` whose ``forward`` gives the
+   ensemble's logits (log of the mean member softmax).
+2. ``defense.prepare(x_train, y_train, ctx)`` once before training (e.g. precompute a
+   stylized copy of the training set); default does nothing.
+3. ``defense.loss(model, batch, ctx)`` once per step; the loop does backward + optimizer step.
+
+``needs`` declares what the loop must provide in the :class:`TrainContext`:
+``"reference_grad"`` (input gradients of the reference's CE loss, eval mode, detached),
+``"adversary"`` (an attack callable ``(model, x, y) -> x_adv`` in pixel space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """One training batch. ``x`` float pixels in [0, 1], (N, C, H, W); ``y`` long (N,);
+    ``index`` long (N,) positions of the samples in the training set (for caches)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass
+class TrainContext:
+    """What the training loop offers a defense besides the model and the batch.
+
+    Attributes:
+        epoch: current epoch (0-based).
+        step: global optimisation step (0-based).
+        device: the device tensors live on.
+        generator: torch Generator for any randomness inside ``loss`` (never global RNG).
+        reference_grad: ``(x, y, index) -> grad`` input gradient of the reference's summed CE
+            loss, (N, C, H, W), detached; ``None`` when the defense does not declare it.
+        adversary: ``(model, x, y) -> x_adv`` attack on the model being trained; ``None``
+            unless declared.
+        cache_dir: directory a defense may cache precomputed data in (or ``None``).
+        log: callable taking one message string (goes to the run log / stderr).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    generator: torch.Generator | None = None
+    reference_grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    cache_dir: str | None = None
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class DefenseOutput:
+    """Result of one ``loss`` call: the scalar to minimise, clean logits (N, K), numbers to log."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Defense:
+    """Base class. Subclasses set ``name``/``needs`` and implement :meth:`loss`."""
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def hparams(self) -> dict[str, Any]:
+        """The constructor's keyword arguments as stored (JSON-able)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def wrap(
+        self,
+        factory: Callable[[], nn.Module],
+        *,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+    ) -> nn.Module:
+        """Build the module to train from a factory of fresh child networks."""
+        return factory()
+
+    def prepare(self, x_train: torch.Tensor, y_train: torch.Tensor, ctx: TrainContext) -> None:
+        """Hook called once before training with the uint8 training set; default: nothing."""
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({args})"

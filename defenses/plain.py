@@ -1,0 +1,22 @@
+"""``none``: plain cross-entropy training (the paper's "Ref. Net." baseline objective)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from defenses import register_defense
+from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+
+
+@register_defense("none")
+class PlainCE(Defense):
+    """L = CE(f(x), y), mean over the batch."""
+
+    def __init__(self) -> None:
+        pass
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
+        logits = model(batch.x)  # (N, K)
+        ce = F.cross_entropy(logits, batch.y)
+        return DefenseOutput(loss=ce, logits=logits, logs={"ce": float(ce.detach())})
