@@ -1,0 +1,219 @@
+"""Figures of a search report, drawn with matplotlib's Agg backend (no display needed).
+
+Every function takes plain data (numbers, lists, dicts, tensors), writes one PNG and returns
+its path, so it can be used outside the report. Accuracies are fractions in [0, 1] and drawn
+as percentages. Each figure has a title, labelled axes with units and a legend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+
+SPECTRUM_NAMES = ("conv", "pool", "sconv", "sum", "concat")
+# Paper Fig. 3: red = negative attribution, green = positive, white = none.
+IG_CMAP = LinearSegmentedColormap.from_list("ig_red_green", ["#c0392b", "#ffffff", "#1e8449"])
+DPI = 110
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _pct(values: Sequence[float]) -> np.ndarray:
+    return 100.0 * np.asarray(values, dtype=float)
+
+
+def plot_progress(stats: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Fitness and accuracies of the population per generation.
+
+    Args:
+        stats: one dict per generation with ``generation``, ``fitness_best``,
+            ``fitness_mean``, ``clean_mean``, ``adv_mean``, ``clean_best``, ``adv_best``
+            (``*_best`` = accuracies of the fittest member; fractions in [0, 1]).
+        path: PNG to write.
+    """
+    gen = [s["generation"] for s in stats]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    ax1.plot(gen, _pct([s["fitness_best"] for s in stats]), "o-", label="best")
+    ax1.plot(gen, _pct([s["fitness_mean"] for s in stats]), "s--", label="population mean")
+    ax1.set_title("Fitness = min(clean, adversarial) (eq. 4)")
+    ax2.plot(gen, _pct([s["clean_mean"] for s in stats]), "o-", color="tab:blue", label="clean, mean")
+    ax2.plot(gen, _pct([s["adv_mean"] for s in stats]), "o-", color="tab:red", label="transferred adv., mean")
+    ax2.plot(gen, _pct([s["clean_best"] for s in stats]), ":", color="tab:blue", label="clean, fittest")
+    ax2.plot(gen, _pct([s["adv_best"] for s in stats]), ":", color="tab:red", label="transferred adv., fittest")
+    ax2.set_title("Population accuracy (fitness split)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("generation")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, path)
+
+
+def plot_replacements(generations: Sequence[int], counts: Sequence[int], path: str | Path) -> Path:
+    """Bar chart: how many population members a child replaced in each generation."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(generations, counts, color="tab:green", label="children that replaced a member")
+    ax.set_title("Replacements per generation (niche selection, Alg. 1 l. 8-9)")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("replacements (count)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def plot_spectra(
+    generations: Sequence[int], spectra: Sequence[Sequence[Sequence[int]]], path: str | Path
+) -> Path:
+    """The population's spectra (paper eq. 3) over time, one panel per component.
+
+    Args:
+        generations: generation numbers.
+        spectra: per generation, the spectrum ``(conv, pool, sconv, sum, concat)`` of every
+            population member.
+        path: PNG to write.
+    """
+    fig, axes = plt.subplots(1, 5, figsize=(14, 3.0), sharex=True)
+    for k, (ax, name) in enumerate(zip(axes, SPECTRUM_NAMES, strict=True)):
+        values = [np.asarray([s[k] for s in pop], dtype=float) for pop in spectra]
+        for g, v in zip(generations, values, strict=True):
+            ax.scatter(np.full(len(v), g), v, s=14, alpha=0.5, color="tab:gray")
+        lo, hi = [v.min() for v in values], [v.max() for v in values]
+        ax.fill_between(generations, lo, hi, alpha=0.2, color="tab:purple", label="min-max")
+        ax.plot(generations, [v.mean() for v in values], color="tab:purple", label="mean")
+        ax.set_title(f"#{name} blocks")
+        ax.set_xlabel("generation")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("blocks (count)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Population spectra over the search (dots = members)", y=1.04)
+    return _save(fig, path)
+
+
+def plot_ig_grid(
+    images: torch.Tensor,
+    maps: Mapping[str, torch.Tensor],
+    distances: Mapping[str, torch.Tensor],
+    deltas: Mapping[str, torch.Tensor],
+    path: str | Path,
+) -> Path:
+    """Integrated-gradients maps side by side (paper Fig. 3).
+
+    Args:
+        images: ``(N, C, H, W)`` inputs in [0, 1].
+        maps: column title -> ``(N, H, W)`` maps in [-1, 1]; the first one is the reference.
+        distances: column title -> ``(N,)`` pixel distance to the reference's map.
+        deltas: column title -> ``(N,)`` Captum convergence deltas.
+        path: PNG to write.
+    """
+    n, names = images.shape[0], list(maps)
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.4 * n), squeeze=False)
+    for i in range(n):
+        img = images[i].detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
+        axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_title("input" if i == 0 else "", fontsize=9)
+        for j, name in enumerate(names, start=1):
+            im = axes[i, j].imshow(maps[name][i].detach().cpu().numpy(), cmap=IG_CMAP, vmin=-1, vmax=1)
+            head = f"{name}\n" if i == 0 else ""
+            axes[i, j].set_title(
+                f"{head}dist {float(distances[name][i]):.3f}, delta {float(deltas[name][i]):.1e}", fontsize=8
+            )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cbar = fig.colorbar(im, ax=axes, shrink=0.6, location="right")
+    cbar.set_label("attribution scaled to [-1, 1] (red -, green +)")
+    fig.suptitle("Integrated gradients of the true class (dist = pixel distance to the reference)")
+    return _save(fig, path)
+
+
+def plot_matrix(
+    table: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    *,
+    title: str,
+    row_label: str,
+    col_label: str,
+    value_label: str,
+    cmap: str = "viridis",
+) -> Path:
+    """Annotated heat map of ``table[row][col]`` fractions, drawn as percentages.
+
+    Used for the transfer matrix (rows = where the examples were crafted, columns = the
+    evaluated network; paper Table 2) and the fooling rates (rows = attack; Table 5).
+    Missing cells are left blank.
+    """
+    rows = list(table)
+    cols = list(dict.fromkeys(c for r in rows for c in table[r]))
+    data = np.array([[table[r].get(c, np.nan) for c in cols] for r in rows], dtype=float) * 100
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(cols), 1.2 + 0.6 * len(rows)))
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    for (r, c), v in np.ndenumerate(data):
+        if not np.isnan(v):
+            ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=9,
+                    color="white" if v < 55 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(col_label)
+    ax.set_ylabel(row_label)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax).set_label(f"{value_label} (%)")
+    return _save(fig, path)
+
+
+def _layers(g: nx.DiGraph) -> dict[object, tuple[float, float]]:
+    pos: dict[object, tuple[float, float]] = {}
+    for depth, layer in enumerate(nx.topological_generations(g)):
+        for k, node in enumerate(sorted(layer, key=str)):
+            pos[node] = (1.4 * (k - (len(layer) - 1) / 2), -depth)
+    return pos
+
+
+def _node_label(attrs: Mapping[str, object]) -> str:
+    op = str(attrs.get("op", "?"))
+    if op in ("conv", "sconv"):
+        return f"{op}\n{attrs.get('channels', '?')}ch k{attrs.get('kernel', '?')}"
+    if op == "pool":
+        return f"{attrs.get('kind', '')}pool"
+    if op == "output" and attrs.get("hidden"):
+        return f"output\nfc{attrs['hidden']}"
+    return op
+
+
+NODE_COLORS = {"input": "#d5dbdb", "output": "#d5dbdb", "conv": "#aed6f1", "sconv": "#a9dfbf",
+               "pool": "#f9e79f", "sum": "#f5b7b1", "concat": "#d7bde2"}
+
+
+def draw_genome(g: nx.DiGraph, path: str | Path, *, title: str = "") -> Path:
+    """Layered drawing of a genome DAG: one row per topological depth, input at the top."""
+    pos = _layers(g)
+    depth = 1 + max((-y for _, y in pos.values()), default=0)
+    width = max((sum(1 for p in pos.values() if p[1] == -d) for d in range(int(depth))), default=1)
+    fig, ax = plt.subplots(figsize=(max(2.6, 1.5 * width), max(2.5, 1.05 * depth)))
+    colors = [NODE_COLORS.get(str(g.nodes[n].get("op")), "#eeeeee") for n in g.nodes]
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=10, node_size=1000, edge_color="#555555",
+                           connectionstyle="arc3,rad=0.12")
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colors, node_size=1000, node_shape="s", edgecolors="#333333")
+    nx.draw_networkx_labels(g, pos, {n: _node_label(g.nodes[n]) for n in g.nodes}, ax=ax, font_size=7)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    ax.margins(0.15)
+    return _save(fig, path)

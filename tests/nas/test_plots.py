@@ -1,0 +1,58 @@
+"""Every figure function writes a readable PNG of a sensible size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import networkx as nx
+import numpy as np
+import torch
+
+from nas import plots
+
+
+def _png(path: Path, min_w: int = 200, min_h: int = 150) -> np.ndarray:
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.shape[0] >= min_h and img.shape[1] >= min_w
+    assert img[..., :3].std() > 0.01  # not a blank canvas
+    return img
+
+
+def test_progress_replacements_spectra(tmp_path: Path) -> None:
+    stats = [
+        dict(generation=g, fitness_best=0.5 + g / 100, fitness_mean=0.4, clean_mean=0.8,
+             adv_mean=0.4, clean_best=0.81, adv_best=0.5 + g / 100)
+        for g in range(4)
+    ]
+    _png(plots.plot_progress(stats, tmp_path / "p.png"), min_w=600)
+    _png(plots.plot_replacements([0, 1, 2, 3], [0, 2, 1, 0], tmp_path / "r.png"))
+    rng = np.random.default_rng(0)
+    spectra = [[tuple(int(v) for v in rng.integers(0, 4, 5)) for _ in range(3)] for _ in range(4)]
+    _png(plots.plot_spectra([0, 1, 2, 3], spectra, tmp_path / "s.png"), min_w=800)
+
+
+def test_ig_grid_has_one_row_per_image(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 12, 12, generator=gen)
+    maps = {name: torch.rand(2, 12, 12, generator=gen) * 2 - 1 for name in ("reference", "evolved")}
+    dist = {"reference": torch.zeros(2), "evolved": torch.tensor([0.4, 0.6])}
+    delta = {name: torch.zeros(2) for name in maps}
+    one = _png(plots.plot_ig_grid(x[:1], {k: v[:1] for k, v in maps.items()}, dist, delta, tmp_path / "a.png"))
+    two = _png(plots.plot_ig_grid(x, maps, dist, delta, tmp_path / "b.png"))
+    assert two.shape[0] > 1.5 * one.shape[0] * 0.8  # taller with more images
+
+
+def test_matrix_with_missing_cells(tmp_path: Path) -> None:
+    table = {"resnet18": {"reference": 0.3, "evolved": 0.6}, "vgg16_bn": {"evolved": 0.7}}
+    _png(plots.plot_matrix(table, tmp_path / "m.png", title="t", row_label="r", col_label="c", value_label="v"))
+
+
+def test_draw_genome_with_skip(tmp_path: Path) -> None:
+    g = nx.DiGraph()
+    g.add_nodes_from([(0, {"op": "input"}), (1, {"op": "conv", "channels": 8, "kernel": 3}),
+                      (2, {"op": "pool", "kind": "max"}), (3, {"op": "sum"}), (4, {"op": "output", "hidden": 0})])
+    g.add_edges_from([(0, 1), (1, 2), (1, 3), (2, 3), (3, 4)])
+    img = _png(plots.draw_genome(g, tmp_path / "g.png", title="genome"), min_w=150)
+    assert img.shape[0] > img.shape[1]  # layered top to bottom
