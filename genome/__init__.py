@@ -1,0 +1,44 @@
+"""The plain-data graph genome: format, validation, shapes, mutation, spectrum, hash, compiler.
+
+A genome is a ``networkx.DiGraph`` with JSON-able node attributes (``op`` + params; see
+:mod:`genome.ops` and ``docs/genome.md``). Everything here is a function of that plain data;
+``genome`` imports nothing else of the project.
+"""
+
+from genome.compile import GenomeNet, compile_genome
+from genome.mutation import (
+    MUTATIONS,
+    MutationLimits,
+    add_block,
+    add_skip,
+    delete_block,
+    delete_skip,
+    edit_block,
+    is_valid_for,
+    mutate,
+)
+from genome.ops import BLOCK_OPS, OPS, POOL_KINDS, SKIP_OPS, SPECTRUM_OPS
+from genome.serialize import (
+    FORMAT_VERSION,
+    GenomeFormatError,
+    atomic_write_text,
+    from_dict,
+    from_json,
+    load,
+    save,
+    to_dict,
+    to_json,
+)
+from genome.shapes import count_flops, count_params, infer_shapes
+from genome.spectrum import canonical_hash, spectrum, spectrum_distance
+from genome.structure import InvalidGenome
+from genome.validate import assert_valid, check_genome
+
+__all__ = [
+    "BLOCK_OPS", "FORMAT_VERSION", "MUTATIONS", "OPS", "POOL_KINDS", "SKIP_OPS", "SPECTRUM_OPS",
+    "GenomeFormatError", "GenomeNet", "InvalidGenome", "MutationLimits",
+    "add_block", "add_skip", "assert_valid", "atomic_write_text", "canonical_hash",
+    "check_genome", "compile_genome", "count_flops", "count_params", "delete_block",
+    "delete_skip", "edit_block", "from_dict", "from_json", "infer_shapes", "is_valid_for",
+    "load", "mutate", "save", "spectrum", "spectrum_distance", "to_dict", "to_json",
+]
