@@ -1,0 +1,182 @@
+"""``stylized``: stylized pairing training (``stylized-pairing.txt`` §3.3).
+
+Every training image ``x`` gets a stylized copy ``x'`` (AdaIN, eq. 3-4, or a weight-free
+stylizer, see :mod:`defenses.adain`), generated once in :meth:`StylizedPairing.prepare` and
+cached on disk. The loss pairs the logits of the two (eq. 5-6):
+
+* eq. (5): ``L_s = lambda * L(F(x), F(x'))`` with ``L`` the mean squared error;
+* eq. (6): ``L_t = J(theta, M) + lambda * (1/m) sum_i MSE(F(x_i), F(x'_i))``, where ``J`` is
+  the cross-entropy over the mini-batch ``M`` holding the ``m`` clean images and their
+  ``m`` stylized copies (so ``J = (CE(x) + CE(x')) / 2``, as in the authors' code, which
+  runs one forward pass over the concatenated batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defenses import adain as style
+from defenses import register_defense
+from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+
+_FORMAT_VERSION = 1
+_CHUNK = 256
+
+
+@register_defense("stylized")
+class StylizedPairing(Defense):
+    """Stylized pairing training, eq. (6).
+
+    Args:
+        lam: pairing weight lambda. Default 1.0: the paper gives no value; the authors'
+            ``stylized_pairing_train.py`` adds the MSE unweighted.
+        style_weights: directory holding ``vgg_normalised.pth`` and ``decoder.pth`` (the
+            pytorch-AdaIN release). ``None``: use the weight-free stylizer.
+        weight_free: ``"fourier"`` (amplitude swap, default) or ``"stats"`` (eq. 2 on pixels);
+            used only when ``style_weights`` is ``None``.
+        style_image: path of the single style image (PNG/JPEG); ``None``: a seeded
+            procedural texture (one style: the paper finds a single style best, §5).
+        alpha: style strength in [0, 1]. Default 1.0 (full AdaIN target, as in the AdaIN
+            release's default).
+        seed: seed of the procedural style (explicit randomness).
+    """
+
+    needs = frozenset()
+
+    def __init__(
+        self,
+        *,
+        lam: float = 1.0,
+        style_weights: str | None = None,
+        weight_free: str = "fourier",
+        style_image: str | None = None,
+        alpha: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        self.lam = float(lam)
+        self.style_weights = style_weights
+        self.weight_free = str(weight_free)
+        self.style_image = style_image
+        self.alpha = float(alpha)
+        self.seed = int(seed)
+        self._stylized: torch.Tensor | None = None  # (N, C, H, W) uint8, set by prepare()
+        self._stylizer_used = ""
+
+    def stylizer_name(self) -> str:
+        """``"adain"`` when weights are given, else the weight-free method's name."""
+        if self.style_weights:
+            return "adain"
+        if self.weight_free not in ("fourier", "stats"):
+            raise ValueError(f"weight_free must be 'fourier' or 'stats', got {self.weight_free!r}")
+        return self.weight_free
+
+    def prepare(self, x_train: torch.Tensor, y_train: torch.Tensor, ctx: TrainContext) -> None:
+        """Stylize the uint8 training set once (or load it from ``ctx.cache_dir``)."""
+        x = x_train if x_train.dim() == 4 else x_train.unsqueeze(1)  # (N, C, H, W) uint8
+        name = self.stylizer_name()
+        self._stylizer_used = name
+        if name != "adain":
+            ctx.log(f"stylized: no style_weights given; using the weight-free '{name}' stylizer")
+        path = self._cache_path(x, ctx.cache_dir)
+        if path and os.path.isfile(path):
+            self._stylized = torch.from_numpy(np.load(path, allow_pickle=False))
+            ctx.log(f"stylized: loaded cached stylized set {path}")
+            return
+        self._stylized = self._stylize_all(x, name)
+        if path:
+            _save_atomic(path, self._stylized.numpy())
+            ctx.log(f"stylized: cached stylized set at {path}")
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
+        """Eq. (6) on one batch: one forward over clean + stylized images."""
+        if self._stylized is None:
+            raise RuntimeError("stylized: prepare() must run before loss()")
+        idx = batch.index.to(torch.long).cpu()
+        x_sty = self._stylized[idx].to(batch.x.device, batch.x.dtype) / 255.0  # (N, C, H, W)
+        m = batch.x.shape[0]
+        out = model(torch.cat([batch.x, x_sty]))  # (2N, K)
+        logits, logits_sty = out[:m], out[m:]
+        ce = F.cross_entropy(out, torch.cat([batch.y, batch.y]))  # J over the 2m batch
+        pair = F.mse_loss(logits, logits_sty)  # eq. (5), mean over samples and classes
+        loss = ce + self.lam * pair
+        logs = {
+            "ce": float(ce.detach()),
+            "pair_mse": float(pair.detach()),
+            "weight_free": float(self._stylizer_used != "adain"),
+        }
+        return DefenseOutput(loss=loss, logits=logits, logs=logs)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _style_tensor(self, size: int) -> torch.Tensor:
+        """The style image (1, 3, S, S) in [0, 1]."""
+        if self.style_image:
+            from PIL import Image
+
+            if not os.path.isfile(self.style_image):
+                raise FileNotFoundError(f"style image not found: {self.style_image}")
+            img = np.asarray(Image.open(self.style_image).convert("RGB"), dtype=np.float32)
+            return torch.from_numpy(img / 255.0).permute(2, 0, 1)[None]
+        gen = torch.Generator().manual_seed(self.seed)
+        return style.procedural_style(size, gen)
+
+    def _stylize_all(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Stylize (N, C, H, W) uint8 in chunks -> uint8 of the same shape."""
+        size = max(int(x.shape[2]), int(x.shape[3]))
+        sty = self._style_tensor(size if name != "adain" else max(size, 64))
+        net = style.load_adain(self.style_weights) if name == "adain" else None
+        out = torch.empty_like(x)
+        with torch.no_grad():
+            for start in range(0, x.shape[0], _CHUNK):
+                chunk = x[start : start + _CHUNK].float() / 255.0  # (B, C, H, W)
+                if net is not None:
+                    res = net(chunk, sty, self.alpha)
+                elif name == "stats":
+                    res = style.stats_stylize(chunk, sty, self.alpha)
+                else:
+                    res = style.fourier_stylize(chunk, sty, self.alpha)
+                out[start : start + _CHUNK] = (res * 255.0).round().clamp(0, 255).to(torch.uint8)
+        return out
+
+    def _cache_path(self, x: torch.Tensor, cache_dir: str | None) -> str | None:
+        """``<cache_dir>/stylized-<sha256 of data + settings>.npy`` or ``None``."""
+        if not cache_dir:
+            return None
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(x.numpy()).tobytes())
+        settings = {**self.hparams(), "v": _FORMAT_VERSION, "shape": list(x.shape)}
+        settings.pop("lam")
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        for f in (self.style_image, *_weight_files(self.style_weights)):
+            if f and os.path.isfile(f):
+                st = os.stat(f)
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return os.path.join(cache_dir, f"stylized-{h.hexdigest()[:16]}.npy")
+
+
+def _weight_files(weights_dir: str | None) -> list[str]:
+    if not weights_dir:
+        return []
+    return [os.path.join(weights_dir, n) for n in ("vgg_normalised.pth", "decoder.pth")]
+
+
+def _save_atomic(path: str, array: np.ndarray) -> None:
+    """Write ``array`` as .npy to a temp file in the same directory, then rename."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

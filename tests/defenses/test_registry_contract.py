@@ -1,0 +1,76 @@
+"""Tests generated over the registry: every defense trains through the same contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from defenses import UnknownName, create_defense, list_defenses
+from defenses.base import Batch
+
+ALL = list_defenses()
+
+
+NUM_CLASSES = 3
+
+
+def _setup(name, factory, data, make_ctx, seed=0):
+    torch.manual_seed(seed)
+    defense = create_defense(name)
+    model = defense.wrap(factory, num_classes=NUM_CLASSES, input_shape=(1, 12, 12))
+    ctx = make_ctx(seed)
+    x, y = data
+    defense.prepare(x, y, ctx)
+    model.train()
+    batch = Batch(x=x.float() / 255.0, y=y, index=torch.arange(len(y)))
+    return defense, model, ctx, batch
+
+
+def test_the_paper_defenses_are_registered():
+    assert {"none", "ot", "ncen", "cldl", "stylized"} <= set(ALL)
+    with pytest.raises(UnknownName, match="valid: .*ncen"):
+        create_defense("no-such-defense")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_hparams_are_keyword_json_scalars(name):
+    defense = create_defense(name)
+    hp = defense.hparams()
+    assert json.loads(json.dumps(hp)) == hp
+    assert create_defense(name, **hp).hparams() == hp  # round-trips through the run config
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_finite_loss_and_gradient_on_every_parameter(name, factory, data, make_ctx):
+    defense, model, ctx, batch = _setup(name, factory, data, make_ctx)
+    out = defense.loss(model, batch, ctx)
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert out.logits.shape == (len(batch.y), NUM_CLASSES)
+    assert all(isinstance(v, float) for v in out.logs.values())
+    model.zero_grad(set_to_none=True)
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"{name}: no gradient for {missing}"
+    for n, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {n}"
+    # the module to evaluate gives class logits for plain pixels
+    model.eval()
+    with torch.no_grad():
+        assert model(batch.x).shape == (len(batch.y), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_loss_falls_on_a_learnable_problem(name, factory, data, make_ctx):
+    defense, model, ctx, batch = _setup(name, factory, data, make_ctx, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    losses = []
+    for step in range(12):
+        ctx.step = step
+        out = defense.loss(model, batch, ctx)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss.detach()))
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"{name}: {losses}"
