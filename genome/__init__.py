@@ -21,6 +21,7 @@ from genome.ops import BLOCK_OPS, OPS, POOL_KINDS, SKIP_OPS, SPECTRUM_OPS
 from genome.serialize import (
     FORMAT_VERSION,
     GenomeFormatError,
+    UnknownGenomeName,
     atomic_write_text,
     from_dict,
     from_json,
@@ -36,7 +37,7 @@ from genome.validate import assert_valid, check_genome
 
 __all__ = [
     "BLOCK_OPS", "FORMAT_VERSION", "MUTATIONS", "OPS", "POOL_KINDS", "SKIP_OPS", "SPECTRUM_OPS",
-    "GenomeFormatError", "GenomeNet", "InvalidGenome", "MutationLimits",
+    "GenomeFormatError", "GenomeNet", "InvalidGenome", "MutationLimits", "UnknownGenomeName",
     "add_block", "add_skip", "assert_valid", "atomic_write_text", "canonical_hash",
     "check_genome", "compile_genome", "count_flops", "count_params", "delete_block",
     "delete_skip", "edit_block", "from_dict", "from_json", "infer_shapes", "is_valid_for",

@@ -33,6 +33,21 @@ class GenomeFormatError(ValueError):
     """A genome file or string that is not a well-formed genome document."""
 
 
+class UnknownGenomeName(GenomeFormatError, KeyError):
+    """A genome name that is neither a named genome nor a file; the message lists valid names.
+
+    It is a :class:`GenomeFormatError` (so every command reports it as one line, exit 2) and a
+    ``KeyError`` (it is a failed lookup).
+    """
+
+    def __init__(self, name: str, valid: list[str]) -> None:
+        self.name, self.valid = name, list(valid)
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        return f"unknown genome {self.name!r}; valid: {', '.join(self.valid)}"
+
+
 def to_dict(g: nx.DiGraph) -> dict[str, Any]:
     """The JSON-able document of ``g`` (sorted nodes and edges)."""
     nodes = []

@@ -1,0 +1,111 @@
+"""Random genomes and the diverse initial population (paper 3.2, Algorithm 1 line 1).
+
+``sample_genome`` draws a small chain of conv / pool / sconv blocks (the mix of block kinds
+and the length vary from sample to sample, so spectra spread out) and adds a few skip blocks
+with the mutation operators. ``initial_population`` keeps drawing until it has ``size``
+genomes whose pairwise spectrum distance (eq. 3) is at least ``min_distance`` (paper: 4).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from genome import add_skip, assert_valid, canonical_hash, is_valid_for, spectrum_distance
+from search_spaces.space import DEFAULT_SPACE, SearchSpace, Shape
+
+
+class PopulationDiversityError(ValueError):
+    """The requested population could not be drawn with the requested spectrum distance."""
+
+
+def _pick(rng: np.random.Generator, seq: tuple) -> object:
+    value = seq[int(rng.integers(len(seq)))]
+    return value.item() if hasattr(value, "item") else value
+
+
+def _chain_ops(rng: np.random.Generator, space: SearchSpace, min_size: int) -> list[str]:
+    """Block kinds of a random chain; downsampling only while every map stays >= 2x2."""
+    length = int(rng.integers(space.min_blocks, space.max_blocks + 1))
+    p_down = float(rng.uniform(0.1, 0.5))  # per-sample mix of block kinds
+    size, ops = min_size, []
+    for _ in range(length):
+        if size >= 4 and rng.random() < p_down:
+            ops.append("pool" if rng.random() < 0.5 else "sconv")
+            size //= 2
+        else:
+            ops.append("conv")
+    return ops
+
+
+def sample_genome(
+    rng: np.random.Generator,
+    space: SearchSpace = DEFAULT_SPACE,
+    input_shape: Shape = (1, 28, 28),
+) -> nx.DiGraph:
+    """A random valid genome: a chain of blocks plus occasional sum / concat skips.
+
+    Args:
+        rng: the random generator (the only source of randomness).
+        space: choices and caps.
+        input_shape: ``(C, H, W)`` the genome must be valid for (besides the space's shapes).
+    """
+    min_size = min(min(s[1:]) for s in (*space.input_shapes, tuple(input_shape)))
+    g = nx.DiGraph()
+    g.add_node("n0", op="input")
+    prev = "n0"
+    for i, op in enumerate(_chain_ops(rng, space, min_size), start=1):
+        if op == "pool":
+            g.add_node(f"n{i}", op="pool", kind=_pick(rng, space.pool_kinds))
+        else:
+            g.add_node(f"n{i}", op=op, channels=int(_pick(rng, space.initial_channels)),
+                       kernel=int(_pick(rng, space.kernels)))
+        g.add_edge(prev, f"n{i}")
+        prev = f"n{i}"
+    out = f"n{len(g)}"
+    g.add_node(out, op="output", hidden=int(_pick(rng, space.hidden_choices)))
+    g.add_edge(prev, out)
+    limits = space.limits()
+    for _ in range(space.max_initial_skips):
+        if rng.random() < space.skip_probability:
+            child = add_skip(g, rng, limits=limits, op="sum" if rng.random() < 0.5 else "concat")
+            g = child if child is not None else g
+    assert_valid(g, input_shape=input_shape, max_channels=space.max_channels, max_nodes=space.max_nodes)
+    assert is_valid_for(g, limits)
+    return g
+
+
+def initial_population(
+    rng: np.random.Generator,
+    space: SearchSpace = DEFAULT_SPACE,
+    size: int = 5,
+    min_distance: float = 4.0,
+    input_shape: Shape = (1, 28, 28),
+    *,
+    max_tries: int = 2000,
+) -> list[nx.DiGraph]:
+    """``size`` random genomes with pairwise spectrum distance >= ``min_distance``.
+
+    Greedy rejection sampling: a draw is kept when it is at least ``min_distance`` (eq. 3)
+    from every genome kept so far and is not an architecture already kept.
+
+    Raises:
+        PopulationDiversityError: after ``max_tries`` draws without reaching ``size``.
+    """
+    if size < 1:
+        raise ValueError(f"population size must be >= 1, got {size}")
+    population: list[nx.DiGraph] = []
+    hashes: set[str] = set()
+    for _ in range(max_tries):
+        g = sample_genome(rng, space, input_shape)
+        h = canonical_hash(g)
+        if h in hashes or any(spectrum_distance(g, p) < min_distance for p in population):
+            continue
+        population.append(g)
+        hashes.add(h)
+        if len(population) == size:
+            return population
+    raise PopulationDiversityError(
+        f"could not draw {size} genomes with pairwise spectrum distance >= {min_distance} "
+        f"in {max_tries} tries (got {len(population)}); lower the distance or the population size"
+    )
