@@ -6,6 +6,7 @@ A genome is a ``networkx.DiGraph`` with JSON-able node attributes (``op`` + para
 """
 
 from genome.compile import GenomeNet, compile_genome
+from genome.export import export_module, export_source
 from genome.mutation import (
     MUTATIONS,
     MutationLimits,
@@ -40,6 +41,6 @@ __all__ = [
     "GenomeFormatError", "GenomeNet", "InvalidGenome", "MutationLimits", "UnknownGenomeName",
     "add_block", "add_skip", "assert_valid", "atomic_write_text", "canonical_hash",
     "check_genome", "compile_genome", "count_flops", "count_params", "delete_block",
-    "delete_skip", "edit_block", "from_dict", "from_json", "infer_shapes", "is_valid_for",
+    "delete_skip", "edit_block", "export_module", "export_source", "from_dict", "from_json", "infer_shapes", "is_valid_for",
     "load", "mutate", "save", "spectrum", "spectrum_distance", "to_dict", "to_json",
 ]
