@@ -1,0 +1,273 @@
+"""The resolved configuration of a search and its presets (STYLE.md §8).
+
+Library code receives a frozen :class:`EvolveConfig`; it never sees an
+``argparse.Namespace``. A configuration is resolved from four layers, later ones winning:
+
+1. the built-in defaults (the paper's configuration, ``--preset paper``);
+2. the chosen preset (``--preset quick`` / ``smoke``, or ``"preset"`` in the config file);
+3. a JSON config file (``--config FILE``): flat ``{"population": 4, "dataset": "mnist"}``
+   or the ``config`` object of a run's ``config.json``;
+4. the flags given explicitly on the command line.
+
+Keys are flat names (the flag names with ``_``); :data:`SEARCH_KEYS`, :data:`EXEC_KEYS` and
+every field of ``nas.fitness.FitnessSettings`` say which section a key belongs to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.cli import UserError
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What determines the search itself (paper §3.2, Algorithm 1, §4 implementation details).
+
+    Attributes:
+        population: s, candidates kept (paper: four or five; default 5).
+        children: n, children per candidate per generation (paper: two).
+        generations: g (paper: 50).
+        min_distance: d, minimum pairwise spectrum distance (eq. 3) of the initial population (4).
+        mutations_min: fewest mutation operators per child ("aggressive": 4).
+        mutations_max: most mutation operators per child (5).
+        epochs: training epochs of a child in generations 1-10 (paper: 20).
+        epochs_step: epochs added every ``epochs_every`` generations (paper: +5 per 10).
+        epochs_every: generations between epoch increments (10).
+        refine_epochs: epochs the final population is trained for before the test report
+            (paper: 1000).
+        seed: run seed; every random draw derives from (seed, generation, child index).
+        sequential: follow Algorithm 1 line by line instead of evaluating a whole generation
+            in parallel (see docs/search.md).
+        max_channels: channel cap of the search space (mutation limit).
+        max_nodes: node cap of a genome (mutation limit).
+    """
+
+    population: int = 5
+    children: int = 2
+    generations: int = 50
+    min_distance: float = 4.0
+    mutations_min: int = 4
+    mutations_max: int = 5
+    epochs: int = 20
+    epochs_step: int = 5
+    epochs_every: int = 10
+    refine_epochs: int = 1000
+    seed: int = 0
+    sequential: bool = False
+    max_channels: int = 256
+    max_nodes: int = 40
+
+    def epochs_at(self, generation: int) -> int:
+        """Training epochs of a child of ``generation`` (the initial population is generation 0)."""
+        steps = max(0, generation - 1) // max(1, self.epochs_every)
+        return self.epochs + self.epochs_step * steps
+
+    def check(self) -> None:
+        """Raise :class:`UserError` on settings no search can run with."""
+        if self.population < 1 or self.children < 1 or self.generations < 0:
+            raise UserError("--population and --children must be >= 1, --generations >= 0")
+        if not 1 <= self.mutations_min <= self.mutations_max:
+            raise UserError("need 1 <= --mutations-min <= --mutations-max")
+        if self.epochs < 1 or self.refine_epochs < 0 or self.min_distance < 0:
+            raise UserError("--epochs must be >= 1, --refine-epochs and --min-distance >= 0")
+
+
+@dataclass(frozen=True)
+class ExecSettings:
+    """How the search is executed; may change between a run and its resume.
+
+    Attributes:
+        workers: children evaluated at the same time (processes with loky).
+        backend: ``loky`` (local processes) or ``dask`` (a Dask cluster).
+        scheduler: Dask scheduler address (``tcp://host:8786``) with ``backend="dask"``.
+        progress: show the tqdm progress line.
+    """
+
+    workers: int = 1
+    backend: str = "loky"
+    scheduler: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """Everything ``python -m nas.evolve`` was asked to do, frozen.
+
+    ``search`` and ``fitness`` define the result (a resume must match them exactly);
+    ``execution`` and ``run_dir`` only say where and how it runs.
+    """
+
+    search: SearchSettings
+    fitness: Any  # nas.fitness.FitnessSettings
+    execution: ExecSettings = field(default_factory=ExecSettings)
+    run_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form written to ``config.json`` (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def identity(self) -> dict[str, Any]:
+        """The part a resume must match: ``search`` and ``fitness``."""
+        d = self.to_dict()
+        return {"search": d["search"], "fitness": d["fitness"]}
+
+
+SEARCH_KEYS = frozenset(f.name for f in dataclasses.fields(SearchSettings))
+EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
+
+# --------------------------------------------------------------------------------------------
+# PRESETS. ``paper`` is the built-in defaults (paper §4 implementation details).
+# >>> QUICK PRESET NUMBERS: measured and recommended by the fitness/training side (nas/fitness.py
+# >>> owner) for "minutes on a 2-core CPU" on Fashion-MNIST. Change them here and only here.
+QUICK: dict[str, Any] = {
+    "dataset": "fashion-mnist",
+    "train_size": 2000,
+    "val_size": 500,
+    "test_size": 1000,
+    "reference_epochs": 3,
+    "steps": 10,
+    "population": 4,
+    "children": 2,
+    "generations": 3,
+    "epochs": 2,
+    "epochs_step": 1,
+    "epochs_every": 2,
+    "refine_epochs": 4,
+    "max_channels": 64,
+    "max_nodes": 16,
+}
+# <<< END QUICK PRESET NUMBERS
+# ``smoke``: synthetic data, seconds; for tests and CI.
+SMOKE: dict[str, Any] = {
+    "dataset": "synthetic",
+    "train_size": 60,
+    "val_size": 30,
+    "test_size": 30,
+    "reference": "he-ref",
+    "reference_epochs": 1,
+    "steps": 2,
+    "batch_size": 32,
+    "population": 3,
+    "children": 1,
+    "generations": 2,
+    "min_distance": 1.0,
+    "mutations_min": 1,
+    "mutations_max": 2,
+    "epochs": 1,
+    "epochs_step": 0,
+    "refine_epochs": 1,
+    "max_channels": 16,
+    "max_nodes": 10,
+}
+PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "quick": QUICK, "smoke": SMOKE}
+
+
+def fitness_keys() -> frozenset[str]:
+    """Field names of ``nas.fitness.FitnessSettings``."""
+    from nas.fitness import FitnessSettings
+
+    return frozenset(f.name for f in dataclasses.fields(FitnessSettings))
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Flat key -> value mapping from a JSON config file (flat, or a run's nested config)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"config file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path}: expected a JSON object")
+    data = data.get("config", data)
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("search", "fitness", "execution") and isinstance(value, dict):
+            flat.update(value)
+        elif key != "run_dir":
+            flat[key] = value
+    return flat
+
+
+def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | None, run_dir: str) -> EvolveConfig:
+    """Layer defaults < preset < config file < explicit ``flags`` into an :class:`EvolveConfig`.
+
+    Args:
+        flags: explicitly given values only (``None`` entries are ignored).
+        preset: preset name (or ``None``: from the config file, else ``paper``).
+        config_file: optional JSON file path.
+        run_dir: the run directory the search writes.
+    """
+    from_file = load_config_file(config_file) if config_file else {}
+    preset = preset or from_file.pop("preset", None) or "paper"
+    from_file.pop("preset", None)
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
+    values: dict[str, Any] = {**PRESETS[preset], **from_file}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    fkeys = fitness_keys()
+    unknown = sorted(set(values) - SEARCH_KEYS - EXEC_KEYS - fkeys)
+    if unknown:
+        raise UserError(f"unknown configuration keys: {', '.join(unknown)}")
+    return build(values, run_dir=run_dir)
+
+
+def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
+    """An :class:`EvolveConfig` from flat key -> value pairs (missing keys take defaults)."""
+    from nas.fitness import FitnessSettings
+
+    fkeys = fitness_keys()
+    fit = {k: v for k, v in values.items() if k in fkeys}
+    if "defense_args" in fit:
+        fit["defense_args"] = tuple(sorted((str(k), v) for k, v in dict(fit["defense_args"]).items()))
+    search = SearchSettings(**{k: v for k, v in values.items() if k in SEARCH_KEYS})
+    search.check()
+    execution = ExecSettings(**{k: v for k, v in values.items() if k in EXEC_KEYS})
+    try:
+        fitness = FitnessSettings(**fit)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"invalid fitness settings: {exc}") from None
+    return EvolveConfig(search=search, fitness=fitness, execution=execution, run_dir=run_dir)
+
+
+def from_dict(data: dict[str, Any], *, run_dir: str) -> EvolveConfig:
+    """Rebuild an :class:`EvolveConfig` from its ``to_dict`` form (a run's config.json)."""
+    flat = {**data.get("search", {}), **data.get("fitness", {}), **data.get("execution", {})}
+    return build(flat, run_dir=run_dir)
+
+
+def flat_values(cfg: EvolveConfig) -> dict[str, Any]:
+    """The flat key -> value form of a config (inverse of :func:`build`)."""
+    d = cfg.to_dict()
+    return {**d["search"], **d["fitness"], **d["execution"]}
+
+
+def resolve_resume(stored: dict[str, Any], flags: dict[str, Any], *, preset: str | None,
+                   config_file: str | None, run_dir: str) -> EvolveConfig:
+    """The configuration of a resumed run: the stored one, with what the user gave on top.
+
+    Only execution settings (workers, backend, scheduler, progress) may change; any other
+    difference raises :class:`UserError` listing every differing key (``key: old -> new``).
+    """
+    from nas.rundir import config_diff
+
+    old = from_dict(stored, run_dir=run_dir)
+    layer: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
+        layer.update(PRESETS[preset])
+    if config_file:
+        layer.update({k: v for k, v in load_config_file(config_file).items() if k != "preset"})
+    layer.update({k: v for k, v in flags.items() if v is not None})
+    new = build({**flat_values(old), **layer}, run_dir=run_dir)
+    diff = config_diff(old.identity(), new.identity())
+    if diff:
+        raise UserError(f"{run_dir} was run with another configuration, refusing to resume "
+                        f"(stored -> given): {'; '.join(diff)}")
+    return new

@@ -1,0 +1,327 @@
+"""The steady-state genetic algorithm with spectrum niching (paper §3.2, Algorithm 1), on DEAP.
+
+All DEAP set-up lives here (STYLE.md §7): the creator classes are made once (guarded), one
+function builds the toolbox (``mutate``, ``evaluate``, ``map``, plus ``emit`` for the event
+log), and :func:`steady_state` is the loop. Genome operations (sample, mutate, spectrum,
+canonical hash) and the evaluation are *injected* through :class:`GenomeOps` and the toolbox,
+so the loop runs unchanged on real networks, on synthetic fitness functions (tests) and during
+a resume (where ``map`` answers finished children from the log).
+
+Randomness: every draw is made by ``np.random.default_rng([seed, generation, index])`` (index
+= child index in the generation, or the sampling attempt of the initial population), so a
+search is a pure function of its seed and the children's results; nothing is pickled to
+resume it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from deap import base, creator, tools
+
+from nas.cli import UserError
+from nas.config import SearchSettings
+
+
+@dataclass(frozen=True)
+class GenomeOps:
+    """The genome operations the search needs, on genome JSON text.
+
+    Attributes:
+        sample: ``rng -> genome`` a random valid genome of the search space.
+        mutate: ``(genome, rng, count) -> genome`` ``count`` mutation operators ("aggressive").
+        spectrum: ``genome -> (n_conv, n_pool, n_sconv, n_sum, n_concat)`` (paper eq. 3).
+        canonical_hash: ``genome -> str`` equal for isomorphic architectures.
+    """
+
+    sample: Callable[[np.random.Generator], str]
+    mutate: Callable[[str, np.random.Generator, int], str]
+    spectrum: Callable[[str], tuple[int, ...]]
+    canonical_hash: Callable[[str], str]
+
+
+class Candidate:
+    """A genome in the search (base class of DEAP's ``Individual``; DEAP adds ``fitness``).
+
+    Attributes:
+        genome: the genome as JSON text.
+        child_id: ``g<generation>-c<index>``; also the child's directory name.
+        parent: id of the candidate it was mutated from (``None`` for the initial population).
+        generation: generation that produced it (0 = initial population).
+        index: position among the children of its generation (seeds derive from it).
+        spectrum: spectrum vector (paper eq. 3).
+        hash: canonical hash of the architecture.
+        metrics: the evaluation result (a ``ChildResult`` dict) once evaluated.
+    """
+
+    def __init__(self, genome: str, child_id: str, parent: str | None, generation: int,
+                 index: int, spectrum: tuple[int, ...], hash: str) -> None:
+        self.genome, self.child_id, self.parent = genome, child_id, parent
+        self.generation, self.index = generation, index
+        self.spectrum, self.hash = tuple(int(v) for v in spectrum), hash
+        self.metrics: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description (for population.json and final.json)."""
+        return {"id": self.child_id, "parent": self.parent, "generation": self.generation,
+                "hash": self.hash, "spectrum": list(self.spectrum), "metrics": self.metrics}
+
+
+def setup_creator() -> None:
+    """Create ``creator.NasFitness`` (maximise one value) and ``creator.NasIndividual`` once."""
+    if not hasattr(creator, "NasFitness"):
+        creator.create("NasFitness", base.Fitness, weights=(1.0,))
+    if not hasattr(creator, "NasIndividual"):
+        creator.create("NasIndividual", Candidate, fitness=creator.NasFitness)
+
+
+def child_id(generation: int, index: int) -> str:
+    """The id of child ``index`` of ``generation`` (``g003-c007``)."""
+    return f"g{generation:03d}-c{index:03d}"
+
+
+def draw_rng(seed: int, generation: int, index: int) -> np.random.Generator:
+    """The generator of every random draw for (run seed, generation, index)."""
+    return np.random.default_rng([seed, generation, index])
+
+
+def train_seed(seed: int, generation: int, index: int) -> int:
+    """The training seed of a child, derived from (run seed, generation, index)."""
+    return int(np.random.SeedSequence([seed, generation, index, 1]).generate_state(1)[0])
+
+
+def make_individual(ops: GenomeOps, genome: str, generation: int, index: int,
+                    parent: str | None) -> Any:
+    """A fresh (unevaluated) ``NasIndividual`` for ``genome``."""
+    return creator.NasIndividual(genome, child_id(generation, index), parent, generation, index,
+                                 ops.spectrum(genome), ops.canonical_hash(genome))
+
+
+def mutate_child(parent: Candidate, generation: int, index: int, *, ops: GenomeOps,
+                 search: SearchSettings) -> Any:
+    """Child ``index`` of ``generation``: ``mutations_min..mutations_max`` operators on ``parent``.
+
+    The child is a new individual, so its fitness is invalid (as after DEAP's ``varAnd``).
+    """
+    rng = draw_rng(search.seed, generation, index)
+    count = int(rng.integers(search.mutations_min, search.mutations_max + 1))
+    genome = ops.mutate(parent.genome, rng, count)
+    child = make_individual(ops, genome, generation, index, parent.child_id)
+    del child.fitness.values
+    return child
+
+
+def spectrum_distance(a: Sequence[int], b: Sequence[int]) -> float:
+    """Euclidean distance of two spectra (paper eq. 3)."""
+    return float(np.linalg.norm(np.subtract(a, b, dtype=float)))
+
+
+def nearest(population: Sequence[Candidate], child: Candidate) -> int:
+    """Index of the member nearest to ``child`` by spectrum; the first one on ties (§3.2)."""
+    sq = [int(np.sum((np.subtract(m.spectrum, child.spectrum)) ** 2)) for m in population]
+    return int(np.argmin(sq))  # exact integer squared distances: ties are exact
+
+
+def initial_population(toolbox: base.Toolbox, search: SearchSettings, ops: GenomeOps) -> list[Any]:
+    """s random genomes with pairwise spectrum distance >= d (Algorithm 1 line 1), unevaluated.
+
+    Rejection sampling: a draw is kept when it is a new architecture at distance >= d (eq. 3)
+    from every genome kept so far.
+
+    Attempt ``a`` samples with ``draw_rng(seed, 0, a)``; accepted genomes get ids
+    ``g000-c000``... in order of acceptance.
+
+    Raises:
+        UserError: no such population found in ``200 * s`` attempts (lower ``--min-distance``).
+    """
+    accepted: list[str] = []
+    spectra: list[tuple[int, ...]] = []
+    hashes: set[str] = set()
+    for attempt in range(200 * search.population):
+        genome = ops.sample(draw_rng(search.seed, 0, attempt))
+        spec, h = ops.spectrum(genome), ops.canonical_hash(genome)
+        if h not in hashes and all(spectrum_distance(spec, s) >= search.min_distance for s in spectra):
+            accepted.append(genome)
+            spectra.append(spec)
+            hashes.add(h)
+            if len(accepted) == search.population:
+                return [make_individual(ops, g, 0, i, None) for i, g in enumerate(accepted)]
+    raise UserError(
+        f"could not sample {search.population} genomes with spectrum distance >= "
+        f"{search.min_distance}; lower --min-distance or --population"
+    )
+
+
+def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[..., dict],
+                  map_fn: Callable[..., list[dict]], emit: Callable[[dict], Any]) -> base.Toolbox:
+    """The DEAP toolbox of a search.
+
+    Args:
+        search: the search settings.
+        ops: genome operations.
+        evaluate: picklable ``(genome, *, epochs, seed, out_dir, split) -> metrics dict``.
+        map_fn: ``(evaluate, individuals) -> [metrics dict]`` in order (parallel, logged,
+            answering finished children from the log).
+        emit: writes one event to the run log (``replacement``, ``generation_finished``).
+    """
+    setup_creator()
+    toolbox = base.Toolbox()
+    toolbox.register("mutate", mutate_child, ops=ops, search=search)
+    toolbox.register("evaluate", evaluate)
+    toolbox.register("map", map_fn)
+    toolbox.register("emit", emit)
+    return toolbox
+
+
+def assign(individuals: Sequence[Candidate], results: Sequence[dict[str, Any]]) -> None:
+    """Store each result on its individual: ``fitness.values = (F,)`` (eq. 4) and ``metrics``."""
+    for ind, res in zip(individuals, results, strict=True):
+        ind.metrics = res
+        ind.fitness.values = (float(res["fitness"]),)
+
+
+def select_replace(population: list[Any], child: Any, generation: int, toolbox: base.Toolbox) -> bool:
+    """Algorithm 1 lines 7-9: the nearest member is replaced if the child is strictly fitter."""
+    k = nearest(population, child)
+    old = population[k]
+    if not child.fitness.values[0] > old.fitness.values[0]:
+        return False
+    population[k] = child
+    toolbox.emit({"type": "replacement", "generation": generation, "id": child.child_id,
+                  "replaced": old.child_id, "slot": k, "fitness": child.fitness.values[0],
+                  "replaced_fitness": old.fitness.values[0]})
+    return True
+
+
+def make_statistics() -> tools.Statistics:
+    """Fitness statistics of a population (max / mean / min)."""
+    stats = tools.Statistics(key=lambda ind: ind.fitness.values[0])
+    stats.register("max", np.max)
+    stats.register("mean", np.mean)
+    stats.register("min", np.min)
+    return stats
+
+
+def generation_parallel(toolbox: base.Toolbox, population: list[Any], t: int,
+                        search: SearchSettings) -> tuple[list[Any], int]:
+    """One generation, children of the generation-start population evaluated together."""
+    children = [toolbox.mutate(parent, t, i * search.children + j)
+                for i, parent in enumerate(list(population)) for j in range(search.children)]
+    assign(children, toolbox.map(toolbox.evaluate, children))
+    replaced = sum(select_replace(population, c, t, toolbox) for c in children)
+    return children, replaced
+
+
+def generation_sequential(toolbox: base.Toolbox, population: list[Any], t: int,
+                          search: SearchSettings) -> tuple[list[Any], int]:
+    """One generation line by line: candidate i mutates from the *current* P (lines 3-11).
+
+    The n children of one candidate are mutated together (line 4); training one child does not
+    depend on P, so they are trained as a batch and then compared in order (lines 5-10).
+    """
+    all_children, replaced = [], 0
+    for i in range(len(population)):
+        parent = population[i]
+        children = [toolbox.mutate(parent, t, i * search.children + j) for j in range(search.children)]
+        assign(children, toolbox.map(toolbox.evaluate, children))
+        replaced += sum(select_replace(population, c, t, toolbox) for c in children)
+        all_children += children
+    return all_children, replaced
+
+
+def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSettings,
+                 on_generation: Callable[[int, list[Any], dict[str, Any]], None] | None = None,
+                 ) -> tuple[list[Any], tools.Logbook, tools.HallOfFame]:
+    """Neuroevolution with spectrum niching (paper Algorithm 1).
+
+    ```
+    1:  P = {N_1..N_s}, pairwise d_spec >= d                 (initial_population + evaluate)
+    2:  for t = 1..g:
+    3:    for each N in P:
+    4:      {C_1..C_n} = mutation(N)                         (toolbox.mutate, 4-5 operators)
+    5:      for j = 1..n:
+    6:        N_j = train(C_j)                               (toolbox.map(toolbox.evaluate, ...))
+    7:        N* = argmin_{N' in P} d_spec(N', C_j)          (nearest; first on ties)
+    8:        if F(N*) < F(C_j):                             (strictly fitter, eq. 4)
+    9:          replace N* with C_j                          (select_replace)
+    14: return P
+    ```
+    By default a generation's children are all mutated from the generation-start P and trained
+    in parallel before lines 7-9 run in candidate order; ``search.sequential`` follows the
+    listing exactly (each candidate mutates from the current P).
+
+    Returns:
+        The final population, the Logbook (one record per generation) and a HallOfFame.
+    """
+    stats, logbook = make_statistics(), tools.Logbook()
+    hof = tools.HallOfFame(len(population), similar=lambda a, b: a.hash == b.hash)
+    logbook.header = ["gen", "evals", "replaced", "max", "mean", "min"]
+    assign(population, toolbox.map(toolbox.evaluate, population))
+    hof.update(population)
+    logbook.record(gen=0, evals=len(population), replaced=0, **stats.compile(population))
+    if on_generation:
+        on_generation(0, population, logbook[-1])
+    step = generation_sequential if search.sequential else generation_parallel
+    for t in range(1, search.generations + 1):
+        children, replaced = step(toolbox, population, t, search)
+        hof.update(children)
+        logbook.record(gen=t, evals=len(children), replaced=replaced, **stats.compile(population))
+        if on_generation:
+            on_generation(t, population, logbook[-1])
+    return population, logbook, hof
+
+
+# -- the real genome operations ---------------------------------------------------------------
+
+def search_space(search: SearchSettings, input_shape: tuple[int, int, int]) -> Any:
+    """The ``search_spaces.SearchSpace`` of a search: the default space with the search's caps,
+    valid for the dataset's input shape."""
+    from search_spaces.space import DEFAULT_SPACE
+
+    channels = tuple(c for c in DEFAULT_SPACE.channels if c <= search.max_channels)
+    initial = tuple(c for c in DEFAULT_SPACE.initial_channels if c <= search.max_channels)
+    return dataclasses.replace(
+        DEFAULT_SPACE, channels=channels or (search.max_channels,),
+        initial_channels=initial or (search.max_channels,), max_channels=search.max_channels,
+        max_nodes=search.max_nodes, input_shapes=(tuple(input_shape),),
+        max_blocks=min(DEFAULT_SPACE.max_blocks, max(DEFAULT_SPACE.min_blocks, search.max_nodes - 4)))
+
+
+def _spectrum_json(genome: str) -> tuple[int, ...]:
+    import genome as gn
+
+    return tuple(gn.spectrum(gn.from_json(genome)))
+
+
+def _hash_json(genome: str) -> str:
+    import genome as gn
+
+    return gn.canonical_hash(gn.from_json(genome))
+
+
+def _mutate_json(genome: str, rng: np.random.Generator, count: int, *, limits: Any) -> str:
+    import genome as gn
+
+    child, _ = gn.mutate(gn.from_json(genome), rng, limits=limits, count=count)
+    return gn.to_json(child, indent=None)
+
+
+def _sample_json(rng: np.random.Generator, *, space: Any, input_shape: tuple[int, int, int]) -> str:
+    import genome as gn
+    from search_spaces.sampling import sample_genome
+
+    return gn.to_json(sample_genome(rng, space, input_shape), indent=None)
+
+
+def genome_ops(search: SearchSettings, input_shape: tuple[int, int, int]) -> GenomeOps:
+    """:class:`GenomeOps` on real genomes (``genome`` + the ``search_spaces`` sampler)."""
+    space = search_space(search, input_shape)
+    return GenomeOps(
+        sample=functools.partial(_sample_json, space=space, input_shape=tuple(input_shape)),
+        mutate=functools.partial(_mutate_json, limits=space.limits()),
+        spectrum=_spectrum_json, canonical_hash=_hash_json)

@@ -1,0 +1,257 @@
+"""Evaluate children in parallel with joblib: local processes (loky) or a Dask cluster.
+
+DESIGN.md §9. Only strings and small dicts cross process boundaries: a :class:`Task` goes in,
+the child's metrics dict comes out; the worker writes the child's files itself.
+
+- ``workers == 1`` (and no Dask): evaluated in the driver process, one after the other.
+- ``backend="loky"``: one process per child slot (memory cannot leak between runs of the
+  driver), each worker limits torch to ``cores // workers`` threads before training.
+- ``backend="dask"``: joblib's Dask backend on a ``distributed.Client`` connected to
+  ``scheduler`` (``tcp://host:8786``) or, when ``scheduler`` is ``None``, a caller-made client.
+
+Results come back *as they finish* (``return_as="generator_unordered"``) so the driver can
+log each finished child at once; a crash then loses only the children still in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.cli import UserError
+from nas.ga import train_seed
+from nas.rundir import EventLog, child_dir, write_json
+
+#: ``evaluate(genome_json, *, epochs, seed, out_dir, split) -> dict`` (JSON-able metrics).
+EvaluateFn = Callable[..., dict[str, Any]]
+BACKENDS = ("loky", "dask")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One child to train and score.
+
+    Attributes:
+        child_id: the child's id (``g003-c07``), also its directory name.
+        genome: the genome as JSON text.
+        epochs: training epochs.
+        seed: the child's own training seed (derived from run seed + child id).
+        out_dir: directory the worker writes the child's files into (or ``None``).
+        split: evaluation split (``None``: the configured fitness split; ``"test"``: final).
+    """
+
+    child_id: str
+    genome: str
+    epochs: int
+    seed: int
+    out_dir: str | None = None
+    split: str | None = None
+
+
+def worker_threads(workers: int, cores: int | None = None) -> int:
+    """Torch intra-op threads per worker: ``cores // workers`` (at least 1)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+def run_task(evaluate: EvaluateFn, task: Task, threads: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Worker entry point: set torch's thread count, evaluate, write the child's genome.json and
+    metrics.json (weights are written by ``evaluate`` into ``out_dir``), return
+    ``(child_id, metrics)``."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    result = evaluate(
+        task.genome, epochs=task.epochs, seed=task.seed, out_dir=task.out_dir, split=task.split
+    )
+    if hasattr(result, "to_dict"):
+        result = result.to_dict()
+    if task.out_dir is not None:
+        out = Path(task.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "genome.json", json.loads(task.genome))
+        if not (out / "metrics.json").exists():  # evaluate may have written a richer one
+            write_json(out / "metrics.json", result)
+    return task.child_id, result
+
+
+def evaluate_tasks(
+    evaluate: EvaluateFn,
+    tasks: Sequence[Task],
+    *,
+    workers: int = 1,
+    backend: str = "loky",
+    scheduler: str | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Evaluate ``tasks``, yielding ``(child_id, metrics)`` in order of completion.
+
+    Args:
+        evaluate: picklable evaluation function (module-level function or ``functools.partial``).
+        tasks: the children to evaluate.
+        workers: parallel evaluations (ignored by Dask, which uses the cluster's workers).
+        backend: ``"loky"`` or ``"dask"``.
+        scheduler: Dask scheduler address (``tcp://host:8786``); only with ``backend="dask"``.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if not tasks:
+        return
+    if backend == "loky" and (workers <= 1 or len(tasks) == 1):
+        for task in tasks:
+            yield run_task(evaluate, task)
+        return
+    import joblib
+
+    threads = worker_threads(workers) if backend == "loky" else None
+    with ExitStack() as stack:
+        if backend == "dask":
+            stack.enter_context(_dask_backend(scheduler))
+            n_jobs = -1
+        else:
+            n_jobs = min(workers, len(tasks))
+        parallel = joblib.Parallel(
+            n_jobs=n_jobs,
+            backend=None if backend == "dask" else "loky",
+            return_as="generator_unordered",
+            pre_dispatch="n_jobs",
+        )
+        yield from parallel(joblib.delayed(run_task)(evaluate, t, threads) for t in tasks)
+
+
+def _dask_backend(scheduler: str | None):
+    """Context: joblib's ``dask`` backend on a client connected to ``scheduler``."""
+    import joblib
+
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover
+        raise UserError(f"--backend dask needs dask[distributed]: {exc}") from None
+    stack = ExitStack()
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=30)
+        except OSError as exc:
+            raise UserError(f"cannot connect to Dask scheduler {scheduler}: {exc}") from None
+        stack.callback(client.close)
+    stack.enter_context(joblib.parallel_config(backend="dask"))
+    return stack
+
+
+def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str | None) -> dict[str, Any]:
+    """The ``child_finished`` log line of an evaluated (or reused) child."""
+    return {
+        "type": "child_finished", "id": ind.child_id, "parent": ind.parent,
+        "generation": ind.generation, "hash": ind.hash, "spectrum": list(ind.spectrum),
+        "epochs": task.epochs, "seed": task.seed, "reused": reused_from is not None,
+        "reused_from": reused_from, "metrics": metrics,
+    }
+
+
+class ChildEvaluator:
+    """The search's ``toolbox.map``: evaluates children once, logs each as it finishes.
+
+    For every child, in order: a ``child_finished`` line already in the log answers it (a
+    resume never retrains a finished child); a child whose canonical hash was evaluated
+    before reuses that result (``reused: true``); the rest are dispatched through
+    :func:`evaluate_tasks`. Duplicates inside one batch wait for their first occurrence.
+    """
+
+    def __init__(self, log: EventLog, run_dir: str | os.PathLike[str], search: Any,
+                 *, workers: int = 1, backend: str = "loky", scheduler: str | None = None,
+                 progress: Any = None) -> None:
+        self.log, self.run_dir, self.search = log, Path(run_dir), search
+        self.workers, self.backend, self.scheduler = workers, backend, scheduler
+        self.progress = progress
+        self.seen: dict[str, tuple[str, dict[str, Any]]] = {}  # hash -> (source id, metrics)
+
+    def task(self, ind: Any, *, split: str | None = None, epochs: int | None = None,
+             generation: int | None = None, sub: str = "") -> Task:
+        """The :class:`Task` of an individual (its epochs, seed and directory)."""
+        gen = ind.generation if generation is None else generation
+        out = child_dir(self.run_dir, ind.child_id) / sub if sub else child_dir(self.run_dir, ind.child_id)
+        out.mkdir(parents=True, exist_ok=True)
+        return Task(ind.child_id, ind.genome, epochs or self.search.epochs_at(gen),
+                    train_seed(self.search.seed, gen, ind.index), str(out), split)
+
+    def map(self, evaluate: EvaluateFn, individuals: Sequence[Any]) -> list[dict[str, Any]]:
+        """Metrics of every individual, in order (see the class docstring)."""
+        results: dict[str, dict[str, Any]] = {}
+        todo: list[tuple[Any, Task]] = []
+        waiting: dict[str, list[Any]] = {}  # hash of a dispatched child -> later duplicates
+        for ind in individuals:
+            logged = self.log.get(("child_finished", ind.child_id))
+            if logged is not None:
+                results[ind.child_id] = logged["metrics"]
+                self.seen.setdefault(ind.hash, (ind.child_id, logged["metrics"]))
+                self._tick(logged["metrics"], replayed=True)
+            elif ind.hash in self.seen:
+                self._reuse(ind, results)
+            elif ind.hash in waiting:
+                waiting[ind.hash].append(ind)
+            else:
+                waiting[ind.hash] = []
+                todo.append((ind, self.task(ind)))
+        by_id = {ind.child_id: (ind, task) for ind, task in todo}
+        tasks = [task for _, task in todo]
+        self._running(len(tasks))
+        for left, (cid, metrics) in enumerate(
+            evaluate_tasks(evaluate, tasks, workers=self.workers, backend=self.backend,
+                           scheduler=self.scheduler), start=1):
+            self._running(len(tasks) - left)
+            ind, task = by_id[cid]
+            self.log.emit(child_event(ind, task, metrics, None))
+            results[cid] = metrics
+            self.seen[ind.hash] = (cid, metrics)
+            self._tick(metrics)
+            for dup in waiting[ind.hash]:
+                self._reuse(dup, results)
+        return [results[ind.child_id] for ind in individuals]
+
+    def _reuse(self, ind: Any, results: dict[str, dict[str, Any]]) -> None:
+        source, metrics = self.seen[ind.hash]
+        task = self.task(ind)
+        write_json(Path(task.out_dir) / "genome.json", json.loads(ind.genome))
+        write_json(Path(task.out_dir) / "metrics.json", {**metrics, "reused_from": source})
+        self.log.emit(child_event(ind, task, metrics, source))
+        results[ind.child_id] = metrics
+        self._tick(metrics, reused=True)
+
+    def refine(self, evaluate: EvaluateFn, individuals: Sequence[Any]) -> list[dict[str, Any]]:
+        """Train the finalists again for ``refine_epochs`` and score them on the test split."""
+        gen = self.search.generations + 1
+        tasks, results = [], {}
+        for slot, ind in enumerate(individuals):
+            logged = self.log.get(("refined", ind.child_id))
+            if logged is not None:
+                results[ind.child_id] = logged["metrics"]
+                self._tick(logged["metrics"], replayed=True)
+                continue
+            task = self.task(ind, split="test", epochs=max(1, self.search.refine_epochs),
+                             generation=gen, sub="refined")
+            tasks.append(dataclasses.replace(task, seed=train_seed(self.search.seed, gen, slot)))
+        self._running(len(tasks))
+        for left, (cid, metrics) in enumerate(
+            evaluate_tasks(evaluate, tasks, workers=self.workers, backend=self.backend,
+                           scheduler=self.scheduler), start=1):
+            self._running(len(tasks) - left)
+            task = next(t for t in tasks if t.child_id == cid)
+            self.log.emit({"type": "refined", "id": cid, "epochs": task.epochs, "seed": task.seed,
+                           "split": "test", "metrics": metrics})
+            results[cid] = metrics
+            self._tick(metrics)
+        return [results[ind.child_id] for ind in individuals]
+
+    def _tick(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
+        if self.progress is not None:
+            self.progress.child_done(metrics, reused=reused, replayed=replayed)
+
+    def _running(self, pending: int) -> None:
+        if self.progress is not None:
+            self.progress.set_running(min(pending, max(1, self.workers)))
