@@ -1,0 +1,78 @@
+"""``gm``: gradient misalignment (gm-neuroevolution §3.1, eq. 1 and 2).
+
+The child ``f_c`` is trained with
+
+    L = L_CE + lambda * L_GM,                                             (eq. 2)
+    L_GM = mean_{(x, y) in batch} cos(grad_x l(f_c(x), y), grad_x l(f_r(x), y))   (eq. 1)
+
+so minimising ``L`` pushes the child's input gradients away from (toward the opposite of)
+those of the fixed reference ``f_r``; adversarial perturbations of the reference then stop
+being useful against the child (low transferability).
+
+Implementation (the hot path of the search, one forward of the child):
+
+1. ``logits = f_c(x)`` with ``x`` requiring grad; ``ce_sum = CE(logits, y, reduction="sum")``.
+   The per-sample input gradient is taken of the *summed* CE, so each sample's gradient is
+   ``grad_x l(f_c(x_i), y_i)`` and not scaled by ``1/N`` (irrelevant for the cosine itself,
+   but it keeps the eps guard meaningful).
+2. ``g_c = autograd.grad(ce_sum, x, create_graph=True)``: double backprop through the child
+   only; the reference gradient ``g_r`` comes from ``ctx.reference_grad`` (eval mode,
+   detached; cached for the training set by the loop, or computed live).
+3. ``cos_i = <g_c, g_r> / sqrt((|g_c|^2 + eps^2)(|g_r|^2 + eps^2))`` per sample (eps guard keeps
+   the value and its derivative finite for vanishing gradients).
+4. ``loss = ce_sum / N + lambda * mean_i cos_i``; the CE value reuses the forward of step 1.
+
+The default ``lam = 1.0`` was chosen by experiment (docs/fitness.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defenses import register_defense
+from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+
+
+def misalignment(g_child: torch.Tensor, g_ref: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-sample cosine similarity of two input-gradient batches (eq. 1 summand).
+
+    Args:
+        g_child: (N, C, H, W) child input gradients (may carry a graph).
+        g_ref: (N, C, H, W) reference input gradients (detached).
+        eps: guard added (squared) to both squared norms.
+
+    Returns:
+        (N,) cosines in [-1, 1].
+    """
+    a, b = g_child.flatten(1), g_ref.flatten(1)  # (N, D)
+    dot = (a * b).sum(dim=1)  # (N,)
+    denom = torch.sqrt((a.square().sum(1) + eps**2) * (b.square().sum(1) + eps**2))  # (N,)
+    return dot / denom
+
+
+@register_defense("gm")
+class GradientMisalignment(Defense):
+    """CE + ``lam`` * mean cosine(grad_x CE_child, grad_x CE_ref) (eq. 2)."""
+
+    needs = frozenset({"reference_grad"})
+
+    def __init__(self, *, lam: float = 1.0, eps: float = 1e-12) -> None:
+        self.lam = float(lam)
+        self.eps = float(eps)
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
+        if ctx.reference_grad is None:
+            raise ValueError("gm needs ctx.reference_grad (the reference's input gradients)")
+        x = batch.x.detach().requires_grad_(True)  # (N, C, H, W)
+        logits = model(x)  # (N, K)
+        ce_sum = F.cross_entropy(logits.float(), batch.y, reduction="sum")
+        (g_child,) = torch.autograd.grad(ce_sum, x, create_graph=True)  # (N, C, H, W)
+        g_ref = ctx.reference_grad(batch.x, batch.y, batch.index).to(g_child.dtype)
+        cos = misalignment(g_child, g_ref.detach(), self.eps)  # (N,)
+        ce = ce_sum / x.shape[0]
+        gm = cos.mean()
+        loss = ce + self.lam * gm
+        return DefenseOutput(loss=loss, logits=logits,
+                             logs={"ce": float(ce.detach()), "gm_cos": float(gm.detach())})

@@ -1,0 +1,202 @@
+"""In-house, batched evasion attacks in [0, 1] pixel space, and cached transferred sets.
+
+All attacks maximise the cross-entropy of ``model`` (untargeted) and share one signature
+``attack(model, x, y, *, eps, step_size, steps, generator) -> x_adv`` with ``x`` float pixels
+``(N, C, H, W)`` in [0, 1]. The result always lies in the eps-ball around ``x`` (L-inf or L2)
+and in the [0, 1] box. :func:`run_attack` puts the model in eval mode and restores its mode
+afterwards; gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so
+parameters are never changed and their ``.grad`` is never touched.
+
+- ``fgsm``: Goodfellow et al. 2015, ``x + eps * sign(grad)``.
+- ``bim``: Kurakin et al. 2017, ``steps`` FGSM steps of ``step_size``, projected.
+- ``pgd-linf``: Madry et al. 2018, BIM from a uniform random start in the eps-ball (the
+  attack of the paper's tables, gm-neuroevolution §4).
+- ``pgd-l2``: PGD with L2-normalised steps, projected onto the L2 ball.
+- ``mim``: Dong et al. 2018, momentum (decay 1.0) on L1-normalised gradients, sign steps.
+
+The transferred adversarial examples of a split are generated once from the reference and
+cached on disk (:func:`transferred_set`), keyed by the reference's cache key, the attack
+settings and the split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from defenses.registry import Registry
+from nas._cache import atomic_torch_save, atomic_write_text, digest
+
+AttackFn = Callable[..., torch.Tensor]
+ATTACKS: Registry[AttackFn] = Registry("attack")
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """A fully resolved attack: name, radius, step size and number of steps."""
+
+    name: str
+    eps: float
+    step_size: float
+    steps: int
+
+
+# Per-dataset defaults (justified in docs/fitness.md): (eps, step_size, steps) per norm.
+_DEFAULTS: dict[str, dict[str, tuple[float, float, int]]] = {
+    "mnist-like": {"linf": (0.1, 0.02, 10), "l2": (1.5, 0.3, 10)},
+    "cifar10": {"linf": (8 / 255, 2 / 255, 10), "l2": (0.5, 0.125, 10)},
+}
+
+
+def list_attacks(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered attacks."""
+    return ATTACKS.names(pattern)
+
+
+def resolve_attack(
+    name: str, dataset: str, *, eps: float | None = None, step_size: float | None = None,
+    steps: int | None = None,
+) -> AttackSettings:
+    """Fill ``None`` fields with the per-dataset default of the attack's norm."""
+    ATTACKS.get(name)  # raises UnknownName with the valid names
+    family = "cifar10" if dataset.startswith("cifar") or dataset == "synthetic-rgb" else "mnist-like"
+    d_eps, d_step, d_steps = _DEFAULTS[family]["l2" if name == "pgd-l2" else "linf"]
+    if name == "fgsm":
+        d_steps = 1
+    eps = d_eps if eps is None else float(eps)
+    if step_size is None:
+        step_size = eps if name == "fgsm" else d_step * eps / d_eps
+    return AttackSettings(name, eps, float(step_size), d_steps if steps is None else int(steps))
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed CE w.r.t. ``x`` only (parameters untouched). (N, C, H, W)."""
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    (g,) = torch.autograd.grad(loss, x)
+    return g.detach()
+
+
+def _project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def _l2_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norm, shaped (N, 1, 1, 1) for broadcasting."""
+    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+@ATTACKS.register("fgsm")
+def fgsm(model, x, y, *, eps, step_size=None, steps=1, generator=None):
+    """One signed step of size ``eps``: ``clip(x + eps * sign(grad_x CE))``."""
+    return _project_linf(x + eps * _input_grad(model, x, y).sign(), x, eps)
+
+
+@ATTACKS.register("bim")
+def bim(model, x, y, *, eps, step_size, steps, generator=None):
+    """Iterated FGSM from ``x`` with projection onto the L-inf ball after every step."""
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv = _project_linf(x_adv + step_size * _input_grad(model, x_adv, y).sign(), x, eps)
+    return x_adv
+
+
+@ATTACKS.register("pgd-linf")
+def pgd_linf(model, x, y, *, eps, step_size, steps, generator=None):
+    """BIM from a uniform random start in the L-inf eps-ball (Madry et al.)."""
+    noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+    x_adv = _project_linf(x + (2 * noise - 1) * eps, x, eps)
+    for _ in range(steps):
+        x_adv = _project_linf(x_adv + step_size * _input_grad(model, x_adv, y).sign(), x, eps)
+    return x_adv
+
+
+def _project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    delta = x_adv - x
+    delta = delta * (eps / _l2_norm(delta)).clamp(max=1.0)
+    # Clamping to the box moves every coordinate toward x, so the L2 radius only shrinks.
+    return (x + delta).clamp_(0.0, 1.0)
+
+
+@ATTACKS.register("pgd-l2")
+def pgd_l2(model, x, y, *, eps, step_size, steps, generator=None):
+    """PGD with steps ``step_size * g / ||g||_2`` and projection onto the L2 ball."""
+    noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+    r = torch.rand(x.shape[0], generator=generator).to(x.device).view(-1, *[1] * (x.dim() - 1))
+    x_adv = _project_l2(x + noise / _l2_norm(noise) * eps * r, x, eps)
+    for _ in range(steps):
+        g = _input_grad(model, x_adv, y)
+        x_adv = _project_l2(x_adv + step_size * g / _l2_norm(g), x, eps)
+    return x_adv
+
+
+@ATTACKS.register("mim")
+def mim(model, x, y, *, eps, step_size, steps, generator=None, decay: float = 1.0):
+    """Momentum iterative method: ``m = decay*m + g/||g||_1``, step ``step_size*sign(m)``."""
+    x_adv, m = x.clone(), torch.zeros_like(x)
+    for _ in range(steps):
+        g = _input_grad(model, x_adv, y)
+        m = decay * m + g / g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        x_adv = _project_linf(x_adv + step_size * m.sign(), x, eps)
+    return x_adv
+
+
+def run_attack(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: AttackSettings,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Attack one batch in eval mode, restoring the model's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        fn = ATTACKS.get(settings.name)
+        return fn(model, x, y, eps=settings.eps, step_size=settings.step_size,
+                  steps=settings.steps, generator=generator).detach()
+    finally:
+        model.train(was_training)
+
+
+def attack_dataset(
+    model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, settings: AttackSettings, *,
+    batch_size: int = 250, device: torch.device | None = None, seed: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Adversarial versions of a whole uint8 set, float32 ``(N, C, H, W)`` in [0, 1] on CPU."""
+    device = device or torch.device("cpu")
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    chunks = range(0, len(x_uint8), batch_size)
+    for i in tqdm(chunks, desc=f"attack {settings.name}", disable=not progress, leave=False):
+        xb = x_uint8[i : i + batch_size].to(device).float().div_(255.0)
+        out.append(run_attack(model, xb, y[i : i + batch_size].to(device), settings, g).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def transferred_set(
+    reference: nn.Module, ref_key: str, split: str, x_uint8: torch.Tensor, y: torch.Tensor,
+    settings: AttackSettings, cache: Path, *, device: torch.device | None = None,
+    progress: bool = False, log: Callable[[str], None] = print,
+) -> torch.Tensor:
+    """The reference's adversarial examples of a split, generated once and cached on disk.
+
+    Cache key: the reference's key (architecture, data, training), the attack settings and the
+    split; files ``adversarial/<key>.pt`` (float32 tensor) + ``.json`` (what it holds).
+    """
+    key = digest({"reference": ref_key, "attack": asdict(settings), "split": split,
+                  "n": len(x_uint8)})
+    path = cache / "adversarial" / f"{settings.name}-{split}-{key}.pt"
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    log(f"generating {settings.name} adversarial set of split {split!r} ({len(x_uint8)} images)")
+    x_adv = attack_dataset(reference, x_uint8, y, settings, device=device, progress=progress)
+    atomic_torch_save(x_adv, path)
+    meta = {"reference": ref_key, "attack": asdict(settings), "split": split, "n": len(x_uint8)}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    return x_adv

@@ -1,0 +1,314 @@
+"""Fitness of a child (gm-neuroevolution eq. 4) and the prepared workspace behind it.
+
+``prepare(settings)`` runs once in the driver: it loads the data, trains (or loads) the
+reference, generates the transferred adversarial sets of the fitness split and the test split
+and the reference's input gradients of the training set, all cached on disk. Worker processes
+call :func:`evaluate_genome`, which loads the same artefacts from the cache (memoised per
+process), trains the child with the selected defense and scores it:
+
+    F = min(A_CL, A_AD)                                                    (eq. 4)
+
+with ``A_CL`` the clean accuracy on the fitness split and ``A_AD`` the accuracy on the
+reference's adversarial examples of that split. The fooling rate (paper §4.2.2) is also
+reported: among the images that both the reference and the child classify correctly, the
+fraction whose adversarial version the child misclassifies.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from defenses import create_defense
+from nas._cache import atomic_torch_save, atomic_write_text, derive_seed, digest
+from nas.attacks import AttackSettings, resolve_attack, transferred_set
+from nas.data import Splits, cache_root, load_splits
+from nas.references import get_reference
+from nas.training import (
+    CachedReferenceGrad,
+    TrainConfig,
+    predict,
+    reference_gradients,
+    resolve_device,
+    train,
+)
+
+
+@dataclass(frozen=True)
+class FitnessSettings:
+    """Everything that determines a child's score except genome, epochs and seed (JSON-able).
+
+    ``eps`` / ``step_size`` / ``steps`` ``None`` mean the per-dataset default of the attack
+    (nas.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g. ``(("lam", 1.0),)``.
+    ``fitness_split`` is ``"val"`` (held out from training) or ``"test"`` (paper protocol).
+    """
+
+    dataset: str = "fashion-mnist"
+    train_size: int = 10000
+    val_size: int = 1000
+    test_size: int = 1000
+    reference: str = "resnet34"
+    reference_epochs: int = 10
+    reference_weights: str | None = None
+    attack: str = "pgd-linf"
+    eps: float | None = None
+    step_size: float | None = None
+    steps: int | None = None
+    defense: str = "gm"
+    defense_args: tuple[tuple[str, Any], ...] = ()
+    batch_size: int = 128
+    lr: float = 1e-3
+    device: str = "auto"
+    fitness_split: str = "val"
+    data_root: str | None = None
+    cache_dir: str | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (``defense_args`` as a list of pairs)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitnessSettings:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["defense_args"] = tuple(sorted(tuple(p) for p in kwargs.get("defense_args", ())))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """The score of one trained network; ``status`` ``"ok"`` | ``"diverged"`` | ``"failed"``."""
+
+    fitness: float
+    clean_acc: float
+    adv_acc: float
+    fooling_rate: float
+    status: str
+    reason: str
+    epochs: int
+    seconds: float
+    params: int
+    flops: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChildResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    @classmethod
+    def failed(cls, status: str, reason: str, epochs: int, seconds: float, params: int = 0,
+               flops: int = 0) -> ChildResult:
+        """A zero-fitness result for a child that diverged or failed."""
+        return cls(0.0, 0.0, 0.0, 1.0, status, reason, epochs, seconds, params, flops)
+
+
+@dataclass
+class Workspace:
+    """Prepared artefacts: data, reference, adversarial sets, reference gradients."""
+
+    settings: FitnessSettings
+    splits: Splits
+    reference: nn.Module
+    reference_key: str
+    reference_meta: dict[str, Any]
+    attack: AttackSettings
+    adversarial: dict[str, torch.Tensor]  # split -> float (N, C, H, W) in [0, 1]
+    reference_pred: dict[str, torch.Tensor]  # split -> (N,) clean predictions of the reference
+    reference_grads: torch.Tensor  # (N_train, C, H, W) reference input gradients
+    reference_acc: dict[str, float] = field(default_factory=dict)
+
+
+def attack_settings(settings: FitnessSettings) -> AttackSettings:
+    """The resolved attack of ``settings`` (per-dataset defaults filled in)."""
+    return resolve_attack(settings.attack, settings.dataset, eps=settings.eps,
+                          step_size=settings.step_size, steps=settings.steps)
+
+
+def prepare(settings: FitnessSettings, *, progress: bool = True,
+            log: Callable[[str], None] = print) -> Workspace:
+    """Build (or load from the cache) everything the fitness needs; idempotent."""
+    cache = cache_root(settings.cache_dir)
+    progress = progress and sys.stderr.isatty()
+    splits = load_splits(settings.dataset, train_size=settings.train_size,
+                         val_size=settings.val_size, test_size=settings.test_size,
+                         seed=settings.seed, data_root=settings.data_root,
+                         cache_dir=settings.cache_dir)
+    device = resolve_device(settings.device)
+    reference, ref_key, meta = get_reference(
+        settings.reference, splits, cache, epochs=settings.reference_epochs,
+        batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
+        device=settings.device, weights=settings.reference_weights, progress=progress, log=log)
+    reference = reference.to(device).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    attack = attack_settings(settings)
+    adversarial, preds, accs = {}, {}, {}
+    for split in dict.fromkeys((settings.fitness_split, "test")):
+        x, y = splits.split(split)
+        adversarial[split] = transferred_set(reference, ref_key, split, x, y, attack, cache,
+                                             device=device, progress=progress, log=log)
+        preds[split] = predict(reference, x, device=device)
+        accs[split] = float((preds[split] == y).float().mean()) if len(y) else 0.0
+    grads = _cached_reference_grads(reference, ref_key, splits, cache, device, progress, log)
+    return Workspace(settings, splits, reference, ref_key, meta, attack, adversarial, preds,
+                     grads, accs)
+
+
+def _cached_reference_grads(reference: nn.Module, ref_key: str, splits: Splits, cache: Path,
+                            device: torch.device, progress: bool,
+                            log: Callable[[str], None]) -> torch.Tensor:
+    """Reference input gradients of the training set (no augmentation), cached on disk."""
+    key = digest({"reference": ref_key, "train": digest(splits.y_train.tolist()),
+                  "n": len(splits.y_train)})
+    path = cache / "refgrad" / f"{ref_key}-{key}.pt"
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    log(f"computing reference input gradients of {len(splits.y_train)} training images")
+    grads = reference_gradients(reference, splits.x_train, splits.y_train, device=device,
+                                progress=progress)
+    atomic_torch_save(grads, path)
+    return grads
+
+
+@lru_cache(maxsize=2)
+def _workspace(settings: FitnessSettings) -> Workspace:
+    """Per-process memo of :func:`prepare` (loads from the cache in worker processes)."""
+    return prepare(settings, progress=False, log=lambda _msg: None)
+
+
+def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, float]:
+    """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``."""
+    x, y = ws.splits.split(split)
+    if split not in ws.adversarial:
+        ws.adversarial[split] = transferred_set(
+            ws.reference, ws.reference_key, split, x, y, ws.attack,
+            cache_root(ws.settings.cache_dir), log=lambda _m: None)
+        ws.reference_pred[split] = predict(ws.reference, x)
+    clean_pred = predict(model, x)
+    adv_pred = predict(model, ws.adversarial[split])
+    clean_ok, adv_ok = clean_pred == y, adv_pred == y
+    both = clean_ok & (ws.reference_pred[split] == y)
+    fooling = float((~adv_ok[both]).float().mean()) if both.any() else 1.0
+    return float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on a single image (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def evaluate_module(
+    factory: Callable[[], nn.Module], *, settings: FitnessSettings, epochs: int, seed: int,
+    workspace: Workspace | None = None, split: str | None = None, out_dir: str | None = None,
+    progress: bool = False, log: Callable[[str], None] = print,
+) -> tuple[ChildResult, nn.Module | None]:
+    """Train any architecture with ``settings.defense`` and score it (eq. 4).
+
+    Returns the result and the trained module (``None`` when training diverged). Raises on
+    programming errors; :func:`evaluate_genome` turns every exception into a ``failed`` result.
+    """
+    ws = workspace or _workspace(settings)
+    split = split or settings.fitness_split
+    start = time.perf_counter()
+    defense = create_defense(settings.defense, **dict(settings.defense_args))
+    device = resolve_device(settings.device)
+    config = TrainConfig(epochs=epochs, batch_size=settings.batch_size, lr=settings.lr,
+                         device=settings.device, progress=progress)
+    info = ws.splits.info
+    outcome = train(factory, defense, ws.splits.x_train, ws.splits.y_train, config=config,
+                    seed=derive_seed("child", seed), num_classes=info.num_classes,
+                    reference_grad=CachedReferenceGrad(ws.reference_grads, device),
+                    adversary=_adversary(ws), cache_dir=str(cache_root(settings.cache_dir)),
+                    log=log)
+    model = outcome.model
+    params = sum(p.numel() for p in model.parameters())
+    flops = count_flops(model, info.input_shape)
+    if outcome.status != "ok":
+        result = ChildResult.failed(outcome.status, outcome.reason, epochs,
+                                    time.perf_counter() - start, params, flops)
+        _write_outputs(out_dir, result, None, settings, split)
+        return result, None
+    clean, adv, fooling = score(model, ws, split)
+    result = ChildResult(min(clean, adv), clean, adv, fooling, "ok", "", epochs,
+                         round(time.perf_counter() - start, 3), params, flops)
+    _write_outputs(out_dir, result, model, settings, split)
+    return result, model
+
+
+def _adversary(ws: Workspace) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """White-box PGD on the model being trained (for defenses that declare ``adversary``)."""
+    from nas.attacks import run_attack
+
+    attack = resolve_attack("pgd-linf", ws.settings.dataset)
+    generator = torch.Generator().manual_seed(derive_seed("adversary", ws.settings.seed))
+    return lambda model, x, y: run_attack(model, x, y, attack, generator)
+
+
+def _write_outputs(out_dir: str | None, result: ChildResult, model: nn.Module | None,
+                   settings: FitnessSettings, split: str) -> None:
+    if not out_dir:
+        return
+    out = Path(out_dir)
+    if model is not None:
+        atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                          out / "weights.pt")
+    metrics = dict(result.to_dict(), split=split, settings=settings.to_dict())
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def evaluate_genome(
+    genome_json: str, *, settings: FitnessSettings, epochs: int, seed: int,
+    out_dir: str | None = None, split: str | None = None,
+) -> ChildResult:
+    """Compile a genome, train it with the selected defense and score it; never raises.
+
+    Returns ``status="failed"`` (reason = one line) for any exception, ``"diverged"`` for a
+    non-finite loss; both with fitness 0. Writes ``out_dir/metrics.json`` and
+    ``out_dir/weights.pt`` when ``out_dir`` is given.
+    """
+    start = time.perf_counter()
+    try:
+        from genome import compile_genome, from_json
+
+        ws = _workspace(settings)
+        info = ws.splits.info
+        graph = from_json(genome_json)
+
+        def factory() -> nn.Module:
+            return compile_genome(graph, num_classes=info.num_classes,
+                                  input_shape=info.input_shape, mean=info.mean, std=info.std)
+
+        result, _ = evaluate_module(factory, settings=settings, epochs=epochs, seed=seed,
+                                    workspace=ws, split=split, out_dir=out_dir,
+                                    log=lambda _m: None)
+        return result
+    except Exception as exc:  # noqa: BLE001 - a bad child must never stop the search
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        result = ChildResult.failed("failed", reason[:300], epochs, time.perf_counter() - start)
+        try:
+            _write_outputs(out_dir, result, None, settings, split or settings.fitness_split)
+        except OSError:
+            pass
+        return result
+

@@ -1,0 +1,259 @@
+"""Reference networks: a registry of builders, CE training once, an on-disk cache.
+
+Every builder returns a module with the model contract of docs/architecture.md: pixels in
+[0, 1] -> logits, normalisation as its first layer, ``forward_features``, ``forward_head``,
+``num_classes``, ``num_features`` and ``tap_names``. torchvision models are wrapped
+(:class:`TorchvisionNet`) and adapted to small images (28x28 and 32x32, 1 or 3 channels):
+
+- ``resnet18`` / ``resnet34``: ``conv1`` takes ``C`` input channels; at 32x32 it becomes the
+  CIFAR stem (3x3, stride 1, padding 1) and the stem max-pool is removed; at 28x28 the 7x7
+  stride-2 ``conv1`` is kept (only its input channels change) and the max-pool is removed,
+  so ``layer1`` runs at 14x14 (about 4x cheaper than a stride-1 stem, see docs/fitness.md).
+  ``fc`` has ``num_classes`` outputs. Apart from ``conv1`` the parameter count is exactly
+  torchvision's ``resnetXX(num_classes=K)``.
+- ``vgg16_bn``: first conv takes ``C`` channels; the 7x7 adaptive pool and the 3-layer
+  classifier are replaced by global average pooling + ``Linear(512, K)`` (CIFAR VGG); below
+  32x32 the last max-pool is dropped (28 -> 14 -> 7 -> 3 -> 1).
+- ``densenet121``: ``conv0`` becomes 3x3 stride 1 with ``C`` channels, ``pool0`` is removed.
+- ``squeezenet1_1``: first conv takes ``C`` channels with stride 1; torchvision's head
+  (dropout, 1x1 conv to K, ReLU, global average pool) is ``forward_head``.
+- ``he-ref`` / ``he-baseline``: the paper's hand-engineered genomes (Appendix A) compiled by
+  ``genome.compile_genome``.
+
+A reference is trained once with CE (:func:`get_reference`) and cached as ``torch.save`` of
+its ``state_dict`` plus a JSON sidecar, keyed by everything that determines it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from defenses import create_defense
+from defenses.registry import Registry
+from nas._cache import atomic_torch_save, atomic_write_text, derive_seed, digest
+from nas.cli import UserError
+from nas.data import DatasetInfo, Splits
+from nas.training import TrainConfig, predict, train
+
+Builder = Callable[[DatasetInfo], nn.Module]
+REFERENCES: Registry[Builder] = Registry("reference")
+
+
+def register_reference(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(info) -> nn.Module`` under ``name``."""
+    return REFERENCES.register(name)
+
+
+def list_references(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered references."""
+    return REFERENCES.names(pattern)
+
+
+def build_reference(name: str, info: DatasetInfo) -> nn.Module:
+    """A freshly initialised reference ``name`` for the dataset described by ``info``."""
+    return REFERENCES.get(name)(info)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel; buffers so they move with the module."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class TorchvisionNet(nn.Module):
+    """A torchvision body split into ``features`` (to the last feature map) and ``head``."""
+
+    def __init__(self, info: DatasetInfo, features: nn.Module, head: nn.Module,
+                 num_features: int, tap_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.normalize = Normalize(info.mean, info.std)
+        self.features = features
+        self.head = head
+        self.num_classes, self.num_features = info.num_classes, num_features
+        self.tap_names = tap_names
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels (N, C, H, W) in [0, 1] -> feature map (N, num_features, h, w)."""
+        return self.features(self.normalize(x))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        """Feature map -> logits (N, num_classes)."""
+        return self.head(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class _PoolLinear(nn.Sequential):
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(num_features, num_classes))
+
+
+def adapt_resnet(net: tvm.ResNet, info: DatasetInfo) -> tvm.ResNet:
+    """The documented small-image change of a torchvision ResNet (in place; see module doc)."""
+    c, h, _ = info.input_shape
+    if h >= 32:
+        net.conv1 = nn.Conv2d(c, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    else:
+        net.conv1 = nn.Conv2d(c, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+def _resnet(builder: Callable[..., tvm.ResNet], info: DatasetInfo) -> TorchvisionNet:
+    net = adapt_resnet(builder(num_classes=info.num_classes), info)
+    feats = nn.Sequential()
+    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+        feats.add_module(name, getattr(net, name))
+    head = nn.Sequential(net.avgpool, nn.Flatten(), net.fc)
+    taps = tuple(f"features.layer{i}" for i in range(1, 5))
+    return TorchvisionNet(info, feats, head, net.fc.in_features, taps)
+
+
+@register_reference("resnet18")
+def resnet18(info: DatasetInfo) -> TorchvisionNet:
+    """torchvision ResNet-18 adapted to small images (module doc)."""
+    return _resnet(tvm.resnet18, info)
+
+
+@register_reference("resnet34")
+def resnet34(info: DatasetInfo) -> TorchvisionNet:
+    """torchvision ResNet-34 adapted to small images (module doc); the paper's reference."""
+    return _resnet(tvm.resnet34, info)
+
+
+@register_reference("vgg16_bn")
+def vgg16_bn(info: DatasetInfo) -> TorchvisionNet:
+    """torchvision VGG-16-BN with a CIFAR head (module doc)."""
+    feats = tvm.vgg16_bn().features
+    feats[0] = nn.Conv2d(info.input_shape[0], 64, kernel_size=3, padding=1)
+    if info.input_shape[1] < 32:
+        feats = feats[:-1]
+    taps = tuple(f"features.{i}" for i, m in enumerate(feats) if isinstance(m, nn.MaxPool2d))
+    return TorchvisionNet(info, feats, _PoolLinear(512, info.num_classes), 512, taps)
+
+
+@register_reference("densenet121")
+def densenet121(info: DatasetInfo) -> TorchvisionNet:
+    """torchvision DenseNet-121 with a 3x3 stride-1 stem and no stem max-pool."""
+    net = tvm.densenet121(num_classes=info.num_classes)
+    net.features.conv0 = nn.Conv2d(info.input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+    net.features.pool0 = nn.Identity()
+    feats = nn.Sequential(net.features, nn.ReLU())  # torchvision applies this ReLU in forward
+    taps = tuple(f"features.0.denseblock{i}" for i in range(1, 5))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.classifier)
+    return TorchvisionNet(info, feats, head, net.classifier.in_features, taps)
+
+
+@register_reference("squeezenet1_1")
+def squeezenet1_1(info: DatasetInfo) -> TorchvisionNet:
+    """torchvision SqueezeNet 1.1 with a stride-1 first conv taking ``C`` channels."""
+    net = tvm.squeezenet1_1(num_classes=info.num_classes)
+    net.features[0] = nn.Conv2d(info.input_shape[0], 64, kernel_size=3, stride=1)
+    taps = tuple(f"features.{i}" for i, m in enumerate(net.features) if isinstance(m, nn.MaxPool2d))
+    return TorchvisionNet(info, net.features, nn.Sequential(net.classifier, nn.Flatten()), 512, taps)
+
+
+def _named_genome_net(name: str, info: DatasetInfo) -> nn.Module:
+    from genome import compile_genome
+    from search_spaces import named_genome
+
+    return compile_genome(named_genome(name), num_classes=info.num_classes,
+                          input_shape=info.input_shape, mean=info.mean, std=info.std)
+
+
+@register_reference("he-ref")
+def he_ref(info: DatasetInfo) -> nn.Module:
+    """The paper's hand-engineered reference network (Appendix A, Fig. 4a)."""
+    return _named_genome_net("he-ref", info)
+
+
+@register_reference("he-baseline")
+def he_baseline(info: DatasetInfo) -> nn.Module:
+    """The paper's additional hand-engineered baseline network (Appendix A, Fig. 4b)."""
+    return _named_genome_net("he-baseline", info)
+
+
+# --------------------------------------------------------------------------- train + cache
+
+
+def reference_key(name: str, splits: Splits, *, epochs: int, batch_size: int, lr: float,
+                  seed: int) -> dict[str, Any]:
+    """Everything that determines a trained reference (the cache key's content)."""
+    return {"reference": name, "dataset": splits.info.name, "train_size": len(splits.y_train),
+            "val_size": len(splits.y_val), "train_digest": digest(splits.y_train.tolist()),
+            "input_shape": list(splits.info.input_shape), "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "torch": torch.__version__}
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``state_dict`` file into ``model``; a mismatch is one clear :class:`UserError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise UserError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0:2]
+        raise UserError(f"weights {path} do not fit the architecture: {' '.join(first)}") from None
+    return model
+
+
+def get_reference(
+    name: str, splits: Splits, cache: Path, *, epochs: int, batch_size: int = 128,
+    lr: float = 1e-3, seed: int = 0, device: str = "auto", weights: str | None = None,
+    progress: bool = False, log: Callable[[str], None] = print,
+) -> tuple[nn.Module, str, dict[str, Any]]:
+    """The trained reference (eval mode), its cache key and its sidecar metadata.
+
+    Loads ``weights`` when given; else loads the cached training result; else trains with CE
+    for ``epochs`` (seed derived from ``("reference", seed)`` so it differs from any child's
+    stream) and caches ``references/<name>-<key>.pt`` + ``.json``.
+    """
+    model = build_reference(name, splits.info)
+    if weights:
+        load_weights(model, weights)
+        key = f"{name}-file-{hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]}"
+        meta: dict[str, Any] = {"reference": name, "weights": str(weights)}
+        return model.eval(), key, meta
+    content = reference_key(name, splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    key = f"{name}-{splits.info.name}-{digest(content)}"
+    path = cache / "references" / f"{key}.pt"
+    if path.exists():
+        load_weights(model, path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return model.eval(), key, meta
+    log(f"training reference {name} on {splits.info.name} for {epochs} epochs (cached once)")
+    outcome = train(lambda: build_reference(name, splits.info), create_defense("none"),
+                    splits.x_train, splits.y_train, num_classes=splits.info.num_classes,
+                    config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                       device=device, progress=progress),
+                    seed=derive_seed("reference", seed), log=log)
+    if outcome.status != "ok":
+        raise UserError(f"reference {name} diverged while training ({outcome.reason})")
+    model = outcome.model.eval()
+    meta = dict(content, seconds=round(outcome.seconds, 2))
+    for split in ("val", "test"):
+        x, y = splits.split(split)
+        if len(y):
+            meta[f"{split}_acc"] = float((predict(model, x) == y).float().mean())
+    atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    return model, key, meta

@@ -1,0 +1,222 @@
+"""The one training loop for every defense, and the reference input-gradient cache.
+
+:func:`train` calls the defense contract of ``defenses/base.py``: ``wrap`` (build the module
+to train from a factory), ``prepare`` (once, with the uint8 training set), then ``loss`` every
+step, followed by ``backward`` and an Adam step (PyTorch defaults, paper §4: batch 128, no
+tuning). Batches are sliced from in-memory uint8 tensors with a seeded torch Generator; a
+non-finite loss stops training with status ``"diverged"``.
+
+Reference gradients (``TrainContext.reference_grad``) are the input gradients of the
+reference's *summed* CE loss in eval mode, detached. Without augmentation they are a pure
+function of the training image, so they are computed once for the whole training set
+(:func:`reference_gradients`) and looked up by ``batch.index`` (:class:`CachedReferenceGrad`);
+:class:`LiveReferenceGrad` computes them per batch instead (for augmentation or benchmarks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from defenses.base import Batch, Defense, TrainContext
+from nas.cli import UserError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: epochs, batch size, Adam learning rate, device, bf16 autocast, progress."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 1e-3
+    device: str = "auto"
+    amp: str = "auto"  # "auto" (bf16 on CUDA with bf16 support) | "bf16" | "off"
+    progress: bool = False
+
+
+@dataclass
+class TrainOutcome:
+    """The trained module plus how training went (``status`` ``"ok"`` or ``"diverged"``)."""
+
+    model: nn.Module
+    status: str = "ok"
+    reason: str = ""
+    steps: int = 0
+    seconds: float = 0.0
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda[:i]`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda") from None
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    use = amp == "bf16" or (
+        amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    if not use:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``grad_x CE(model(x), y, reduction="sum")`` in eval mode, detached. (N, C, H, W)."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+    finally:
+        model.train(was_training)
+    return g.detach()
+
+
+def reference_gradients(
+    reference: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
+    device: torch.device | None = None, progress: bool = False,
+) -> torch.Tensor:
+    """Reference input gradients of a whole uint8 set, float32 ``(N, C, H, W)`` on CPU."""
+    device = device or torch.device("cpu")
+    out = []
+    chunks = range(0, len(x_uint8), batch_size)
+    for i in tqdm(chunks, desc="reference gradients", disable=not progress, leave=False):
+        xb = x_uint8[i : i + batch_size].to(device).float().div_(255.0)
+        out.append(input_gradients(reference, xb, y[i : i + batch_size].to(device)).cpu())
+    return torch.cat(out)
+
+
+class CachedReferenceGrad:
+    """``(x, y, index) -> grads[index]``: precomputed reference gradients looked up by index."""
+
+    def __init__(self, grads: torch.Tensor, device: torch.device) -> None:
+        self.grads = grads.to(device)  # (N_train, C, H, W)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.grads[index.to(self.grads.device)]
+
+
+class LiveReferenceGrad:
+    """``(x, y, index) -> grad``: reference input gradients computed on the batch itself."""
+
+    def __init__(self, reference: nn.Module) -> None:
+        self.reference = reference
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return input_gradients(self.reference, x, y)
+
+
+def build_context(
+    defense: Defense, *, device: torch.device, generator: torch.Generator,
+    reference_grad: Callable | None = None, adversary: Callable | None = None,
+    cache_dir: str | None = None, log: Callable[[str], None] = print,
+) -> TrainContext:
+    """A :class:`TrainContext` offering what ``defense.needs``; raises if a need is missing."""
+    missing = [n for n, v in (("reference_grad", reference_grad), ("adversary", adversary))
+               if n in defense.needs and v is None]
+    if missing:
+        raise ValueError(f"defense {defense.name!r} needs {', '.join(missing)}")
+    return TrainContext(device=device, generator=generator, reference_grad=reference_grad,
+                        adversary=adversary, cache_dir=cache_dir, log=log)
+
+
+def train_step(
+    model: nn.Module, defense: Defense, optimizer: torch.optim.Optimizer, batch: Batch,
+    ctx: TrainContext, amp: contextlib.AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimisation step; returns the (detached) loss and the defense's logs."""
+    optimizer.zero_grad(set_to_none=True)
+    with amp or contextlib.nullcontext():
+        out = defense.loss(model, batch, ctx)
+    loss = out.loss.float()
+    if not torch.isfinite(loss):
+        return loss.detach(), out.logs
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), out.logs
+
+
+def train(
+    factory: Callable[[], nn.Module], defense: Defense, x_train: torch.Tensor,
+    y_train: torch.Tensor, *, config: TrainConfig, seed: int, num_classes: int,
+    reference_grad: Callable | None = None, adversary: Callable | None = None,
+    cache_dir: str | None = None, log: Callable[[str], None] = print,
+) -> TrainOutcome:
+    """Build (``defense.wrap``) and train a module with ``defense`` on a uint8 training set.
+
+    Args:
+        factory: returns a fresh child network (the model contract of docs/architecture.md).
+        defense: the training objective; ``reference_grad`` / ``adversary`` are passed to it
+            through the :class:`TrainContext` when it declares them in ``needs``.
+        x_train: uint8 (N, C, H, W); y_train: long (N,), on CPU.
+        config: epochs, batch size, learning rate, device, autocast, progress bar.
+        seed: seeds parameter initialisation and the batch order (torch Generator).
+    """
+    device = resolve_device(config.device)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:
+        torch.manual_seed(seed)  # seed it inside a fork so the caller's state is untouched
+        model = defense.wrap(factory, num_classes=num_classes,
+                             input_shape=tuple(x_train.shape[1:])).to(device)
+    ctx = build_context(defense, device=device, generator=generator,
+                        reference_grad=reference_grad, adversary=adversary,
+                        cache_dir=cache_dir, log=log)
+    defense.prepare(x_train, y_train, ctx)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    amp = _autocast(device, config.amp)
+    outcome, start = TrainOutcome(model=model), time.perf_counter()
+    model.train()
+    n_batches = math.ceil(len(x_train) / config.batch_size) * config.epochs
+    bar = tqdm(total=n_batches, desc="train", disable=not config.progress, leave=False)
+    x_dev, y_dev = x_train.to(device), y_train.to(device)
+    for epoch in range(config.epochs):
+        ctx.epoch = epoch
+        for idx in torch.randperm(len(x_train), generator=generator).split(config.batch_size):
+            idx_dev = idx.to(device)
+            batch = Batch(x=x_dev[idx_dev].float().div_(255.0), y=y_dev[idx_dev], index=idx_dev)
+            loss, logs = train_step(model, defense, optimizer, batch, ctx, amp)
+            if not torch.isfinite(loss):
+                outcome.status, outcome.reason = "diverged", f"non-finite loss at step {ctx.step}"
+                bar.close()
+                outcome.seconds = time.perf_counter() - start
+                return outcome
+            ctx.step += 1
+            outcome.logs = logs
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+    bar.close()
+    outcome.steps, outcome.seconds = ctx.step, time.perf_counter() - start
+    model.eval()
+    return outcome
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 500,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Predicted labels (N,) of uint8 or float [0, 1] images, eval mode (mode restored)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device)
+        xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
+        preds.append(model(xb).argmax(dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
