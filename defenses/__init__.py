@@ -35,7 +35,12 @@ def create_defense(name: str, **hparams: Any) -> Defense:
 
 
 # Registration happens by importing the modules (STYLE.md §1). Keep this list sorted.
+from defenses import cldl  # noqa: E402,F401
+from defenses import gm  # noqa: E402,F401
+from defenses import ncen  # noqa: E402,F401
+from defenses import ot  # noqa: E402,F401
 from defenses import plain  # noqa: E402,F401
+from defenses import stylized  # noqa: E402,F401
 
 __all__ = [
     "Batch",
