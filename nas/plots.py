@@ -168,8 +168,10 @@ def plot_matrix(
     im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=100, aspect="auto")
     for (r, c), v in np.ndenumerate(data):
         if not np.isnan(v):
+            red, green, blue, _ = im.cmap(im.norm(v))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
             ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=9,
-                    color="white" if v < 55 else "black")
+                    color="white" if dark else "black")
     ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(col_label)
@@ -203,17 +205,33 @@ NODE_COLORS = {"input": "#d5dbdb", "output": "#d5dbdb", "conv": "#aed6f1", "scon
 
 
 def draw_genome(g: nx.DiGraph, path: str | Path, *, title: str = "") -> Path:
-    """Layered drawing of a genome DAG: one row per topological depth, input at the top."""
+    """Layered drawing of a genome DAG: one row per topological depth, input at the top.
+
+    Edges between adjacent rows are straight; skip edges (spanning several rows) are drawn
+    as arcs, alternately to the left and to the right, so they do not hide the chain.
+    """
     pos = _layers(g)
     depth = 1 + max((-y for _, y in pos.values()), default=0)
     width = max((sum(1 for p in pos.values() if p[1] == -d) for d in range(int(depth))), default=1)
-    fig, ax = plt.subplots(figsize=(max(2.6, 1.5 * width), max(2.5, 1.05 * depth)))
+    fig, ax = plt.subplots(figsize=(max(3.2, 1.5 * width + 1.5), max(2.5, 0.85 * depth + 0.6)))
     colors = [NODE_COLORS.get(str(g.nodes[n].get("op")), "#eeeeee") for n in g.nodes]
-    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=10, node_size=1000, edge_color="#555555",
-                           connectionstyle="arc3,rad=0.12")
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colors, node_size=1000, node_shape="s", edgecolors="#333333")
-    nx.draw_networkx_labels(g, pos, {n: _node_label(g.nodes[n]) for n in g.nodes}, ax=ax, font_size=7)
+    span = {e: round(pos[e[0]][1] - pos[e[1]][1]) for e in g.edges}
+    straight = [e for e in g.edges if span[e] <= 1 or pos[e[0]][0] != pos[e[1]][0]]
+    skips = [e for e in g.edges if e not in straight]
+    style = {"ax": ax, "arrows": True, "arrowsize": 9, "node_size": 700, "edge_color": "#555555",
+             "node_shape": "s"}
+    nx.draw_networkx_edges(g, pos, edgelist=straight, **style)
+    for k, e in enumerate(skips):
+        rad = 0.3 * (1 if k % 2 else -1)
+        arcs = nx.draw_networkx_edges(g, pos, edgelist=[e], connectionstyle=f"arc3,rad={rad}", **style)
+        for arc in arcs:
+            arc.set_clip_on(False)  # long arcs may leave the axes; the saved figure keeps them
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colors, node_size=700, node_shape="s",
+                           edgecolors="#333333")
+    nx.draw_networkx_labels(g, pos, {n: _node_label(g.nodes[n]) for n in g.nodes}, ax=ax, font_size=6.5)
+    xs = [p[0] for p in pos.values()]
+    ax.set_xlim(min(xs) - 1.0, max(xs) + 1.0)
+    ax.set_ylim(-depth + 0.4, 0.6)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-    ax.margins(0.15)
     return _save(fig, path)

@@ -1,0 +1,207 @@
+"""The model-based numbers of a report: networks, accuracies, transfer, fooling rates, IG.
+
+The networks compared are the paper's (§4): the search's *reference* (trained with CE, from
+the cache the search used), the *reference + GM* baseline (the reference's architecture
+trained with the run's defense, by default GM, against the reference; trained here once and
+cached) and the *finalists* of the search (compiled from their genome, with their refined
+weights when the run finished). Everything reuses the run's prepared workspace
+(:func:`nas.fitness.prepare`): same data subsets, same reference, same transferred sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas import plots
+from nas._cache import atomic_torch_save, atomic_write_text, digest
+from nas._runview import RunView, child_files
+from nas.attacks import resolve_attack
+from nas.cli import UserError
+from nas.data import cache_root
+from nas.fitness import FitnessSettings, Workspace, evaluate_module, prepare
+from nas.ig import compare_maps
+from nas.references import build_reference, get_reference, load_weights
+from nas.report import PAPER_SOURCES, ReportData, ReportOptions
+from nas.transfer import accuracy, fooling_rates, transfer_matrix
+
+REF, REF_GM = "reference", "reference+GM"
+
+
+def run_settings(view: RunView, opts: ReportOptions) -> FitnessSettings:
+    """The run's fitness settings, with the report's device."""
+    fit = view.config.get("fitness")
+    if not isinstance(fit, dict):
+        raise UserError(f"{view.path}/config.json has no fitness settings")
+    settings = FitnessSettings.from_dict(fit)
+    return dataclasses.replace(settings, device=opts.device)
+
+
+def finalist_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[str, nn.Module]:
+    """Compiled finalists with their trained weights, best first (``evolved #k``)."""
+    from genome import compile_genome, load
+
+    info, out = ws.splits.info, {}
+    chosen = view.finalists[: opts.max_finalists or None]
+    for rank, f in enumerate(chosen, start=1):
+        genome_path, weights = child_files(view, f["id"])
+        if weights is None:
+            continue
+        net = compile_genome(load(genome_path), num_classes=info.num_classes,
+                             input_shape=info.input_shape, mean=info.mean, std=info.std)
+        out[f"evolved #{rank}"] = load_weights(net, weights).eval()
+    if not out:
+        raise UserError(f"{view.path}: no finalist has trained weights (children/<id>/weights.pt)")
+    return out
+
+
+def reference_gm(ws: Workspace, settings: FitnessSettings, epochs: int, seed: int,
+                 log: Callable[[str], None], progress: bool) -> nn.Module:
+    """The reference's architecture trained with the run's defense, cached on disk."""
+    info = ws.splits.info
+    key = digest({"reference": ws.reference_key, "defense": settings.defense,
+                  "args": list(settings.defense_args), "epochs": epochs, "seed": seed,
+                  "batch": settings.batch_size, "lr": settings.lr})
+    path = cache_root(settings.cache_dir) / "report" / f"{settings.reference}-{settings.defense}-{key}.pt"
+    model = build_reference(settings.reference, info)
+    if path.exists():
+        return load_weights(model, path).eval()
+    log(f"training {settings.reference} with {settings.defense} for {epochs} epochs (cached once)")
+    result, trained = evaluate_module(lambda: build_reference(settings.reference, info),
+                                      settings=settings, epochs=epochs, seed=seed, workspace=ws,
+                                      split="test", progress=progress, log=log)
+    if trained is None:
+        raise UserError(f"{settings.reference}+{settings.defense} diverged ({result.reason})")
+    atomic_torch_save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(result.to_dict(), indent=2))
+    return trained.eval()
+
+
+def eval_subset(ws: Workspace, size: int, seed: int) -> torch.Tensor:
+    """Indices of ``size`` test images (a seeded random subset; all when ``size`` is 0)."""
+    n = len(ws.splits.y_test)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: size or n].sort().values
+
+
+def sources(names: tuple[str, ...], ws: Workspace, settings: FitnessSettings, opts: ReportOptions,
+            log: Callable[[str], None]) -> dict[str, nn.Module]:
+    """The networks the transfer matrix crafts examples on (``own`` = the run's reference)."""
+    out: dict[str, nn.Module] = {}
+    epochs = opts.source_epochs or settings.reference_epochs
+    for name in names:
+        if name in ("own", settings.reference):
+            out[f"{settings.reference} (own reference)"] = ws.reference
+            continue
+        model, _, _ = get_reference(name, ws.splits, cache_root(settings.cache_dir), epochs=epochs,
+                                    batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
+                                    device=opts.device, progress=opts.progress, log=log)
+        out[name] = model.eval()
+    return out
+
+
+def ig_images(ws: Workspace, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first test image of each class, then the following ones: ``(n, C, H, W)``, ``(n,)``."""
+    y = ws.splits.y_test
+    first = [int((y == c).nonzero()[0]) for c in range(ws.splits.info.num_classes) if (y == c).any()]
+    rest = [i for i in range(len(y)) if i not in set(first)]
+    pick = torch.tensor((first + rest)[:n], dtype=torch.long)
+    return ws.splits.x_test[pick].float() / 255.0, y[pick]  # (n, C, H, W), (n,)
+
+
+def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = print) -> ReportData:
+    """Every model-based number and figure of the report (see the module docstring)."""
+    settings = run_settings(view, opts)
+    ws = prepare(settings, progress=opts.progress, log=log)
+    search = view.config.get("search", {})
+    epochs = opts.ref_gm_epochs or int(search.get("refine_epochs") or search.get("epochs") or 1)
+    nets: dict[str, nn.Module] = {REF: ws.reference}
+    nets[REF_GM] = reference_gm(ws, settings, epochs, settings.seed, log, opts.progress)
+    nets.update(finalist_models(view, ws, opts))
+    data, out = ReportData(), Path(opts.out)
+    x, y = ws.splits.x_test, ws.splits.y_test
+    data.accuracy = {n: {"clean": accuracy(m, x, y), "adv": accuracy(m, ws.adversarial["test"], y)}
+                     for n, m in nets.items()}
+    data.notes["transfer"] = [
+        f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} "
+        f"(CE, {settings.reference_epochs} epochs); reference+GM trained with {settings.defense} "
+        f"for {epochs} epochs; attack {ws.attack.name} eps={ws.attack.eps:g}, {ws.attack.steps} steps."]
+    if not opts.skip_transfer:
+        _transfer_and_fooling(data, nets, ws, settings, opts, log)
+    if opts.ig_images > 0:
+        _ig(data, nets, ws, opts, out)
+    data.extra = load_extra(opts.extra_metrics)
+    return data
+
+
+def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Workspace,
+                          settings: FitnessSettings, opts: ReportOptions, log: Callable[[str], None]) -> None:
+    out = Path(opts.out)
+    idx = eval_subset(ws, opts.eval_size, opts.seed)
+    x, y = ws.splits.x_test[idx], ws.splits.y_test[idx]
+    device = torch.device("cpu") if opts.device == "auto" and not torch.cuda.is_available() else None
+    src = sources(opts.transfer_from, ws, settings, opts, log)
+    data.transfer = transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
+                                    progress=opts.progress)
+    p = plots.plot_matrix(data.transfer, out / "transfer.png", title=f"Transfer matrix ({ws.attack.name})",
+                          row_label="examples crafted on", col_label="evaluated network",
+                          value_label="adversarial accuracy")
+    data.figures["transfer"] = [(str(p), "Adversarial accuracy of each network (columns) on examples "
+                                         "crafted on each source network (rows); higher = less transfer.")]
+    data.notes["transfer"].append(f"Transfer matrix and fooling rates on {len(y)} test images "
+                                  f"(--eval-size); sources trained with CE for "
+                                  f"{opts.source_epochs or settings.reference_epochs} epochs.")
+    attacks = [ws.attack if a == ws.attack.name else resolve_attack(a, settings.dataset) for a in opts.attacks]
+    data.attack_settings = {a.name: dataclasses.asdict(a) for a in attacks}
+    rates = fooling_rates(ws.reference, nets, x, y, attacks, device=device, seed=opts.seed,
+                          progress=opts.progress)
+    data.fooling = {a: {n: dataclasses.asdict(r) for n, r in row.items()} for a, row in rates.items()}
+    p = plots.plot_matrix({a: {n: r.rate for n, r in row.items()} for a, row in rates.items()},
+                          out / "fooling.png", title="Fooling rates (examples crafted on the reference)",
+                          row_label="attack", col_label="evaluated network", value_label="fooling rate",
+                          cmap="magma_r")
+    data.figures["fooling"] = [(str(p), "Fraction of correctly classified images whose reference-crafted "
+                                        "adversarial version fools the network; lower is better.")]
+
+
+def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: ReportOptions, out: Path) -> None:
+    best = next(n for n in nets if n.startswith("evolved"))
+    models = {REF: nets[REF], REF_GM: nets[REF_GM], best: nets[best]}
+    x, y = ig_images(ws, opts.ig_images)
+    res = compare_maps(models, x, y, reference=REF, n_steps=opts.ig_steps)
+    data.ig = {n: {"distance": r["distance"].tolist(), "delta": r["delta"].tolist()} for n, r in res.items()}
+    p = plots.plot_ig_grid(x, {n: r["maps"] for n, r in res.items()},
+                           {n: r["distance"] for n, r in res.items()},
+                           {n: r["delta"] for n, r in res.items()}, out / "integrated_gradients.png")
+    data.figures["ig"] = [(str(p), "Integrated gradients of the true class (black baseline, "
+                                   f"{opts.ig_steps} steps), scaled to [-1, 1]: red negative, green positive.")]
+
+
+def load_extra(paths: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of retraining results: each file a JSON object, a list of objects, or
+    ``{"results": [...]}``; nested ``metrics`` objects are flattened into the row."""
+    rows = []
+    for path in paths:
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"--extra-metrics file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--extra-metrics file {path} is not JSON ({exc.msg})") from None
+        items = doc.get("results", [doc]) if isinstance(doc, dict) else doc
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise UserError(f"--extra-metrics file {path}: expected a JSON object or a list of objects")
+        for item in items:
+            flat = {k: v for k, v in item.items() if not isinstance(v, dict | list)}
+            flat.update({k: v for k, v in (item.get("metrics") or {}).items() if not isinstance(v, dict | list)})
+            rows.append({"file": Path(path).name, **flat})
+    return rows
+
+
+__all__ = ["PAPER_SOURCES", "compute", "load_extra"]

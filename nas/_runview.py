@@ -1,0 +1,200 @@
+"""Read a run directory into the numbers a report shows (no torch, no models).
+
+The event log (``events.jsonl``, DESIGN.md §8) is the source of truth: every evaluated child
+is a ``child_finished`` line (id, generation, spectrum, metrics), every selection a
+``replacement`` line, every generation a ``generation_finished`` line (its population ids).
+From them :func:`load_run` rebuilds, per generation, the population and its statistics.
+When a ``generation_finished`` line carries no population, it is replayed from the initial
+population and the ``replacement`` lines (child ``id`` takes the place of ``replaced``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.cli import UserError
+
+FINAL, POPULATION, EVENTS, CONFIG = "final.json", "population.json", "events.jsonl", "config.json"
+
+
+@dataclass
+class RunView:
+    """What a report needs to know about a run.
+
+    Attributes:
+        path: the run directory.
+        config: the ``config`` object of ``config.json`` (search / fitness / execution).
+        children: child id -> its ``child_finished`` event.
+        generations: per generation ``{"generation", "population": [ids]}``, in order.
+        replacements: generation -> number of replacements.
+        finalists: the final population, best first: dicts with ``id``, ``spectrum``,
+            ``search_metrics`` (fitness split, during the search), ``metrics`` (test split after
+            refinement when the run finished, else the search metrics) and ``split`` (which).
+        finished: whether ``final.json`` exists (the search and refinement completed).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    children: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    replacements: dict[int, int] = field(default_factory=dict)
+    finalists: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Events of ``events.jsonl``; a torn last line (crash mid-write) is ignored."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    events = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise UserError(f"{path}: line {i + 1} is not JSON (corrupt event log)") from None
+    return events
+
+
+def _population_ids(event: dict[str, Any]) -> list[str] | None:
+    pop = event.get("population") or event.get("population_ids")
+    if not pop:
+        return None
+    return [p if isinstance(p, str) else str(p.get("id")) for p in pop]
+
+
+def _replay(events: list[dict[str, Any]], children: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-generation populations from the log (explicit ids, else replayed replacements)."""
+    current = [cid for cid, ev in children.items() if int(ev.get("generation", 0)) == 0]
+    gens, seen = [], set()
+    for ev in events:
+        if ev.get("type") == "replacement" and ev.get("replaced") in current:
+            current[current.index(ev["replaced"])] = ev["id"]
+        elif ev.get("type") == "generation_finished":
+            g = int(ev.get("generation", len(gens)))
+            ids = _population_ids(ev)
+            if ids is not None:
+                current = ids
+            if g not in seen:
+                gens.append({"generation": g, "population": list(current)})
+                seen.add(g)
+    return gens
+
+
+def _final(path: Path, children: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The final population (``final.json``, else ``population.json``), best first."""
+    src, finished = (path / FINAL, True) if (path / FINAL).exists() else (path / POPULATION, False)
+    if not src.exists():
+        return [], False
+    data = _read_json(src)
+    items = data if isinstance(data, list) else (
+        data.get("population") or data.get("finalists") or data.get("members") or [])
+    out = []
+    for item in items:
+        item = {"id": item} if isinstance(item, str) else dict(item)
+        child = children.get(str(item.get("id")), {})
+        search = item.get("metrics") or child.get("metrics") or {}
+        test = item.get("test") if finished else None
+        out.append({**item, "spectrum": item.get("spectrum") or child.get("spectrum"),
+                    "search_metrics": search, "metrics": test or search,
+                    "split": "test" if test else "fitness"})
+    out.sort(key=lambda m: -float(m["metrics"].get("fitness", 0.0) or 0.0))
+    return out, finished
+
+
+def load_run(path: str | Path) -> RunView:
+    """Read a run directory; :class:`UserError` when it is missing or holds no results."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"run directory {path} does not exist")
+    if not (path / CONFIG).exists() or not (path / EVENTS).exists():
+        raise UserError(f"{path} is not a run directory (no {CONFIG} / {EVENTS})")
+    config = _read_json(path / CONFIG)
+    config = config.get("config", config) if isinstance(config, dict) else {}
+    events = read_events(path / EVENTS)
+    children = {str(e["id"]): e for e in events if e.get("type") == "child_finished" and "id" in e}
+    if not children:
+        raise UserError(f"{path} holds no results yet (no finished child in {EVENTS})")
+    view = RunView(path=path, config=config, children=children)
+    view.generations = _replay(events, children)
+    for ev in events:
+        if ev.get("type") == "replacement":
+            g = int(ev.get("generation", 0))
+            view.replacements[g] = view.replacements.get(g, 0) + 1
+    view.finalists, view.finished = _final(path, children)
+    if not view.finalists and view.generations:
+        last = view.generations[-1]["population"]
+        view.finalists = sorted(
+            ({"id": c, "spectrum": children[c].get("spectrum"), "metrics": children[c].get("metrics", {}),
+              "search_metrics": children[c].get("metrics", {}), "split": "fitness"}
+             for c in last if c in children),
+            key=lambda m: -float(m["metrics"].get("fitness", 0.0) or 0.0))
+    return view
+
+
+def generation_stats(view: RunView) -> list[dict[str, float]]:
+    """Per generation: best / mean fitness and mean / fittest clean and adversarial accuracy."""
+    rows = []
+    for gen in view.generations:
+        metrics = [view.children[c].get("metrics", {}) for c in gen["population"] if c in view.children]
+        if not metrics:
+            continue
+        fit = np.array([float(m.get("fitness", 0.0)) for m in metrics])
+        clean = np.array([float(m.get("clean_acc", np.nan)) for m in metrics])
+        adv = np.array([float(m.get("adv_acc", np.nan)) for m in metrics])
+        b = int(fit.argmax())
+        rows.append({"generation": gen["generation"], "fitness_best": float(fit[b]),
+                     "fitness_mean": float(fit.mean()), "clean_mean": float(np.nanmean(clean)),
+                     "adv_mean": float(np.nanmean(adv)), "clean_best": float(clean[b]),
+                     "adv_best": float(adv[b])})
+    return rows
+
+
+def population_spectra(view: RunView) -> tuple[list[int], list[list[list[int]]]]:
+    """Generation numbers and, per generation, the spectra of the population members."""
+    gens, spectra = [], []
+    for gen in view.generations:
+        specs = [list(view.children[c]["spectrum"]) for c in gen["population"]
+                 if c in view.children and view.children[c].get("spectrum")]
+        if specs:
+            gens.append(gen["generation"])
+            spectra.append(specs)
+    return gens, spectra
+
+
+def _weights_in(child: Path) -> Path | None:
+    for cand in (child / "refined" / "weights.pt", child / "weights.pt"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def child_files(view: RunView, child_id: str) -> tuple[Path, Path | None]:
+    """``genome.json`` and the best weights of a child (refined ones first).
+
+    A child that reused an identical architecture's result has no weights of its own; the
+    weights of the child it reused are returned instead.
+    """
+    base = view.path / "children" / child_id
+    genome = base / "genome.json"
+    if not genome.exists():
+        raise UserError(f"{genome} is missing; the run directory is incomplete")
+    weights = _weights_in(base)
+    source = view.children.get(child_id, {}).get("reused_from")
+    if weights is None and source:
+        weights = _weights_in(view.path / "children" / str(source))
+    return genome, weights
