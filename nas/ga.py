@@ -193,7 +193,8 @@ def select_replace(population: list[Any], child: Any, generation: int, toolbox: 
         return False
     population[k] = child
     toolbox.emit({"type": "replacement", "generation": generation, "id": child.child_id,
-                  "replaced": old.child_id, "slot": k, "fitness": child.fitness.values[0],
+                  "replaced": old.child_id, "slot": k, "spectrum": list(child.spectrum),
+                  "fitness": child.fitness.values[0],
                   "replaced_fitness": old.fitness.values[0]})
     return True
 

@@ -1,0 +1,96 @@
+"""Helpers of the search tests: a synthetic fitness on real genomes and a toy search runner.
+
+The fitness is a known function of the spectrum (paper eq. 3) with its optimum at
+:data:`TARGET`, so the GA can be checked without training (NNI ``test_sanity.py`` style).
+Run as a script (``python tests/nas/search_toys.py RUN_DIR [--resume] [--delay S]``) it is the
+subprocess the kill-and-resume test sends SIGKILL to.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from nas.config import EvolveConfig, ExecSettings, SearchSettings  # noqa: E402
+
+TARGET = (6, 2, 1, 1, 1)
+TOY_SEARCH = dict(population=4, children=2, generations=4, min_distance=2.0, mutations_min=1,
+                  mutations_max=3, epochs=1, epochs_step=1, epochs_every=2, refine_epochs=1,
+                  max_channels=32, max_nodes=16, seed=7)
+
+
+def spectrum_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,
+                     split: str | None = None, delay: float = 0.0) -> dict[str, Any]:
+    """A ChildResult-shaped dict whose fitness is ``1 / (1 + |spectrum - TARGET|)``."""
+    import genome as gn
+
+    spec = gn.spectrum(gn.from_json(genome_json))
+    fit = 1.0 / (1.0 + float(np.linalg.norm(np.subtract(spec, TARGET))))
+    if split == "test":
+        fit *= 0.9
+    time.sleep(delay)
+    return {"fitness": fit, "clean_acc": fit, "adv_acc": fit, "fooling_rate": 0.0,
+            "status": "ok", "reason": "", "epochs": epochs, "seconds": delay, "params": 0,
+            "flops": 0}
+
+
+def lazy_ops(search: SearchSettings) -> Any:
+    """Real genome operations whose mutation returns the parent unchanged half of the time, so
+    children repeat architectures (hash reuse) deterministically."""
+    import dataclasses
+
+    from nas.ga import genome_ops
+
+    ops = genome_ops(search, (1, 28, 28))
+
+    def mutate(genome: str, rng: np.random.Generator, count: int) -> str:
+        return genome if rng.random() < 0.5 else ops.mutate(genome, rng, count)
+
+    return dataclasses.replace(ops, mutate=mutate)
+
+
+def toy_config(run_dir: str | Path, *, workers: int = 1, **search: Any) -> EvolveConfig:
+    """An EvolveConfig of the toy search (default fitness settings; they are not used)."""
+    from nas.fitness import FitnessSettings
+
+    settings = SearchSettings(**{**TOY_SEARCH, **search})
+    return EvolveConfig(settings, FitnessSettings(dataset="synthetic"),
+                        ExecSettings(workers=workers, progress=False), str(run_dir))
+
+
+def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, workers: int = 1,
+            lazy: bool = False, backend: str = "loky", scheduler: str | None = None,
+            **search: Any) -> dict[str, Any]:
+    """Run (or resume) the toy search in ``run_dir``; returns final.json's content."""
+    import dataclasses
+
+    from nas.evolve import run_search
+    from nas.ga import genome_ops
+    from nas.rundir import create_run, open_run
+
+    cfg = toy_config(run_dir, workers=workers, **search)
+    cfg = dataclasses.replace(cfg, execution=dataclasses.replace(
+        cfg.execution, backend=backend, scheduler=scheduler))
+    ops = lazy_ops(cfg.search) if lazy else genome_ops(cfg.search, (1, 28, 28))
+    events = open_run(run_dir, log=lambda m: None) if resume else create_run(run_dir, cfg.to_dict())
+    try:
+        return run_search(cfg, ops=ops,
+                          evaluate=functools.partial(spectrum_fitness, delay=delay),
+                          events=events, resumed=resume, log=lambda m: None)
+    finally:
+        events.close()
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    delay = float(args[args.index("--delay") + 1]) if "--delay" in args else 0.0
+    run_toy(args[0], resume="--resume" in args, delay=delay, lazy="--lazy" in args)
