@@ -17,13 +17,14 @@ seconds per epoch on two CPU cores.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from genome import UnknownGenomeName, assert_valid, load
+from genome import GenomeFormatError, UnknownGenomeName, assert_valid, load
 
 
 def _build(nodes: list[tuple[str, str, dict[str, Any]]], edges: list[tuple[str, str, int | None]]) -> nx.DiGraph:
@@ -110,4 +111,6 @@ def resolve_genome(spec: str) -> nx.DiGraph:
         return named_genome(spec)
     if Path(spec).exists():
         return load(spec)
+    if spec.endswith(".json") or "/" in spec or os.sep in spec:
+        raise GenomeFormatError(f"genome file {spec!r} does not exist")
     raise UnknownGenomeName(spec, [*list_named_genomes(), "<path to a genome .json file>"])
