@@ -121,6 +121,7 @@ def sinkhorn_w2(
         fixed for the gradient (envelope theorem), so gradients flow into ``xs``/``xt``
         through the cost matrix.
     """
+    xs, xt = xs.float() if xs.dtype != torch.float64 else xs, xt.to(xs.dtype)  # no bf16 OT
     cost = ot.dist_batch(xs, xt, metric="sqeuclidean")  # (B, n, m)
     res = ot.solve_batch(
         cost.detach(), reg=eps, method="log_sinkhorn", max_iter=iters, tol=0.0, grad="detach"
