@@ -121,12 +121,20 @@ class AdaINStylizer(nn.Module):
         self.decoder = build_decoder()
 
     @torch.no_grad()
-    def forward(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-        """Stylize (N, C, H, W) content with a (1, 3, H', W') style; returns (N, C, H, W)."""
+    def forward(
+        self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0, size: int = 0
+    ) -> torch.Tensor:
+        """Stylize (N, C, H, W) content with a (1, 3, H', W') style; returns (N, C, H, W).
+
+        ``size``: working resolution of the network (square); 0 = the input size rounded up
+        to a multiple of 8 (the encoder pools three times). The output is resized back.
+        """
         n, c, h, w = content.shape
         rgb = content.expand(n, 3, h, w) if c == 1 else content  # (N, 3, H, W)
-        size = (max(8, -(-h // 8) * 8), max(8, -(-w // 8) * 8))  # multiple of 8 for 3 pools
-        rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False)
+        if size > 0:
+            size = -(-size // 8) * 8
+        work = (size, size) if size > 0 else (max(8, -(-h // 8) * 8), max(8, -(-w // 8) * 8))
+        rgb = F.interpolate(rgb, size=work, mode="bilinear", align_corners=False)
         f_c = self.encoder(rgb)  # (N, 512, H/8, W/8)
         f_s = self.encoder(style)  # (1, 512, ., .)
         t = alpha * adain(f_c, f_s) + (1 - alpha) * f_c

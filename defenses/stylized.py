@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from defenses import adain as style
 from defenses import register_defense
@@ -47,6 +48,8 @@ class StylizedPairing(Defense):
         alpha: style strength in [0, 1]. Default 1.0 (full AdaIN target, as in the AdaIN
             release's default).
         seed: seed of the procedural style (explicit randomness).
+        size: AdaIN working resolution; 0 (default) = the image size rounded up to a multiple
+            of 8 (the paper resizes to 224, too slow on CPU for a whole training set).
     """
 
     needs = frozenset()
@@ -60,6 +63,7 @@ class StylizedPairing(Defense):
         style_image: str | None = None,
         alpha: float = 1.0,
         seed: int = 0,
+        size: int = 0,
     ) -> None:
         self.lam = float(lam)
         self.style_weights = style_weights
@@ -67,6 +71,7 @@ class StylizedPairing(Defense):
         self.style_image = style_image
         self.alpha = float(alpha)
         self.seed = int(seed)
+        self.size = int(size)
         self._stylized: torch.Tensor | None = None  # (N, C, H, W) uint8, set by prepare()
         self._stylizer_used = ""
 
@@ -135,10 +140,11 @@ class StylizedPairing(Defense):
         net = style.load_adain(self.style_weights) if name == "adain" else None
         out = torch.empty_like(x)
         with torch.no_grad():
-            for start in range(0, x.shape[0], _CHUNK):
+            starts = range(0, x.shape[0], _CHUNK)
+            for start in tqdm(starts, desc=f"stylize ({name})", leave=False, disable=None):
                 chunk = x[start : start + _CHUNK].float() / 255.0  # (B, C, H, W)
                 if net is not None:
-                    res = net(chunk, sty, self.alpha)
+                    res = net(chunk, sty, self.alpha, self.size)
                 elif name == "stats":
                     res = style.stats_stylize(chunk, sty, self.alpha)
                 else:

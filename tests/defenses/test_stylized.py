@@ -79,6 +79,7 @@ def test_adain_stylizer_loads_weights_and_handles_one_channel(tmp_path):
     gray = model(torch.rand(4, 1, 12, 12), style)
     rgb = model(torch.rand(2, 3, 12, 12), style)
     assert gray.shape == (4, 1, 12, 12) and rgb.shape == (2, 3, 12, 12)
+    assert model(torch.rand(1, 1, 12, 12), style, 0.5, 20).shape == (1, 1, 12, 12)
     assert gray.min() >= 0 and gray.max() <= 1
 
 
