@@ -136,7 +136,6 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
         _transfer_and_fooling(data, nets, ws, settings, opts, log)
     if opts.ig_images > 0:
         _ig(data, nets, ws, opts, out)
-    data.extra = load_extra(opts.extra_metrics)
     return data
 
 
@@ -183,24 +182,34 @@ def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: Repor
                                    f"{opts.ig_steps} steps), scaled to [-1, 1]: red negative, green positive.")]
 
 
+EXTRA_COLUMNS = ("architecture", "dataset", "defense", "reference", "clean_acc", "adv_acc",
+                 "fitness", "fooling_rate", "epochs", "params", "status")
+
+
+def _extra_row(item: dict[str, Any], source: str) -> dict[str, Any]:
+    """One table row from a ``nas.train`` metrics.json (settings nested or flat)."""
+    flat = {**(item.get("settings") or {}), **(item.get("metrics") or {}), **item}
+    return {"file": source, **{k: flat.get(k) for k in EXTRA_COLUMNS if not isinstance(flat.get(k), dict | list)}}
+
+
 def load_extra(paths: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Rows of retraining results: each file a JSON object, a list of objects, or
-    ``{"results": [...]}``; nested ``metrics`` objects are flattened into the row."""
+    """Rows of retraining results (paper Tables 3 and 7) from ``nas.train --out`` files.
+
+    Each file is a ``metrics.json`` written by ``nas.train``, a list of such objects, or
+    ``{"results": [...]}``; the columns are :data:`EXTRA_COLUMNS`.
+    """
     rows = []
     for path in paths:
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"--extra-metrics file {path} does not exist") from None
         except json.JSONDecodeError as exc:
             raise UserError(f"--extra-metrics file {path} is not JSON ({exc.msg})") from None
         items = doc.get("results", [doc]) if isinstance(doc, dict) else doc
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise UserError(f"--extra-metrics file {path}: expected a JSON object or a list of objects")
-        for item in items:
-            flat = {k: v for k, v in item.items() if not isinstance(v, dict | list)}
-            flat.update({k: v for k, v in (item.get("metrics") or {}).items() if not isinstance(v, dict | list)})
-            rows.append({"file": Path(path).name, **flat})
+        rows += [_extra_row(item, Path(path).parent.name or Path(path).name) for item in items]
     return rows
 
 

@@ -198,3 +198,29 @@ def child_files(view: RunView, child_id: str) -> tuple[Path, Path | None]:
     if weights is None and source:
         weights = _weights_in(view.path / "children" / str(source))
     return genome, weights
+
+
+def finalist_genome(spec: str) -> Path | None:
+    """Resolve ``runs/<name>:best`` (or ``:<rank>``, ``:<child id>``) to a finalist's genome.json.
+
+    Returns ``None`` when ``spec`` does not have that form (``<dir>:<selector>`` with an
+    existing directory), so callers can try other interpretations; raises :class:`UserError`
+    for a run directory whose selector matches no finalist.
+    """
+    run_dir, sep, selector = spec.rpartition(":")
+    if not sep or not run_dir or not Path(run_dir).is_dir():
+        return None
+    view = load_run(run_dir)
+    if not view.finalists:
+        raise UserError(f"{run_dir} has no final population yet")
+    if selector == "best":
+        chosen = view.finalists[0]
+    elif selector.isdigit() and 1 <= int(selector) <= len(view.finalists):
+        chosen = view.finalists[int(selector) - 1]
+    else:
+        match = [f for f in view.finalists if f["id"] == selector]
+        if not match:
+            ids = ", ".join(f["id"] for f in view.finalists)
+            raise UserError(f"{spec}: no finalist {selector!r}; use best, 1-{len(view.finalists)} or one of {ids}")
+        chosen = match[0]
+    return child_files(view, chosen["id"])[0]

@@ -15,17 +15,15 @@ each section and how the numbers are computed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas import _html as H
 from nas import plots
-from nas._runview import RunView, child_files, generation_stats, load_run, population_spectra
+from nas._report_page import render
+from nas._runview import RunView, child_files, load_run
 from nas.cli import UserError, run
 
 PAPER_SOURCES = ("resnet18", "vgg16_bn", "densenet121", "squeezenet1_1")
@@ -98,167 +96,6 @@ class ReportData:
     notes: dict[str, list[str]] = field(default_factory=dict)
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     extra: list[dict[str, Any]] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- sections
-
-
-def _fig(opts: ReportOptions, path: str | Path, caption: str) -> str:
-    out = Path(opts.out)
-    return H.image(Path(path), page_dir=out, alt=caption, caption=caption, embed=opts.embed)
-
-
-def _figs(opts: ReportOptions, data: ReportData, key: str) -> str:
-    return "".join(_fig(opts, p, c) for p, c in data.figures.get(key, []))
-
-
-def _notes(data: ReportData, key: str) -> str:
-    return "".join(H.paragraph(n, cls="note") for n in data.notes.get(key, []))
-
-
-def section_overview(view: RunView) -> H.Section:
-    """Configuration summary and state of the run."""
-    search, fit = view.config.get("search", {}), view.config.get("fitness", {})
-    keys = [("dataset", fit), ("reference", fit), ("defense", fit), ("population", search),
-            ("children", search), ("generations", search), ("epochs", search),
-            ("refine_epochs", search), ("train_size", fit), ("test_size", fit), ("seed", search)]
-    rows = [[H.esc(k), H.esc(src.get(k, "-"))] for k, src in keys if k in src]
-    rows.append(["evaluated children", H.fmt(len(view.children))])
-    rows.append(["finished", "yes (final.json)" if view.finished else "no (population so far)"])
-    return H.Section("run", "Run", H.table(["setting", "value"], rows, caption=str(view.path)))
-
-
-def section_progress(view: RunView, opts: ReportOptions) -> H.Section:
-    """Fitness / accuracies per generation, replacements, spectra."""
-    out, body = Path(opts.out), []
-    stats = generation_stats(view)
-    if stats:
-        p = plots.plot_progress(stats, out / "progress.png")
-        body.append(_fig(opts, p, "Best and mean fitness (left) and clean / transferred-adversarial "
-                                  "accuracy (right) of the population after each generation."))
-    gens = [g["generation"] for g in view.generations if g["generation"] > 0]
-    if gens:
-        p = plots.plot_replacements(gens, [view.replacements.get(g, 0) for g in gens], out / "replacements.png")
-        body.append(_fig(opts, p, "Children that replaced their nearest population member."))
-    sg, spectra = population_spectra(view)
-    if spectra:
-        p = plots.plot_spectra(sg, spectra, out / "spectra.png")
-        body.append(_fig(opts, p, "Spectra (eq. 3) of the population members per generation."))
-    rows = [[H.fmt(s["generation"]), H.fmt(s["fitness_best"], pct=True), H.fmt(s["fitness_mean"], pct=True),
-             H.fmt(s["clean_mean"], pct=True), H.fmt(s["adv_mean"], pct=True),
-             H.fmt(view.replacements.get(int(s["generation"]), 0))] for s in stats]
-    body.append(H.table(["generation", "best F", "mean F", "mean clean", "mean adv", "replacements"], rows,
-                        caption="Population per generation (fitness split)"))
-    return H.Section("progress", "Search progress", "".join(body))
-
-
-def section_population(view: RunView, opts: ReportOptions, drawings: dict[str, Path]) -> H.Section:
-    """The final population: metrics table and architecture drawings."""
-    rows = []
-    for rank, f in enumerate(view.finalists, start=1):
-        m, s = f["metrics"], f.get("search_metrics", {})
-        rows.append([H.fmt(rank), H.esc(f["id"]), H.esc(tuple(f.get("spectrum") or ())),
-                     H.fmt(s.get("fitness"), pct=True), H.fmt(m.get("clean_acc"), pct=True),
-                     H.fmt(m.get("adv_acc"), pct=True), H.fmt(m.get("fitness"), pct=True),
-                     H.fmt(m.get("params")), H.fmt(m.get("flops"))])
-    split = view.finalists[0]["split"] if view.finalists else "fitness"
-    head = ["#", "id", "spectrum (conv, pool, sconv, sum, concat)", "search F", f"{split} clean",
-            f"{split} adv", f"{split} F", "params", "FLOPs"]
-    body = [H.table(head, rows, caption=f"Final population, best first ({split} split; F = min(clean, adv), eq. 4)")]
-    figs = "".join(_fig(opts, p, f"#{i} {cid}") for i, (cid, p) in enumerate(drawings.items(), start=1))
-    body.append(f'<div class="grid">{figs}</div>')
-    return H.Section("population", "Final population", "".join(body))
-
-
-def _pct_table(table: dict[str, dict[str, float]], first: str, caption: str) -> str:
-    cols = list(dict.fromkeys(c for r in table.values() for c in r))
-    rows = [[H.esc(r)] + [H.fmt(table[r].get(c), pct=True) for c in cols] for r in table]
-    return H.table([first, *cols], rows, caption=caption)
-
-
-def section_transfer(data: ReportData, opts: ReportOptions) -> H.Section:
-    """Clean / adversarial accuracy of every network and the transfer matrix (Table 2)."""
-    acc = {"clean": {n: v.get("clean") for n, v in data.accuracy.items()},
-           "transferred adv. (run's set)": {n: v.get("adv") for n, v in data.accuracy.items()}}
-    body = [_pct_table(acc, "accuracy on", "Test-split accuracy of each network (paper Tables 1 and 4)")]
-    if data.transfer:
-        body.append(_pct_table(data.transfer, "examples crafted on",
-                               "Adversarial accuracy against examples crafted on other networks "
-                               "(paper Table 2; higher = less transfer)"))
-    body += [_figs(opts, data, "transfer"), _notes(data, "transfer")]
-    return H.Section("transfer", "Transfer matrix", "".join(body))
-
-
-def section_fooling(data: ReportData, opts: ReportOptions) -> H.Section:
-    """Fooling rates per attack (Table 5)."""
-    rates = {a: {n: r["rate"] for n, r in row.items()} for a, row in data.fooling.items()}
-    counts = {a: {n: f"{r['fooled']}/{r['eligible']}" for n, r in row.items()} for a, row in data.fooling.items()}
-    cols = list(dict.fromkeys(c for r in rates.values() for c in r))
-    rows = [[H.esc(a)] + [f"{H.fmt(rates[a].get(c), pct=True)} ({H.esc(counts[a].get(c, '-'))})" for c in cols]
-            for a in rates]
-    body = [H.table(["attack", *cols], rows, caption="Fooling rate (fooled / images both the reference and "
-                                                     "the network classify correctly; lower is better; paper Table 5)")]
-    settings = [[H.esc(a), H.fmt(s.get("eps")), H.fmt(s.get("step_size")), H.fmt(s.get("steps"))]
-                for a, s in data.attack_settings.items()]
-    body.append(H.table(["attack", "eps", "step size", "steps"], settings, caption="Attack settings (pixels in [0, 1])"))
-    body += [_figs(opts, data, "fooling"), _notes(data, "fooling")]
-    return H.Section("fooling", "Fooling rates", "".join(body))
-
-
-def section_ig(data: ReportData, opts: ReportOptions) -> H.Section:
-    """Integrated-gradients maps and pixel distances (Fig. 3)."""
-    rows = []
-    for name, r in data.ig.items():
-        d, delta = r["distance"], r["delta"]
-        rows.append([H.esc(name), H.fmt(sum(d) / len(d)), H.fmt(sum(d)), H.fmt(max(abs(x) for x in delta))])
-    body = [_figs(opts, data, "ig"),
-            H.table(["network", "mean pixel distance", "total pixel distance", "max |delta|"], rows,
-                    caption="Pixel distance to the reference's map (0 = identical, 1 = every sign reversed)"),
-            H.paragraph("Pixel distance d(a, b) = sum_p |a_p - b_p| / sum_p (|a_p| + |b_p|) over the maps "
-                        "scaled to [-1, 1]; delta = Captum's convergence delta (sum of attributions minus "
-                        "the logit gain over the black baseline).", cls="note"),
-            _notes(data, "ig")]
-    return H.Section("ig", "Integrated gradients", "".join(body))
-
-
-def section_extra(data: ReportData) -> H.Section:
-    """Retraining results on other datasets (paper Tables 3 and 7)."""
-    keys = list(dict.fromkeys(k for r in data.extra for k in r))
-    rows = [[H.fmt(r.get(k), pct=k.endswith("acc") or k == "fitness") for k in keys] for r in data.extra]
-    return H.Section("extra", "Retraining on other datasets",
-                     H.table(keys, rows, caption="Results given with --extra-metrics (paper Tables 3 and 7)"))
-
-
-def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings: dict[str, Path]) -> Path:
-    """Write ``index.html`` (and ``results.json``) into ``opts.out``; returns the page path."""
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sections = [section_overview(view), section_progress(view, opts), section_population(view, opts, drawings)]
-    if data is not None:
-        if data.accuracy or data.transfer:
-            sections.append(section_transfer(data, opts))
-        if data.fooling:
-            sections.append(section_fooling(data, opts))
-        if data.ig:
-            sections.append(section_ig(data, opts))
-        if data.extra:
-            sections.append(section_extra(data))
-    html = H.page(f"Search report: {view.path.name}", sections,
-                  intro=H.paragraph("Neuroevolution with gradient misalignment; figures are also saved "
-                                    "as PNG files beside this page, numbers in results.json."))
-    page = out / "index.html"
-    _atomic(page, html)
-    results = {"run": str(view.path), "options": asdict(opts),
-               "finalists": view.finalists, "generations": generation_stats(view),
-               "models": None if data is None else {k: v for k, v in asdict(data).items() if k != "figures"}}
-    _atomic(out / "results.json", json.dumps(results, indent=1, default=str))
-    return page
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- command line
@@ -342,28 +179,48 @@ def draw_finalists(view: RunView, out: Path) -> dict[str, Path]:
     """One drawing per finalist (``arch_<id>.png``); id -> PNG path."""
     from genome import load
 
+    try:  # the genome package's drawing (shapes, legend) when available
+        from genome.draw import draw_genome
+    except ImportError:  # pragma: no cover
+        draw_genome = plots.draw_genome
+    info = view.config.get("fitness", {})
+    shape = _input_shape(str(info.get("dataset", "")))
     drawings = {}
     for rank, f in enumerate(view.finalists, start=1):
         genome_path, _ = child_files(view, f["id"])
         fit = f["metrics"].get("fitness")
         title = f"#{rank} {f['id']}" + ("" if fit is None else f"  F={100 * float(fit):.1f}%")
-        drawings[f["id"]] = plots.draw_genome(load(genome_path), out / f"arch_{f['id']}.png", title=title)
+        kwargs = {"input_shape": shape} if draw_genome is not plots.draw_genome else {}
+        drawings[f["id"]] = draw_genome(load(genome_path), out / f"arch_{f['id']}.png", title=title, **kwargs)
     return drawings
 
 
-def build_report(opts: ReportOptions, *, models: bool = True, log=print) -> Path:
-    """Read the run, compute the model-based sections (unless ``models`` is false), write the page."""
+def _input_shape(dataset: str) -> tuple[int, int, int] | None:
+    try:
+        from nas.data import dataset_info
+
+        return tuple(dataset_info(dataset).input_shape)  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - a drawing without shapes is still useful
+        return None
+
+
+def build_report(opts: ReportOptions, *, models: bool = True,
+                 log: Callable[[str], None] = print) -> Path:
+    """Read the run, compute the model-based sections (unless ``models`` is false), write the page.
+
+    Bad input (missing or empty run directory, unreadable ``--extra-metrics``) raises
+    :class:`UserError` before anything is written.
+    """
+    from nas._report_models import load_extra
+
     view = load_run(opts.run_dir)
-    extra = ReportData()
+    extra = load_extra(opts.extra_metrics)
+    data: ReportData | None = ReportData(extra=extra) if extra else None
     if models:
         from nas._report_models import compute
 
-        data: ReportData | None = compute(view, opts, log=log)
-    else:
-        from nas._report_models import load_extra
-
-        extra.extra = load_extra(opts.extra_metrics)
-        data = extra if extra.extra else None
+        data = compute(view, opts, log=log)
+        data.extra = extra
     drawings = draw_finalists(view, Path(opts.out))
     return render(view, data, opts, drawings)
 
@@ -372,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nas.report``."""
     args = build_parser().parse_args(argv)
     opts = options_from_args(args)
-    load_run(opts.run_dir)  # bad input fails here, before anything is written
     page = build_report(opts, models=not args.no_models, log=lambda m: print(m, file=sys.stderr))
     print(f"report written to {page}")
     return 0

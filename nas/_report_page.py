@@ -1,0 +1,180 @@
+"""The HTML page of a report: one function per section, and :func:`render`.
+
+Each section reads the run view (:mod:`nas._runview`) and/or the computed
+:class:`nas.report.ReportData` and returns an :class:`nas._html.Section`; figures are PNG
+files (drawn by :mod:`nas.plots`) embedded or linked according to the options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nas import _html as H
+from nas import plots
+from nas._runview import RunView, generation_stats, population_spectra
+
+if TYPE_CHECKING:
+    from nas.report import ReportData, ReportOptions
+
+
+def _fig(opts: ReportOptions, path: str | Path, caption: str) -> str:
+    out = Path(opts.out)
+    return H.image(Path(path), page_dir=out, alt=caption, caption=caption, embed=opts.embed)
+
+
+def _figs(opts: ReportOptions, data: ReportData, key: str) -> str:
+    return "".join(_fig(opts, p, c) for p, c in data.figures.get(key, []))
+
+
+def _notes(data: ReportData, key: str) -> str:
+    return "".join(H.paragraph(n, cls="note") for n in data.notes.get(key, []))
+
+
+def section_overview(view: RunView) -> H.Section:
+    """Configuration summary and state of the run."""
+    search, fit = view.config.get("search", {}), view.config.get("fitness", {})
+    keys = [("dataset", fit), ("reference", fit), ("defense", fit), ("population", search),
+            ("children", search), ("generations", search), ("epochs", search),
+            ("refine_epochs", search), ("train_size", fit), ("test_size", fit), ("seed", search)]
+    rows = [[H.esc(k), H.esc(src.get(k, "-"))] for k, src in keys if k in src]
+    rows.append(["evaluated children", H.fmt(len(view.children))])
+    rows.append(["finished", "yes (final.json)" if view.finished else "no (population so far)"])
+    return H.Section("run", "Run", H.table(["setting", "value"], rows, caption=str(view.path)))
+
+
+def section_progress(view: RunView, opts: ReportOptions) -> H.Section:
+    """Fitness / accuracies per generation, replacements, spectra."""
+    out, body = Path(opts.out), []
+    stats = generation_stats(view)
+    if stats:
+        p = plots.plot_progress(stats, out / "progress.png")
+        body.append(_fig(opts, p, "Best and mean fitness (left) and clean / transferred-adversarial "
+                                  "accuracy (right) of the population after each generation."))
+    gens = [g["generation"] for g in view.generations if g["generation"] > 0]
+    if gens:
+        p = plots.plot_replacements(gens, [view.replacements.get(g, 0) for g in gens], out / "replacements.png")
+        body.append(_fig(opts, p, "Children that replaced their nearest population member."))
+    sg, spectra = population_spectra(view)
+    if spectra:
+        p = plots.plot_spectra(sg, spectra, out / "spectra.png")
+        body.append(_fig(opts, p, "Spectra (eq. 3) of the population members per generation."))
+    rows = [[H.fmt(s["generation"]), H.fmt(s["fitness_best"], pct=True), H.fmt(s["fitness_mean"], pct=True),
+             H.fmt(s["clean_mean"], pct=True), H.fmt(s["adv_mean"], pct=True),
+             H.fmt(view.replacements.get(int(s["generation"]), 0))] for s in stats]
+    body.append(H.table(["generation", "best F", "mean F", "mean clean", "mean adv", "replacements"], rows,
+                        caption="Population per generation (fitness split)"))
+    return H.Section("progress", "Search progress", "".join(body))
+
+
+def section_population(view: RunView, opts: ReportOptions, drawings: dict[str, Path]) -> H.Section:
+    """The final population: metrics table and architecture drawings."""
+    rows = []
+    for rank, f in enumerate(view.finalists, start=1):
+        m, s = f["metrics"], f.get("search_metrics", {})
+        rows.append([H.fmt(rank), H.esc(f["id"]), H.esc(tuple(f.get("spectrum") or ())),
+                     H.fmt(s.get("fitness"), pct=True), H.fmt(m.get("clean_acc"), pct=True),
+                     H.fmt(m.get("adv_acc"), pct=True), H.fmt(m.get("fitness"), pct=True),
+                     H.fmt(m.get("params")), H.fmt(m.get("flops"))])
+    split = view.finalists[0]["split"] if view.finalists else "fitness"
+    head = ["#", "id", "spectrum (conv, pool, sconv, sum, concat)", "search F", f"{split} clean",
+            f"{split} adv", f"{split} F", "params", "FLOPs"]
+    body = [H.table(head, rows, caption=f"Final population, best first ({split} split; F = min(clean, adv), eq. 4)")]
+    figs = "".join(_fig(opts, p, f"#{i} {cid}") for i, (cid, p) in enumerate(drawings.items(), start=1))
+    body.append(f'<div class="grid">{figs}</div>')
+    return H.Section("population", "Final population", "".join(body))
+
+
+def _pct_table(table: dict[str, dict[str, float]], first: str, caption: str) -> str:
+    cols = list(dict.fromkeys(c for r in table.values() for c in r))
+    rows = [[H.esc(r)] + [H.fmt(table[r].get(c), pct=True) for c in cols] for r in table]
+    return H.table([first, *cols], rows, caption=caption)
+
+
+def section_transfer(data: ReportData, opts: ReportOptions) -> H.Section:
+    """Clean / adversarial accuracy of every network and the transfer matrix (Table 2)."""
+    acc = {"clean": {n: v.get("clean") for n, v in data.accuracy.items()},
+           "transferred adv. (run's set)": {n: v.get("adv") for n, v in data.accuracy.items()}}
+    body = [_pct_table(acc, "accuracy on", "Test-split accuracy of each network (paper Tables 1 and 4)")]
+    if data.transfer:
+        body.append(_pct_table(data.transfer, "examples crafted on",
+                               "Adversarial accuracy against examples crafted on other networks "
+                               "(paper Table 2; higher = less transfer)"))
+    body += [_figs(opts, data, "transfer"), _notes(data, "transfer")]
+    return H.Section("transfer", "Transfer matrix", "".join(body))
+
+
+def section_fooling(data: ReportData, opts: ReportOptions) -> H.Section:
+    """Fooling rates per attack (Table 5)."""
+    rates = {a: {n: r["rate"] for n, r in row.items()} for a, row in data.fooling.items()}
+    counts = {a: {n: f"{r['fooled']}/{r['eligible']}" for n, r in row.items()} for a, row in data.fooling.items()}
+    cols = list(dict.fromkeys(c for r in rates.values() for c in r))
+    rows = [[H.esc(a)] + [f"{H.fmt(rates[a].get(c), pct=True)} ({H.esc(counts[a].get(c, '-'))})" for c in cols]
+            for a in rates]
+    body = [H.table(["attack", *cols], rows, caption="Fooling rate (fooled / images both the reference and "
+                                                     "the network classify correctly; lower is better; paper Table 5)")]
+    settings = [[H.esc(a), H.fmt(s.get("eps")), H.fmt(s.get("step_size")), H.fmt(s.get("steps"))]
+                for a, s in data.attack_settings.items()]
+    body.append(H.table(["attack", "eps", "step size", "steps"], settings, caption="Attack settings (pixels in [0, 1])"))
+    body += [_figs(opts, data, "fooling"), _notes(data, "fooling")]
+    return H.Section("fooling", "Fooling rates", "".join(body))
+
+
+def section_ig(data: ReportData, opts: ReportOptions) -> H.Section:
+    """Integrated-gradients maps and pixel distances (Fig. 3)."""
+    rows = []
+    for name, r in data.ig.items():
+        d, delta = r["distance"], r["delta"]
+        rows.append([H.esc(name), H.fmt(sum(d) / len(d)), H.fmt(sum(d)), H.fmt(max(abs(x) for x in delta))])
+    body = [_figs(opts, data, "ig"),
+            H.table(["network", "mean pixel distance", "total pixel distance", "max |delta|"], rows,
+                    caption="Pixel distance to the reference's map (0 = identical, 1 = every sign reversed)"),
+            H.paragraph("Pixel distance d(a, b) = sum_p |a_p - b_p| / sum_p (|a_p| + |b_p|) over the maps "
+                        "scaled to [-1, 1]; delta = Captum's convergence delta (sum of attributions minus "
+                        "the logit gain over the black baseline).", cls="note"),
+            _notes(data, "ig")]
+    return H.Section("ig", "Integrated gradients", "".join(body))
+
+
+def section_extra(data: ReportData) -> H.Section:
+    """Retraining results on other datasets (paper Tables 3 and 7)."""
+    keys = [k for k in dict.fromkeys(k for r in data.extra for k in r) if any(r.get(k) is not None for r in data.extra)]
+    pct = ("clean_acc", "adv_acc", "fitness", "fooling_rate")
+    rows = [[H.fmt(r.get(k), pct=k in pct) for k in keys] for r in data.extra]
+    return H.Section("extra", "Retraining on other datasets",
+                     H.table(keys, rows, caption="Results given with --extra-metrics (paper Tables 3 and 7)"))
+
+
+def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings: dict[str, Path]) -> Path:
+    """Write ``index.html`` (and ``results.json``) into ``opts.out``; returns the page path."""
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = [section_overview(view), section_progress(view, opts), section_population(view, opts, drawings)]
+    if data is not None:
+        if data.accuracy or data.transfer:
+            sections.append(section_transfer(data, opts))
+        if data.fooling:
+            sections.append(section_fooling(data, opts))
+        if data.ig:
+            sections.append(section_ig(data, opts))
+        if data.extra:
+            sections.append(section_extra(data))
+    html = H.page(f"Search report: {view.path.name}", sections,
+                  intro=H.paragraph("Neuroevolution with gradient misalignment; figures are also saved "
+                                    "as PNG files beside this page, numbers in results.json."))
+    page = out / "index.html"
+    _atomic(page, html)
+    results = {"run": str(view.path), "options": asdict(opts),
+               "finalists": view.finalists, "generations": generation_stats(view),
+               "models": None if data is None else {k: v for k, v in asdict(data).items() if k != "figures"}}
+    _atomic(out / "results.json", json.dumps(results, indent=1, default=str))
+    return page
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

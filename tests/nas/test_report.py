@@ -1,0 +1,156 @@
+"""``nas.report`` on a real tiny search (``nas.evolve --preset smoke``) and on bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from nas import report
+from nas._runview import finalist_genome, generation_stats, load_run
+from nas.cli import UserError, run
+
+SECTIONS = {"run", "progress", "population", "transfer", "fooling", "ig", "extra"}
+
+
+class Page(HTMLParser):
+    """Collects section ids, img sources and table count of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+        self.tables = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(str(a["id"]))
+        elif tag == "img":
+            self.images.append(str(a["src"]))
+        elif tag == "table":
+            self.tables += 1
+
+
+def parse(page: Path) -> Page:
+    p = Page()
+    p.feed(page.read_text(encoding="utf-8"))
+    return p
+
+
+def assert_images_resolve(page: Path, images: list[str]) -> None:
+    """Every img is an embedded PNG or a PNG file beside the page."""
+    for src in images:
+        if src.startswith("data:image/png;base64,"):
+            assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            target = page.parent / src
+            assert target.is_file() and target.read_bytes()[:4] == b"\x89PNG", src
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished real search: synthetic data, he-ref reference, 3 members, 1 generation."""
+    from nas.evolve import main as evolve
+
+    parent = tmp_path_factory.mktemp("runs")
+    assert evolve(["--preset", "smoke", "--run-dir", str(parent), "--name", "smoke", "--no-progress",
+                   "--generations", "1"]) == 0
+    return parent / "smoke"
+
+
+def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path) -> None:
+    extra = next(smoke_run.glob("children/*/refined/metrics.json"))  # a nas.train-style metrics.json
+    out = tmp_path / "report"
+    rc = run(report.main, [str(smoke_run), "--out", str(out), "--ig-images", "2", "--ig-steps", "8",
+                           "--attacks", "fgsm,pgd-linf", "--eval-size", "0", "--transfer-from", "own",
+                           "--extra-metrics", str(extra), "--no-progress"])
+    assert rc == 0
+    page = parse(out / "index.html")
+    assert set(page.sections) == SECTIONS
+    # progress, replacements, spectra, one drawing per finalist, transfer, fooling, IG
+    view = load_run(smoke_run)
+    assert len(page.images) == 3 + len(view.finalists) + 3
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)  # self-contained
+    assert_images_resolve(out / "index.html", page.images)
+    results = json.loads((out / "results.json").read_text())
+    models = results["models"]
+    names = {"reference", "reference+GM"} | {f"evolved #{i}" for i in range(1, len(view.finalists) + 1)}
+    assert set(models["accuracy"]) == names
+    assert set(models["fooling"]) == {"fgsm", "pgd-linf"}
+    for row in models["fooling"].values():
+        for r in row.values():
+            assert 0 <= r["fooled"] <= r["eligible"] <= 32  # smoke preset: 32 test images
+    assert models["ig"]["reference"]["distance"] == [0.0, 0.0]
+    for name, r in models["ig"].items():
+        assert len(r["distance"]) == 2 and all(0.0 <= d <= 1.0 for d in r["distance"]), name
+    assert len(models["extra"]) == 1 and models["extra"][0]["clean_acc"] is not None
+    assert len(results["generations"]) == len(view.generations)
+
+
+def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    opts = report.ReportOptions(run_dir=str(smoke_run), out=str(out), embed=False)
+    page_path = report.build_report(opts, models=False)
+    page = parse(page_path)
+    assert page.sections == ["run", "progress", "population"]
+    assert page.images and not any(s.startswith("data:") for s in page.images)
+    assert_images_resolve(page_path, page.images)
+    stats = generation_stats(load_run(smoke_run))
+    assert [s["generation"] for s in stats] == [0, 1]
+    assert all(s["fitness_best"] >= s["fitness_mean"] for s in stats)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "missing"
+    assert run(report.main, [str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(smoke_run / "config.json", empty / "config.json")
+    (empty / "events.jsonl").write_text('{"type": "run_started", "seed": 0}\n')
+    assert run(report.main, [str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no results" in err[0]
+    assert not (empty / "report").exists()
+    for flags in (["--transfer-from", "alexnet"], ["--attacks", "nope"], ["--extra-metrics", str(missing)]):
+        assert run(report.main, [str(smoke_run), "--out", str(tmp_path / "x"), *flags]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+        assert not (tmp_path / "x").exists()
+
+
+def test_population_is_replayed_when_generation_lines_carry_none(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"config": {"search": {}, "fitness": {}}}))
+
+    def child(cid: str, gen: int, fit: float) -> dict:
+        return {"type": "child_finished", "id": cid, "generation": gen, "spectrum": [gen, 0, 0, 0, 1],
+                "metrics": {"fitness": fit, "clean_acc": fit + 0.1, "adv_acc": fit}}
+
+    events = [child("a", 0, 0.1), child("b", 0, 0.2), {"type": "generation_finished", "generation": 0},
+              child("c", 1, 0.5), {"type": "replacement", "generation": 1, "id": "c", "replaced": "a"},
+              {"type": "generation_finished", "generation": 1}]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"type": "chi')
+    view = load_run(run_dir)  # the torn last line is ignored
+    assert [g["population"] for g in view.generations] == [["a", "b"], ["c", "b"]]
+    assert view.replacements == {1: 1}
+    assert [f["id"] for f in view.finalists] == ["c", "b"] and not view.finished
+    stats = generation_stats(view)
+    assert stats[1]["fitness_best"] == 0.5 and stats[1]["fitness_mean"] == pytest.approx(0.35)
+
+
+def test_finalist_spec_resolves_to_genome_files(smoke_run: Path) -> None:
+    view = load_run(smoke_run)
+    best = finalist_genome(f"{smoke_run}:best")
+    assert best == smoke_run / "children" / view.finalists[0]["id"] / "genome.json"
+    assert finalist_genome(f"{smoke_run}:2") == smoke_run / "children" / view.finalists[1]["id"] / "genome.json"
+    assert finalist_genome("he-ref") is None
+    with pytest.raises(UserError, match="no finalist"):
+        finalist_genome(f"{smoke_run}:g999-c999")
