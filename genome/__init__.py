@@ -2,11 +2,13 @@
 
 A genome is a ``networkx.DiGraph`` with JSON-able node attributes (``op`` + params; see
 :mod:`genome.ops` and ``docs/genome.md``). Everything here is a function of that plain data;
-``genome`` imports nothing else of the project.
+``genome`` imports nothing else of the project. The torch-dependent parts (``compile_genome``,
+``GenomeNet``, ``export_source``, ``export_module``) are imported on first use, so working
+with genomes as data (the GA driver, validation) does not pay for importing torch.
 """
 
-from genome.compile import GenomeNet, compile_genome
-from genome.export import export_module, export_source
+from typing import Any
+
 from genome.mutation import (
     MUTATIONS,
     MutationLimits,
@@ -44,3 +46,16 @@ __all__ = [
     "delete_skip", "edit_block", "export_module", "export_source", "from_dict", "from_json", "infer_shapes", "is_valid_for",
     "load", "mutate", "save", "spectrum", "spectrum_distance", "to_dict", "to_json",
 ]
+
+_LAZY = {"compile_genome": "genome.compile", "GenomeNet": "genome.compile",
+         "export_source": "genome.export", "export_module": "genome.export"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'genome' has no attribute {name!r}")
