@@ -67,7 +67,9 @@ class GradientMisalignment(Defense):
             raise ValueError("gm needs ctx.reference_grad (the reference's input gradients)")
         x = batch.x.detach().requires_grad_(True)  # (N, C, H, W)
         logits = model(x)  # (N, K)
-        ce_sum = F.cross_entropy(logits.float(), batch.y, reduction="sum")
+        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: CE in float32
+            logits = logits.float()
+        ce_sum = F.cross_entropy(logits, batch.y, reduction="sum")
         (g_child,) = torch.autograd.grad(ce_sum, x, create_graph=True)  # (N, C, H, W)
         g_ref = ctx.reference_grad(batch.x, batch.y, batch.index).to(g_child.dtype)
         cos = misalignment(g_child, g_ref.detach(), self.eps)  # (N,)

@@ -1,0 +1,171 @@
+"""``python -m nas.train ARCH``: train one architecture with a defense and evaluate it.
+
+ARCH is a registered reference (``resnet34``, ``he-ref``, ...), a named genome or a genome
+JSON path (:func:`resolve_architecture`). The network is trained on the reduced training set
+with the selected defense against the reference, then scored on the *test* split: clean
+accuracy, accuracy on the reference's transferred adversarial examples, fitness
+``min(clean, adv)`` (paper eq. 4) and fooling rate (§4.2.2). Example (paper Table 7 rows)::
+
+    python -m nas.train he-ref      --reference he-ref --defense none --out out/ref
+    python -m nas.train he-ref      --reference he-ref --defense gm   --out out/ref-gm
+    python -m nas.train he-baseline --reference he-ref --defense gm   --out out/he-gm
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nas.cli import UserError, run
+from nas.data import DatasetInfo, dataset_info
+
+
+def resolve_architecture(spec: str, info: DatasetInfo) -> tuple[str, Callable[[], nn.Module]]:
+    """``(label, factory)`` for a reference name, a named genome or a genome JSON path.
+
+    The one place an ARCH string is interpreted (``runs/<name>:best`` can be added here).
+    """
+    from nas.references import REFERENCES, build_reference
+
+    if spec in REFERENCES:
+        return spec, lambda: build_reference(spec, info)
+    from genome import compile_genome
+    from search_spaces import resolve_genome
+
+    graph = resolve_genome(spec)
+
+    def factory() -> nn.Module:
+        return compile_genome(graph, num_classes=info.num_classes, input_shape=info.input_shape,
+                              mean=info.mean, std=info.std)
+
+    return Path(spec).stem if spec.endswith(".json") else spec, factory
+
+
+def parse_defense_args(pairs: Sequence[str], lam: float | None) -> tuple[tuple[str, Any], ...]:
+    """``["lam=0.5", "mode=x"]`` -> sorted pairs; values parsed as JSON, else kept as strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--defense-arg expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    if lam is not None:
+        out["lam"] = lam
+    return tuple(sorted(out.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (every flag documented)."""
+    from nas.fitness import FitnessSettings
+
+    d = FitnessSettings()
+    p = argparse.ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("arch", metavar="ARCH", help="reference name, named genome or genome .json")
+    p.add_argument("--reference", default=d.reference, help="reference network (attack source)")
+    p.add_argument("--reference-epochs", type=int, default=d.reference_epochs,
+                   help="CE epochs of the reference (trained once, cached)")
+    p.add_argument("--reference-weights", default=None, help="state_dict file of the reference")
+    p.add_argument("--defense", default="gm", help="training objective (defenses registry)")
+    p.add_argument("--defense-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="defense hyper-parameter (value parsed as JSON, else string); repeatable")
+    p.add_argument("--lam", type=float, default=None, help="shortcut for --defense-arg lam=VALUE")
+    p.add_argument("--dataset", default=d.dataset, help="dataset name")
+    p.add_argument("--train-size", type=int, default=d.train_size, help="training images")
+    p.add_argument("--val-size", type=int, default=d.val_size, help="validation images")
+    p.add_argument("--test-size", type=int, default=d.test_size, help="test images")
+    p.add_argument("--data-root", default=None, help="read-only directory with raw dataset files")
+    p.add_argument("--cache-dir", default=None, help="cache directory (default $NAS_CACHE_DIR)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of ARCH")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--attack", default=d.attack, help="attack generating the transferred set")
+    p.add_argument("--eps", type=float, default=None, help="attack radius (default per dataset)")
+    p.add_argument("--step-size", type=float, default=None, help="attack step size")
+    p.add_argument("--steps", type=int, default=None, help="attack iterations")
+    p.add_argument("--seed", type=int, default=0, help="seed of ARCH's training")
+    p.add_argument("--data-seed", type=int, default=d.seed,
+                   help="seed of the data subsets and the reference")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--out", default=None, help="directory for metrics.json and weights.pt")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`FitnessSettings` of parsed arguments (the only place that reads them)."""
+    from nas.fitness import FitnessSettings
+
+    return FitnessSettings(
+        dataset=args.dataset, train_size=args.train_size, val_size=args.val_size,
+        test_size=args.test_size, reference=args.reference,
+        reference_epochs=args.reference_epochs, reference_weights=args.reference_weights,
+        attack=args.attack, eps=args.eps, step_size=args.step_size, steps=args.steps,
+        defense=args.defense, defense_args=parse_defense_args(args.defense_arg, args.lam),
+        batch_size=args.batch_size, lr=args.lr, device=args.device, fitness_split="val",
+        data_root=args.data_root, cache_dir=args.cache_dir, seed=args.data_seed)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train ARCH, evaluate on the test split, print a table, write ``--out``."""
+    from defenses import create_defense
+    from nas.fitness import evaluate_module, prepare
+
+    args = build_parser().parse_args(argv)
+    if args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    settings = settings_from_args(args)
+    create_defense(settings.defense, **dict(settings.defense_args))  # fail fast on bad names
+    label, factory = resolve_architecture(args.arch, dataset_info(settings.dataset))
+    progress = not args.no_progress and sys.stderr.isatty()
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    ws = prepare(settings, progress=progress, log=log)
+    result, _ = evaluate_module(factory, settings=settings, epochs=args.epochs, seed=args.seed,
+                                workspace=ws, split="test", out_dir=args.out, progress=progress,
+                                log=log)
+    if args.out:
+        _add_context(Path(args.out) / "metrics.json", label, ws, settings)
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    print(_table([
+        ("architecture", f"{label} ({result.params:,} params)"),
+        ("defense", f"{settings.defense} {dict(settings.defense_args) or ''}".strip()),
+        ("reference", f"{settings.reference}: clean {pct(ws.reference_acc['test'])}"),
+        ("attack", f"{ws.attack.name} eps={ws.attack.eps:g} step={ws.attack.step_size:g} "
+                   f"steps={ws.attack.steps}"),
+        ("status", result.status + (f" ({result.reason})" if result.reason else "")),
+        ("clean acc (test)", pct(result.clean_acc)), ("adv acc (test)", pct(result.adv_acc)),
+        ("fitness", pct(result.fitness)), ("fooling rate", pct(result.fooling_rate)),
+        ("epochs / seconds", f"{result.epochs} / {result.seconds:.1f}"),
+    ]))
+    return 0 if result.status == "ok" else 1
+
+
+def _add_context(path: Path, label: str, ws: Any, settings: Any) -> None:
+    """Add the architecture, reference accuracy and resolved attack to ``metrics.json``."""
+    from nas._cache import atomic_write_text
+
+    data = json.loads(path.read_text())
+    data.update(architecture=label, reference_clean_acc=ws.reference_acc.get("test"),
+                reference_key=ws.reference_key, attack=dataclasses.asdict(ws.attack))
+    atomic_write_text(path, json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
