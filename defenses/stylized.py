@@ -45,8 +45,10 @@ class StylizedPairing(Defense):
             used only when ``style_weights`` is ``None``.
         style_image: path of the single style image (PNG/JPEG); ``None``: a seeded
             procedural texture (one style: the paper finds a single style best, §5).
-        alpha: style strength in [0, 1]. Default 1.0 (full AdaIN target, as in the AdaIN
+        alpha: AdaIN style strength in [0, 1]. Default 1.0 (full AdaIN target, the AdaIN
             release's default).
+        mix: style strength of the weight-free stylizers in [0, 1]. Default 0.5 (ours: a full
+            Fourier amplitude swap erases the object on 28x28 images, half keeps it visible).
         seed: seed of the procedural style (explicit randomness).
         size: AdaIN working resolution; 0 (default) = the image size rounded up to a multiple
             of 8 (the paper resizes to 224, too slow on CPU for a whole training set).
@@ -62,6 +64,7 @@ class StylizedPairing(Defense):
         weight_free: str = "fourier",
         style_image: str | None = None,
         alpha: float = 1.0,
+        mix: float = 0.5,
         seed: int = 0,
         size: int = 0,
     ) -> None:
@@ -70,6 +73,7 @@ class StylizedPairing(Defense):
         self.weight_free = str(weight_free)
         self.style_image = style_image
         self.alpha = float(alpha)
+        self.mix = float(mix)
         self.seed = int(seed)
         self.size = int(size)
         self._stylized: torch.Tensor | None = None  # (N, C, H, W) uint8, set by prepare()
@@ -146,9 +150,9 @@ class StylizedPairing(Defense):
                 if net is not None:
                     res = net(chunk, sty, self.alpha, self.size)
                 elif name == "stats":
-                    res = style.stats_stylize(chunk, sty, self.alpha)
+                    res = style.stats_stylize(chunk, sty, self.mix)
                 else:
-                    res = style.fourier_stylize(chunk, sty, self.alpha)
+                    res = style.fourier_stylize(chunk, sty, self.mix)
                 out[start : start + _CHUNK] = (res * 255.0).round().clamp(0, 255).to(torch.uint8)
         return out
 
