@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nas import config as cfgmod
-from nas.cli import run
+from nas.cli import UserError, run
 from nas.config import EvolveConfig
 from nas.ga import GenomeOps, build_toolbox, genome_ops, initial_population, steady_state
 from nas.parallel import ChildEvaluator
@@ -267,6 +267,26 @@ def workspace_input_shape(workspace: Any, cfg: EvolveConfig) -> tuple[int, int, 
         info = dataset_info(cfg.fitness.dataset)
     return tuple(info.input_shape)
 
+def check_names(fitness: Any) -> None:
+    """Fail fast (before any file is written) on an unknown dataset, reference, attack or
+    defense, or a defense argument the defense does not take."""
+    from defenses import DEFENSES, create_defense
+    from nas.attacks import ATTACKS
+    from nas.data import DATASETS
+    from nas.references import REFERENCES
+
+    DATASETS.get(fitness.dataset)
+    REFERENCES.get(fitness.reference)
+    ATTACKS.get(fitness.attack)
+    DEFENSES.get(fitness.defense)
+    try:
+        create_defense(fitness.defense, **dict(fitness.defense_args))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad --defense-arg for {fitness.defense}: {exc}") from None
+    if fitness.fitness_split not in ("val", "test"):
+        raise UserError(f"--fitness-split must be val or test, not {fitness.fitness_split!r}")
+
+
 def default_name(cfg: EvolveConfig) -> str:
     """``<date>-<time>-<dataset>-<reference>-s<seed>``."""
     fit = cfg.fitness
@@ -287,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = cfgmod.resolve(flags, preset=args.preset, config_file=args.config, run_dir="")
         name = args.name or default_name(cfg)
         cfg = EvolveConfig(cfg.search, cfg.fitness, cfg.execution, str(Path(args.run_dir) / name))
+    check_names(cfg.fitness)
     show = cfg.execution.progress and sys.stderr.isatty()
     workspace = prepare(cfg.fitness, progress=show, log=print)
     ops = genome_ops(cfg.search, workspace_input_shape(workspace, cfg))

@@ -27,8 +27,9 @@ def comparable(run: Path) -> dict:
     """What must match between two runs of one seed (timing fields dropped)."""
     events, _ = read_events(run / "events.jsonl")
     keep = [strip_timing(e) for e in events if e["type"] not in ("run_started", "run_resumed")]
-    children = sorted((e for e in keep if e["type"] == "child_finished"), key=lambda e: e["id"])
-    others = [e for e in keep if e["type"] != "child_finished"]
+    unordered = ("child_finished", "refined")  # logged in order of completion
+    children = sorted((e for e in keep if e["type"] in unordered), key=lambda e: (e["type"], e["id"]))
+    others = [e for e in keep if e["type"] not in unordered]
     final = strip_timing(json.loads((run / "final.json").read_text()))
     population = strip_timing(json.loads((run / "population.json").read_text()))
     return {"children": children, "others": others, "final": final, "population": population}

@@ -1,0 +1,170 @@
+"""``python -m nas.export runs/<name> --out DIR``: evolved networks as standalone PyTorch modules.
+
+For every selected child (default: the final population; ``--all``: every trained child;
+``--ids``: the ones named) DIR receives
+
+```
+net_<id>.py            readable layer-by-layer source, imports torch only (genome.export_module)
+net_<id>.pt            its trained weights (refined weights when the child was refined)
+net_<id>.genome.json   its genome
+README.md              how to load them, and their measured metrics
+```
+Everything is checked before the first file is written (unknown ids, missing weights, weights
+that do not fit the architecture), and every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nas.cli import UserError, run
+from nas.rundir import CHILDREN, EVENTS, FINAL, atomic_write_text, load_config, read_events
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m nas.export``."""
+    p = argparse.ArgumentParser(prog="python -m nas.export",
+                                description="Export evolved networks of a run as standalone "
+                                "PyTorch modules + weights + genome JSON.")
+    p.add_argument("run", help="run directory (runs/<name>)")
+    p.add_argument("--out", required=True, help="output directory (created; files are replaced)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true",
+                       help="every trained child of the run, not only the final population")
+    which.add_argument("--ids", nargs="+", metavar="ID", help="these child ids (e.g. g012-c003)")
+    return p
+
+
+def module_name(child_id: str) -> str:
+    """Importable module name of a child: ``g012-c003`` -> ``net_g012_c003``."""
+    return "net_" + child_id.replace("-", "_")
+
+
+def _children(run: Path) -> dict[str, dict[str, Any]]:
+    """``child_finished`` and ``refined`` events by id (``{"child": ..., "refined": ...}``)."""
+    if not (run / EVENTS).is_file():
+        raise UserError(f"{run} has no {EVENTS}")
+    events, _ = read_events(run / EVENTS)
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["type"] in ("child_finished", "refined"):
+            out.setdefault(e["id"], {})["child" if e["type"] == "child_finished" else "refined"] = e
+    return out
+
+
+def select(run: Path, children: dict[str, dict[str, Any]], *, all_: bool,
+           ids: Sequence[str] | None) -> list[str]:
+    """Child ids to export (see the module docstring)."""
+    if ids:
+        unknown = [i for i in ids if i not in children]
+        if unknown:
+            raise UserError(f"unknown child ids {', '.join(unknown)} in {run}")
+        return list(ids)
+    if all_:
+        return [i for i, c in children.items() if "child" in c and not c["child"]["reused"]]
+    if not (run / FINAL).is_file():
+        raise UserError(f"{run} has no {FINAL} (the search has not finished); use --all or --ids")
+    return [m["id"] for m in json.loads((run / FINAL).read_text())["population"]]
+
+
+def weights_file(run: Path, child_id: str, children: dict[str, dict[str, Any]]) -> tuple[Path, dict]:
+    """The weights of a child (refined ones first; a reused child's source) and its metrics."""
+    entry = children[child_id]
+    if "refined" in entry:
+        path = run / CHILDREN / child_id / "refined" / "weights.pt"
+        if path.is_file():
+            return path, {**entry["refined"]["metrics"], "split": "test"}
+    child = entry["child"]
+    source = child.get("reused_from") or child_id
+    path = run / CHILDREN / source / "weights.pt"
+    if not path.is_file():
+        raise UserError(f"no trained weights for child {child_id} ({path} is missing)")
+    return path, {**child["metrics"], "split": "fitness"}
+
+
+def _load_checked(run: Path, child_id: str, wpath: Path, info: Any) -> tuple[Any, dict]:
+    """The genome and weights of a child, verified to load into the compiled network."""
+    import torch
+
+    import genome as gn
+
+    g = gn.load(run / CHILDREN / child_id / "genome.json")
+    state = torch.load(wpath, map_location="cpu", weights_only=True)
+    model = gn.compile_genome(g, num_classes=info.num_classes, input_shape=info.input_shape,
+                              mean=info.mean, std=info.std)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"weights of {child_id} do not fit its architecture (an ensemble "
+                        f"defense?): {str(exc).splitlines()[0]}") from None
+    return g, state
+
+
+def readme(rows: list[dict[str, Any]], run: Path, dataset: str) -> str:
+    """README.md of an export directory: loading instructions and measured metrics."""
+    lines = [f"# Networks exported from `{run}`", "",
+             f"Evolved on `{dataset}`. Each `net_<id>.py` needs torch only:", "", "```python",
+             "import torch", f"from {rows[0]['module']} import load_model", "",
+             "model = load_model()            # loads the .pt file beside the module, eval mode",
+             "logits = model(x)               # x: float pixels in [0, 1], (N, C, H, W)", "```",
+             "", "`net_<id>.genome.json` is the genome (`python -m nas.genome describe FILE`).", "",
+             "| module | spectrum | split | clean acc | transferred adv acc | fitness | params |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        m = r["metrics"]
+        lines.append(f"| `{r['module']}` | {tuple(r['spectrum'])} | {m['split']} | "
+                     f"{m.get('clean_acc', float('nan')):.4f} | {m.get('adv_acc', float('nan')):.4f} | "
+                     f"{m.get('fitness', float('nan')):.4f} | {m.get('params', '-')} |")
+    lines += ["", "Split `test`: measured after refinement on the test split; `fitness`: the "
+              "search's fitness split (not refined)."]
+    return "\n".join(lines) + "\n"
+
+
+def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
+               ids: Sequence[str] | None = None) -> list[Path]:
+    """Export children of ``run`` into ``out``; returns the module paths written."""
+    import genome as gn
+    from nas.data import dataset_info
+
+    run, out = Path(run), Path(out)
+    config = load_config(run)
+    info = dataset_info(config["fitness"]["dataset"])
+    children = _children(run)
+    chosen = select(run, children, all_=all_, ids=ids)
+    if not chosen:
+        raise UserError(f"nothing to export in {run}")
+    prepared = []
+    for cid in chosen:  # check everything before writing anything
+        wpath, metrics = weights_file(run, cid, children)
+        g, state = _load_checked(run, cid, wpath, info)
+        prepared.append((cid, g, state, metrics))
+    out.mkdir(parents=True, exist_ok=True)
+    rows, written = [], []
+    for cid, g, state, metrics in prepared:
+        name = module_name(cid)
+        path, _ = gn.export_module(g, out / f"{name}.py", num_classes=info.num_classes,
+                                   input_shape=info.input_shape, mean=info.mean, std=info.std,
+                                   state_dict=state)
+        gn.save(g, out / f"{name}.genome.json")
+        rows.append({"module": name, "spectrum": gn.spectrum(g), "metrics": metrics})
+        written.append(path)
+    atomic_write_text(out / "README.md", readme(rows, run, info.name))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m nas.export``."""
+    args = build_parser().parse_args(argv)
+    written = export_run(args.run, args.out, all_=args.all, ids=args.ids)
+    for path in written:
+        print(path)
+    print(f"{len(written)} networks exported to {args.out} (see {Path(args.out) / 'README.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

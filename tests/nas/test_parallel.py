@@ -1,0 +1,58 @@
+"""Parallel and distributed evaluation: loky processes and a real Dask LocalCluster."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from search_toys import probe, run_toy
+from test_resume import comparable
+
+from nas.cli import UserError
+from nas.parallel import Task, evaluate_tasks, worker_threads
+
+
+def tasks(n: int, tmp_path) -> list[Task]:
+    genome = '{"format": "nas-genome", "format_version": 1, "nodes": [], "edges": []}'
+    return [Task(f"c{i}", genome, 1, 100 + i, str(tmp_path / f"c{i}")) for i in range(n)]
+
+
+def test_worker_threads_split_the_cores():
+    assert worker_threads(2, cores=8) == 4 and worker_threads(3, cores=2) == 1
+    assert worker_threads(1, cores=2) == 2
+
+
+def test_in_process_when_one_worker(tmp_path):
+    out = dict(evaluate_tasks(probe, tasks(3, tmp_path), workers=1))
+    assert sorted(out) == ["c0", "c1", "c2"]
+    assert {r["pid"] for r in out.values()} == {os.getpid()}
+    assert (tmp_path / "c1" / "genome.json").exists() and (tmp_path / "c1" / "metrics.json").exists()
+
+
+def test_loky_runs_children_in_worker_processes_with_limited_threads(tmp_path):
+    out = dict(evaluate_tasks(probe, tasks(4, tmp_path), workers=2, backend="loky"))
+    assert sorted(out) == [f"c{i}" for i in range(4)]
+    assert os.getpid() not in {r["pid"] for r in out.values()}
+    assert {r["threads"] for r in out.values()} == {worker_threads(2)}
+    assert [out[f"c{i}"]["seed"] for i in range(4)] == [100, 101, 102, 103]
+
+
+def test_unknown_backend_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="unknown backend"):
+        list(evaluate_tasks(probe, tasks(2, tmp_path), backend="mpi"))
+
+
+def test_toy_search_with_two_loky_workers_equals_in_process(tmp_path):
+    run_toy(tmp_path / "one", lazy=True, generations=2)
+    run_toy(tmp_path / "two", lazy=True, generations=2, workers=2)
+    assert comparable(tmp_path / "two") == comparable(tmp_path / "one")
+
+
+def test_toy_search_through_a_dask_local_cluster_equals_in_process(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        run_toy(tmp_path / "dask", lazy=True, generations=2, backend="dask",
+                scheduler=cluster.scheduler_address)
+    run_toy(tmp_path / "local", lazy=True, generations=2)
+    assert comparable(tmp_path / "dask") == comparable(tmp_path / "local")
