@@ -1,12 +1,12 @@
 """The model-based numbers of a report: networks, accuracies, transfer, fooling rates, IG.
 
 The networks compared are the paper's (§4): the search's *reference* (trained with CE, from
-the cache the search used), the *reference + GM* baseline (the reference's architecture
-trained with the run's defense, by default GM, against the reference; trained here once and
-cached) and the *finalists* of the search (compiled from their genome, with their refined
-weights when the run finished). Everything reuses the run's prepared workspace
-(:func:`nas.fitness.prepare`): same data subsets, same reference, same transferred sets.
-"""
+the cache the search used), the baselines (the reference's architecture trained again with
+CE, the paper's "Ref. Net.", and with the run's defense, "Ref. Net.+GM"; optionally other
+architectures with the defense, "HE. Net.+GM"; each trained here once and cached) and the
+*finalists* of the search (compiled from their genome, with their refined weights when the
+run finished). Everything reuses the run's prepared workspace (:func:`nas.fitness.prepare`):
+same data subsets, same reference, same transferred sets."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from nas.references import build_reference, get_reference, load_weights
 from nas.report import PAPER_SOURCES, ReportData, ReportOptions
 from nas.transfer import accuracy, fooling_rates, transfer_matrix
 
-REF, REF_GM = "reference", "reference+GM"
+REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 
 
 def run_settings(view: RunView, opts: ReportOptions) -> FitnessSettings:
@@ -61,23 +61,30 @@ def finalist_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[s
     return out
 
 
-def reference_gm(ws: Workspace, settings: FitnessSettings, epochs: int, seed: int,
-                 log: Callable[[str], None], progress: bool) -> nn.Module:
-    """The reference's architecture trained with the run's defense, cached on disk."""
+def baseline(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, epochs: int,
+             log: Callable[[str], None], progress: bool) -> nn.Module:
+    """A registered architecture trained with ``defense`` against the run's reference, cached.
+
+    ``defense="none"`` with the reference's architecture is an independently initialised CE
+    copy of the reference (the paper's "Ref. Net." column); with the run's defense it is the
+    "Ref. Net.+GM" baseline; another architecture gives e.g. "HE. Net.+GM" (paper Table 4).
+    """
     info = ws.splits.info
-    key = digest({"reference": ws.reference_key, "defense": settings.defense,
-                  "args": list(settings.defense_args), "epochs": epochs, "seed": seed,
+    args = settings.defense_args if defense == settings.defense else ()
+    trained_with = dataclasses.replace(settings, defense=defense, defense_args=args)
+    key = digest({"reference": ws.reference_key, "arch": arch, "defense": defense,
+                  "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
                   "batch": settings.batch_size, "lr": settings.lr})
-    path = cache_root(settings.cache_dir) / "report" / f"{settings.reference}-{settings.defense}-{key}.pt"
-    model = build_reference(settings.reference, info)
+    path = cache_root(settings.cache_dir) / "report" / f"{arch}-{defense}-{key}.pt"
+    model = build_reference(arch, info)
     if path.exists():
         return load_weights(model, path).eval()
-    log(f"training {settings.reference} with {settings.defense} for {epochs} epochs (cached once)")
-    result, trained = evaluate_module(lambda: build_reference(settings.reference, info),
-                                      settings=settings, epochs=epochs, seed=seed, workspace=ws,
-                                      split="test", progress=progress, log=log)
+    log(f"training {arch} with {defense} for {epochs} epochs (cached once)")
+    result, trained = evaluate_module(lambda: build_reference(arch, info), settings=trained_with,
+                                      epochs=epochs, seed=settings.seed, workspace=ws, split="test",
+                                      progress=progress, log=log)
     if trained is None:
-        raise UserError(f"{settings.reference}+{settings.defense} diverged ({result.reason})")
+        raise UserError(f"{arch} trained with {defense} diverged ({result.reason})")
     atomic_torch_save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, path)
     atomic_write_text(path.with_suffix(".json"), json.dumps(result.to_dict(), indent=2))
     return trained.eval()
@@ -120,9 +127,13 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
     settings = run_settings(view, opts)
     ws = prepare(settings, progress=opts.progress, log=log)
     search = view.config.get("search", {})
-    epochs = opts.ref_gm_epochs or int(search.get("refine_epochs") or search.get("epochs") or 1)
+    epochs = opts.baseline_epochs or int(search.get("refine_epochs") or search.get("epochs") or 1)
     nets: dict[str, nn.Module] = {REF: ws.reference}
-    nets[REF_GM] = reference_gm(ws, settings, epochs, settings.seed, log, opts.progress)
+    nets[REF_CE] = baseline(ws, settings, settings.reference, "none", epochs, log, opts.progress)
+    nets[REF_GM] = baseline(ws, settings, settings.reference, settings.defense, epochs, log, opts.progress)
+    for arch in opts.baselines:
+        nets[f"{arch}+{settings.defense}"] = baseline(ws, settings, arch, settings.defense, epochs, log,
+                                                     opts.progress)
     nets.update(finalist_models(view, ws, opts))
     data, out = ReportData(), Path(opts.out)
     x, y = ws.splits.x_test, ws.splits.y_test
@@ -130,8 +141,10 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
                      for n, m in nets.items()}
     data.notes["transfer"] = [
         f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} "
-        f"(CE, {settings.reference_epochs} epochs); reference+GM trained with {settings.defense} "
-        f"for {epochs} epochs; attack {ws.attack.name} eps={ws.attack.eps:g}, {ws.attack.steps} steps."]
+        f"(CE, {settings.reference_epochs} epochs; its own column is white-box). Baselines "
+        f"({REF_CE}: an independent CE copy of the reference's architecture; {REF_GM}: trained with "
+        f"{settings.defense}) trained for {epochs} epochs; attack {ws.attack.name} "
+        f"eps={ws.attack.eps:g}, step {ws.attack.step_size:g}, {ws.attack.steps} steps."]
     if not opts.skip_transfer:
         _transfer_and_fooling(data, nets, ws, settings, opts, log)
     if opts.ig_images > 0:

@@ -45,9 +45,11 @@ class ReportOptions:
         skip_transfer: leave out the transfer matrix and the fooling rates.
         attacks: attacks of the fooling-rate table.
         eval_size: test images used by the transfer matrix and fooling rates (0 = all).
-        ref_gm_epochs: epochs of the "reference + GM" baseline (``None``: the run's
-            refinement epochs, else its child epochs).
+        baseline_epochs: epochs of the baselines (reference architecture with CE and with
+            the run's defense, ``baselines``); ``None``: the run's refinement epochs.
         max_finalists: evaluate at most this many finalists (best first; 0 = all).
+        baselines: further registered architectures trained with the run's defense and
+            compared (e.g. ``he-baseline``: paper Table 4's "HE. Net.+GM").
         extra_metrics: JSON files of retraining results (``nas.train`` output) to tabulate.
         device: ``auto``, ``cpu`` or ``cuda``.
         embed: embed the images in the page (self-contained) instead of linking them.
@@ -64,8 +66,9 @@ class ReportOptions:
     skip_transfer: bool = False
     attacks: tuple[str, ...] = ATTACKS
     eval_size: int = 500
-    ref_gm_epochs: int | None = None
+    baseline_epochs: int | None = None
     max_finalists: int = 0
+    baselines: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
     device: str = "auto"
     embed: bool = True
@@ -125,10 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated attacks of the fooling-rate table (default {','.join(ATTACKS)})")
     p.add_argument("--eval-size", type=int, default=500, metavar="N",
                    help="test images used by the transfer matrix and fooling rates (0 = all; default 500)")
-    p.add_argument("--ref-gm-epochs", type=int, help="epochs of the reference+GM baseline "
-                                                     "(default: the run's --refine-epochs)")
+    p.add_argument("--baseline-epochs", type=int, help="epochs of the baselines (reference "
+                        "architecture with CE and with the run's defense, --baselines; default: the "
+                        "run's --refine-epochs)")
     p.add_argument("--max-finalists", type=int, default=0, metavar="N",
                    help="evaluate only the N best finalists (0 = all; default)")
+    p.add_argument("--baselines", default="", metavar="LIST",
+                   help="comma-separated registered architectures also trained with the run's defense "
+                        "and compared (e.g. he-baseline, paper Table 4); default none")
     p.add_argument("--extra-metrics", nargs="+", default=[], metavar="FILE",
                    help="JSON results of retraining on other datasets (nas.train output) to tabulate")
     p.add_argument("--no-models", action="store_true",
@@ -160,6 +167,10 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
     for name in sources:
         if name not in valid:
             raise UserError(f"unknown --transfer-from {name!r}; valid: {', '.join(valid)}")
+    baselines = tuple(n.strip() for n in args.baselines.split(",") if n.strip())
+    for name in baselines:
+        if name not in list_references():
+            raise UserError(f"unknown --baselines {name!r}; valid: {', '.join(list_references())}")
     attacks = _names(args.attacks, "attacks")
     for name in attacks:
         REGISTERED.get(name)  # raises UnknownName listing the valid attacks
@@ -170,7 +181,8 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
         run_dir=args.run_dir, out=args.out or str(Path(args.run_dir) / "report"),
         ig_images=args.ig_images, ig_steps=args.ig_steps, transfer_from=sources,
         source_epochs=args.source_epochs, skip_transfer=args.skip_transfer, attacks=attacks,
-        eval_size=args.eval_size, ref_gm_epochs=args.ref_gm_epochs, max_finalists=args.max_finalists,
+        eval_size=args.eval_size, baseline_epochs=args.baseline_epochs, max_finalists=args.max_finalists,
+        baselines=baselines,
         extra_metrics=tuple(args.extra_metrics), device=args.device, embed=not args.link_images,
         progress=not args.no_progress and sys.stderr.isatty(), seed=args.seed)
 

@@ -67,7 +67,7 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
     extra = next(smoke_run.glob("children/*/refined/metrics.json"))  # a nas.train-style metrics.json
     out = tmp_path / "report"
     rc = run(report.main, [str(smoke_run), "--out", str(out), "--ig-images", "2", "--ig-steps", "8",
-                           "--attacks", "fgsm,pgd-linf", "--eval-size", "0", "--transfer-from", "own",
+                           "--attacks", "fgsm,pgd-linf", "--eval-size", "0", "--transfer-from", "own", "--baselines", "he-baseline",
                            "--extra-metrics", str(extra), "--no-progress"])
     assert rc == 0
     page = parse(out / "index.html")
@@ -79,7 +79,8 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
     assert_images_resolve(out / "index.html", page.images)
     results = json.loads((out / "results.json").read_text())
     models = results["models"]
-    names = {"reference", "reference+GM"} | {f"evolved #{i}" for i in range(1, len(view.finalists) + 1)}
+    names = {"reference", "ref. arch+CE", "ref. arch+GM", "he-baseline+gm"}
+    names |= {f"evolved #{i}" for i in range(1, len(view.finalists) + 1)}
     assert set(models["accuracy"]) == names
     assert set(models["fooling"]) == {"fgsm", "pgd-linf"}
     for row in models["fooling"].values():
@@ -119,7 +120,8 @@ def test_bad_input_is_one_line_and_writes_nothing(smoke_run: Path, tmp_path: Pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no results" in err[0]
     assert not (empty / "report").exists()
-    for flags in (["--transfer-from", "alexnet"], ["--attacks", "nope"], ["--extra-metrics", str(missing)]):
+    for flags in (["--transfer-from", "alexnet"], ["--attacks", "nope"], ["--extra-metrics", str(missing)],
+                  ["--baselines", "lenet"], ["--ig-steps", "0"]):
         assert run(report.main, [str(smoke_run), "--out", str(tmp_path / "x"), *flags]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
         assert not (tmp_path / "x").exists()
