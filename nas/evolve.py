@@ -307,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = cfgmod.resolve(flags, preset=args.preset, config_file=args.config, run_dir="")
         name = args.name or default_name(cfg)
         cfg = EvolveConfig(cfg.search, cfg.fitness, cfg.execution, str(Path(args.run_dir) / name))
+        if Path(cfg.run_dir).exists() and any(Path(cfg.run_dir).iterdir()):
+            raise UserError(f"run directory {cfg.run_dir} already exists; use --resume "
+                            f"{cfg.run_dir} or another --name")
     check_names(cfg.fitness)
     show = cfg.execution.progress and sys.stderr.isatty()
     workspace = prepare(cfg.fitness, progress=show, log=print)

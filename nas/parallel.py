@@ -103,7 +103,7 @@ def evaluate_tasks(
         raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if not tasks:
         return
-    if backend == "loky" and (workers <= 1 or len(tasks) == 1):
+    if backend == "loky" and workers <= 1:
         for task in tasks:
             yield run_task(evaluate, task)
         return
