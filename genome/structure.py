@@ -73,8 +73,8 @@ def _path_problems(g: nx.DiGraph) -> list[str]:
     return [f"node {n!r} ({g.nodes[n].get('op')}) is not on any input->output path" for n in off]
 
 
-def structure_problems(g: nx.DiGraph) -> list[str]:
-    """Every structural problem of ``g`` (empty list when the structure is sound)."""
+def core_problems(g: nx.DiGraph) -> list[str]:
+    """Problems that make shapes undefined: ids, ops/params, input/output count, cycles, arity."""
     if not isinstance(g, nx.DiGraph) or g.is_multigraph():
         return ["a genome must be a networkx.DiGraph"]
     if g.number_of_nodes() == 0:
@@ -87,8 +87,15 @@ def structure_problems(g: nx.DiGraph) -> list[str]:
     problems += _io_problems(g)
     problems += _cycle_problems(g)
     problems += _arity_problems(g)
-    problems += _path_problems(g)
     return problems
+
+
+def structure_problems(g: nx.DiGraph) -> list[str]:
+    """Every structural problem of ``g`` (empty list when the structure is sound)."""
+    problems = core_problems(g)
+    if problems and problems[0] in ("a genome must be a networkx.DiGraph", "genome has no nodes"):
+        return problems
+    return problems + _path_problems(g)
 
 
 def assert_structure(g: nx.DiGraph) -> None:
