@@ -35,12 +35,14 @@ def create_defense(name: str, **hparams: Any) -> Defense:
 
 
 # Registration happens by importing the modules (STYLE.md §1). Keep this list sorted.
-from defenses import cldl  # noqa: E402,F401
-from defenses import gm  # noqa: E402,F401
-from defenses import ncen  # noqa: E402,F401
-from defenses import ot  # noqa: E402,F401
-from defenses import plain  # noqa: E402,F401
-from defenses import stylized  # noqa: E402,F401
+from defenses import (  # noqa: E402
+    cldl,  # noqa: F401
+    gm,  # noqa: F401
+    ncen,  # noqa: F401
+    ot,  # noqa: F401
+    plain,  # noqa: F401
+    stylized,  # noqa: F401
+)
 
 __all__ = [
     "Batch",

@@ -140,6 +140,8 @@ class CLDL(Defense):
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.lcm_hidden = int(lcm_hidden)
+        if self.k < 2 or self.lcm_hidden < 1:
+            raise ValueError(f"need k >= 2 and lcm_hidden >= 1, got k={k}, lcm_hidden={lcm_hidden}")
 
     def wrap(
         self,

@@ -85,6 +85,8 @@ class NCEn(Defense):
         self.k = int(k)
         self.lam_cos = float(lam_cos)
         self.lam_norm = float(lam_norm)
+        if self.k < 2:
+            raise ValueError(f"k must be >= 2 ensemble members, got {k}")
 
     def wrap(
         self,

@@ -167,6 +167,8 @@ class OTAlignment(Defense):
         self.layers = int(layers)
         self.state = int(state)
         self.nodes = int(nodes)
+        if self.eps <= 0 or self.iters < 1 or min(self.layers, self.state, self.nodes) < 1:
+            raise ValueError("ot needs eps > 0 and iters, layers, state, nodes >= 1")
 
     def wrap(
         self,

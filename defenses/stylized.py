@@ -76,6 +76,7 @@ class StylizedPairing(Defense):
         self.mix = float(mix)
         self.seed = int(seed)
         self.size = int(size)
+        self.stylizer_name()  # fail fast on an unknown weight_free method
         self._stylized: torch.Tensor | None = None  # (N, C, H, W) uint8, set by prepare()
         self._stylizer_used = ""
 

@@ -74,3 +74,13 @@ def test_loss_falls_on_a_learnable_problem(name, factory, data, make_ctx):
         opt.step()
         losses.append(float(out.loss.detach()))
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, f"{name}: {losses}"
+
+
+@pytest.mark.parametrize(
+    "name, bad",
+    [("ncen", {"k": 1}), ("cldl", {"k": 1}), ("ot", {"eps": 0}), ("stylized", {"weight_free": "x"}),
+     ("ncen", {"k": "many"}), ("ot", {"no_such_arg": 1})],
+)
+def test_bad_hyper_parameters_fail_at_construction(name, bad):
+    with pytest.raises((ValueError, TypeError)):
+        create_defense(name, **bad)
