@@ -1,7 +1,8 @@
 """Figures of a search report, drawn with matplotlib's Agg backend (no display needed).
 
 Every function takes plain data (numbers, lists, dicts, tensors), writes one PNG and returns
-its path, so it can be used outside the report. Accuracies are fractions in [0, 1] and drawn
+its path, so it can be used outside the report. Architecture drawings come from
+``genome.draw.draw_genome``. Accuracies are fractions in [0, 1] and drawn
 as percentages. Each figure has a title, labelled axes with units and a legend.
 """
 
@@ -14,7 +15,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
@@ -178,60 +178,4 @@ def plot_matrix(
     ax.set_ylabel(row_label)
     ax.set_title(title)
     fig.colorbar(im, ax=ax).set_label(f"{value_label} (%)")
-    return _save(fig, path)
-
-
-def _layers(g: nx.DiGraph) -> dict[object, tuple[float, float]]:
-    pos: dict[object, tuple[float, float]] = {}
-    for depth, layer in enumerate(nx.topological_generations(g)):
-        for k, node in enumerate(sorted(layer, key=str)):
-            pos[node] = (1.4 * (k - (len(layer) - 1) / 2), -depth)
-    return pos
-
-
-def _node_label(attrs: Mapping[str, object]) -> str:
-    op = str(attrs.get("op", "?"))
-    if op in ("conv", "sconv"):
-        return f"{op}\n{attrs.get('channels', '?')}ch k{attrs.get('kernel', '?')}"
-    if op == "pool":
-        return f"{attrs.get('kind', '')}pool"
-    if op == "output" and attrs.get("hidden"):
-        return f"output\nfc{attrs['hidden']}"
-    return op
-
-
-NODE_COLORS = {"input": "#d5dbdb", "output": "#d5dbdb", "conv": "#aed6f1", "sconv": "#a9dfbf",
-               "pool": "#f9e79f", "sum": "#f5b7b1", "concat": "#d7bde2"}
-
-
-def draw_genome(g: nx.DiGraph, path: str | Path, *, title: str = "") -> Path:
-    """Layered drawing of a genome DAG: one row per topological depth, input at the top.
-
-    Edges between adjacent rows are straight; skip edges (spanning several rows) are drawn
-    as arcs, alternately to the left and to the right, so they do not hide the chain.
-    """
-    pos = _layers(g)
-    depth = 1 + max((-y for _, y in pos.values()), default=0)
-    width = max((sum(1 for p in pos.values() if p[1] == -d) for d in range(int(depth))), default=1)
-    fig, ax = plt.subplots(figsize=(max(3.2, 1.5 * width + 1.5), max(2.5, 0.85 * depth + 0.6)))
-    colors = [NODE_COLORS.get(str(g.nodes[n].get("op")), "#eeeeee") for n in g.nodes]
-    span = {e: round(pos[e[0]][1] - pos[e[1]][1]) for e in g.edges}
-    straight = [e for e in g.edges if span[e] <= 1 or pos[e[0]][0] != pos[e[1]][0]]
-    skips = [e for e in g.edges if e not in straight]
-    style = {"ax": ax, "arrows": True, "arrowsize": 9, "node_size": 700, "edge_color": "#555555",
-             "node_shape": "s"}
-    nx.draw_networkx_edges(g, pos, edgelist=straight, **style)
-    for k, e in enumerate(skips):
-        rad = 0.3 * (1 if k % 2 else -1)
-        arcs = nx.draw_networkx_edges(g, pos, edgelist=[e], connectionstyle=f"arc3,rad={rad}", **style)
-        for arc in arcs:
-            arc.set_clip_on(False)  # long arcs may leave the axes; the saved figure keeps them
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colors, node_size=700, node_shape="s",
-                           edgecolors="#333333")
-    nx.draw_networkx_labels(g, pos, {n: _node_label(g.nodes[n]) for n in g.nodes}, ax=ax, font_size=6.5)
-    xs = [p[0] for p in pos.values()]
-    ax.set_xlim(min(xs) - 1.0, max(xs) + 1.0)
-    ax.set_ylim(-depth + 0.4, 0.6)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
     return _save(fig, path)

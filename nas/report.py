@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas import plots
 from nas._report_page import render
 from nas._runview import RunView, child_files, load_run
 from nas.cli import UserError, run
@@ -190,11 +189,8 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
 def draw_finalists(view: RunView, out: Path) -> dict[str, Path]:
     """One drawing per finalist (``arch_<id>.png``); id -> PNG path."""
     from genome import load
+    from genome.draw import draw_genome
 
-    try:  # the genome package's drawing (shapes, legend) when available
-        from genome.draw import draw_genome
-    except ImportError:  # pragma: no cover
-        draw_genome = plots.draw_genome
     info = view.config.get("fitness", {})
     shape = _input_shape(str(info.get("dataset", "")))
     drawings = {}
@@ -202,8 +198,8 @@ def draw_finalists(view: RunView, out: Path) -> dict[str, Path]:
         genome_path, _ = child_files(view, f["id"])
         fit = f["metrics"].get("fitness")
         title = f"#{rank} {f['id']}" + ("" if fit is None else f"  F={100 * float(fit):.1f}%")
-        kwargs = {"input_shape": shape} if draw_genome is not plots.draw_genome else {}
-        drawings[f["id"]] = draw_genome(load(genome_path), out / f"arch_{f['id']}.png", title=title, **kwargs)
+        drawings[f["id"]] = draw_genome(load(genome_path), out / f"arch_{f['id']}.png",
+                                        input_shape=shape, title=title)
     return drawings
 
 

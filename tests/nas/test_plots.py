@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.image as mpimg
-import networkx as nx
 import numpy as np
 import torch
 
@@ -47,12 +46,3 @@ def test_ig_grid_has_one_row_per_image(tmp_path: Path) -> None:
 def test_matrix_with_missing_cells(tmp_path: Path) -> None:
     table = {"resnet18": {"reference": 0.3, "evolved": 0.6}, "vgg16_bn": {"evolved": 0.7}}
     _png(plots.plot_matrix(table, tmp_path / "m.png", title="t", row_label="r", col_label="c", value_label="v"))
-
-
-def test_draw_genome_with_skip(tmp_path: Path) -> None:
-    g = nx.DiGraph()
-    g.add_nodes_from([(0, {"op": "input"}), (1, {"op": "conv", "channels": 8, "kernel": 3}),
-                      (2, {"op": "pool", "kind": "max"}), (3, {"op": "sum"}), (4, {"op": "output", "hidden": 0})])
-    g.add_edges_from([(0, 1), (1, 2), (1, 3), (2, 3), (3, 4)])
-    img = _png(plots.draw_genome(g, tmp_path / "g.png", title="genome"), min_w=150)
-    assert img.shape[0] > img.shape[1]  # layered top to bottom
