@@ -28,24 +28,27 @@ from nas.data import DatasetInfo, dataset_info
 
 
 def resolve_architecture(spec: str, info: DatasetInfo) -> tuple[str, Callable[[], nn.Module]]:
-    """``(label, factory)`` for a reference name, a named genome or a genome JSON path.
+    """``(label, factory)`` for a reference name, a named genome, a genome JSON path or a
+    finalist of a run (``runs/<name>:best``, ``:<rank>``, ``:<child id>``).
 
-    The one place an ARCH string is interpreted (``runs/<name>:best`` can be added here).
+    The one place an ARCH string is interpreted.
     """
     from nas.references import REFERENCES, build_reference
 
     if spec in REFERENCES:
         return spec, lambda: build_reference(spec, info)
     from genome import compile_genome
+    from nas._runview import finalist_genome
     from search_spaces import resolve_genome
 
-    graph = resolve_genome(spec)
+    run_genome = finalist_genome(spec)  # None unless spec is <run dir>:<selector>
+    graph = resolve_genome(str(run_genome) if run_genome else spec)
 
     def factory() -> nn.Module:
         return compile_genome(graph, num_classes=info.num_classes, input_shape=info.input_shape,
                               mean=info.mean, std=info.std)
 
-    return Path(spec).stem if spec.endswith(".json") else spec, factory
+    return Path(spec).stem if spec.endswith(".json") and not run_genome else spec, factory
 
 
 def parse_defense_args(pairs: Sequence[str], lam: float | None) -> tuple[tuple[str, Any], ...]:

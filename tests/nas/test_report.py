@@ -156,3 +156,15 @@ def test_finalist_spec_resolves_to_genome_files(smoke_run: Path) -> None:
     assert finalist_genome("he-ref") is None
     with pytest.raises(UserError, match="no finalist"):
         finalist_genome(f"{smoke_run}:g999-c999")
+
+
+def test_nas_train_accepts_a_run_finalist(smoke_run: Path) -> None:
+    import torch
+
+    from nas.data import dataset_info
+    from nas.train import resolve_architecture
+
+    label, factory = resolve_architecture(f"{smoke_run}:best", dataset_info("synthetic"))
+    assert label == f"{smoke_run}:best"
+    net = factory()
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
