@@ -29,6 +29,7 @@ from nas.fitness import FitnessSettings, Workspace, evaluate_module, prepare
 from nas.ig import compare_maps
 from nas.references import build_reference, get_reference, load_weights
 from nas.report import PAPER_SOURCES, ReportData, ReportOptions
+from nas.training import resolve_device
 from nas.transfer import accuracy, fooling_rates, transfer_matrix
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
@@ -135,9 +136,12 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
         nets[f"{arch}+{settings.defense}"] = baseline(ws, settings, arch, settings.defense, epochs, log,
                                                      opts.progress)
     nets.update(finalist_models(view, ws, opts))
+    device = resolve_device(opts.device)
+    nets = {n: m.to(device).eval() for n, m in nets.items()}
     data, out = ReportData(), Path(opts.out)
     x, y = ws.splits.x_test, ws.splits.y_test
-    data.accuracy = {n: {"clean": accuracy(m, x, y), "adv": accuracy(m, ws.adversarial["test"], y)}
+    data.accuracy = {n: {"clean": accuracy(m, x, y, device=device),
+                         "adv": accuracy(m, ws.adversarial["test"], y, device=device)}
                      for n, m in nets.items()}
     data.notes["transfer"] = [
         f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} "
@@ -146,19 +150,19 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
         f"{settings.defense}) trained for {epochs} epochs; attack {ws.attack.name} "
         f"eps={ws.attack.eps:g}, step {ws.attack.step_size:g}, {ws.attack.steps} steps."]
     if not opts.skip_transfer:
-        _transfer_and_fooling(data, nets, ws, settings, opts, log)
+        _transfer_and_fooling(data, nets, ws, settings, opts, device, log)
     if opts.ig_images > 0:
-        _ig(data, nets, ws, opts, out)
+        _ig(data, nets, ws, opts, device, out)
     return data
 
 
 def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Workspace,
-                          settings: FitnessSettings, opts: ReportOptions, log: Callable[[str], None]) -> None:
+                          settings: FitnessSettings, opts: ReportOptions, device: torch.device,
+                          log: Callable[[str], None]) -> None:
     out = Path(opts.out)
     idx = eval_subset(ws, opts.eval_size, opts.seed)
     x, y = ws.splits.x_test[idx], ws.splits.y_test[idx]
-    device = torch.device("cpu") if opts.device == "auto" and not torch.cuda.is_available() else None
-    src = sources(opts.transfer_from, ws, settings, opts, log)
+    src = {n: m.to(device) for n, m in sources(opts.transfer_from, ws, settings, opts, log).items()}
     data.transfer = transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
                                     progress=opts.progress)
     p = plots.plot_matrix(data.transfer, out / "transfer.png", title=f"Transfer matrix ({ws.attack.name})",
@@ -182,11 +186,13 @@ def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Work
                                         "adversarial version fools the network; lower is better.")]
 
 
-def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: ReportOptions, out: Path) -> None:
+def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: ReportOptions,
+        device: torch.device, out: Path) -> None:
     best = next(n for n in nets if n.startswith("evolved"))
     models = {REF: nets[REF], REF_GM: nets[REF_GM], best: nets[best]}
     x, y = ig_images(ws, opts.ig_images)
-    res = compare_maps(models, x, y, reference=REF, n_steps=opts.ig_steps)
+    res = compare_maps(models, x.to(device), y.to(device), reference=REF, n_steps=opts.ig_steps)
+    res = {n: {k: v.cpu() for k, v in r.items()} for n, r in res.items()}
     data.ig = {n: {"distance": r["distance"].tolist(), "delta": r["delta"].tolist()} for n, r in res.items()}
     p = plots.plot_ig_grid(x, {n: r["maps"] for n, r in res.items()},
                            {n: r["distance"] for n, r in res.items()},
