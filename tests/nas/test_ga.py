@@ -123,11 +123,15 @@ def test_children_are_invalid_until_evaluated_and_ids_follow_generation_index():
 
 
 def test_impossible_min_distance_is_a_user_error():
-    search = SearchSettings(population=5, min_distance=1000.0, max_channels=32, max_nodes=16)
-    ops = genome_ops(search, (1, 28, 28))
+    search = SearchSettings(population=3, min_distance=1000.0)
+    ops = GenomeOps(sample=lambda rng: json.dumps([int(v) for v in rng.integers(0, 9, 5)]),
+                    mutate=None, spectrum=json.loads, canonical_hash=lambda g: g)
     toolbox = build_toolbox(search, ops, evaluate=spectrum_fitness, map_fn=plain_map, emit=print)
     with pytest.raises(UserError, match="min-distance"):
         initial_population(toolbox, search, ops)
+    pop = initial_population(toolbox, SearchSettings(population=3, min_distance=4.0), ops)
+    for a, b in itertools.combinations(pop, 2):
+        assert spectrum_distance(a.spectrum, b.spectrum) >= 4.0
 
 
 def test_epoch_schedule_matches_the_paper():
