@@ -118,3 +118,32 @@ def test_command_line_entry_point_reports_bad_input_without_traceback(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_layering_defaults_preset_config_file_flags(tmp_path):
+    from nas.config import resolve
+
+    paper = resolve({}, preset=None, config_file=None, run_dir="r")
+    assert (paper.search.population, paper.search.generations, paper.search.epochs) == (5, 50, 20)
+    assert (paper.fitness.dataset, paper.fitness.reference) == ("cifar10", "resnet34")
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"preset": "smoke", "population": 4, "generations": 7,
+                                    "defense_args": {"lam": 0.5}}))
+    cfg = resolve({"generations": 9, "sequential": True}, preset=None,
+                  config_file=str(cfg_file), run_dir="r")
+    assert cfg.fitness.dataset == "synthetic"  # preset from the file
+    assert cfg.search.population == 4 and cfg.search.generations == 9  # file < flags
+    assert cfg.search.sequential and cfg.fitness.defense_args == (("lam", 0.5),)
+    cfg_file.write_text(json.dumps({"populaton": 4}))
+    with pytest.raises(Exception, match="populaton"):
+        resolve({}, preset="smoke", config_file=str(cfg_file), run_dir="r")
+
+
+def test_flags_parse_defense_args_and_lambda():
+    from nas.evolve import flags_from_args
+
+    args = build_parser().parse_args(["--defense-arg", "k=3", "--defense-arg", "mode=fast",
+                                      "--lambda", "0.25", "--sequential"])
+    flags = flags_from_args(args)
+    assert flags["defense_args"] == {"k": 3, "mode": "fast", "lam": 0.25}
+    assert flags["sequential"] is True and flags["population"] is None
