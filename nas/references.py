@@ -204,8 +204,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a ``state_dict`` file into ``model``; a mismatch is one clear :class:`UserError`."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise UserError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read weights {path}: {first}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     try:

@@ -1,0 +1,118 @@
+"""Fitness (eq. 4), fooling rate, prepare caching and the never-raising genome evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from nas.fitness import (
+    ChildResult,
+    FitnessSettings,
+    evaluate_genome,
+    evaluate_module,
+    prepare,
+    score,
+)
+
+
+def test_settings_and_result_round_trip_through_json():
+    s = FitnessSettings(defense_args=(("lam", 0.5),), eps=0.2)
+    back = FitnessSettings.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s and hash(back) == hash(s)
+    r = ChildResult(0.5, 0.6, 0.5, 0.1, "ok", "", 3, 1.5, 100, 2000)
+    assert ChildResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+def test_prepare_is_idempotent_and_loads_from_the_cache(workspace, small_settings):
+    msgs: list[str] = []
+    again = prepare(small_settings, progress=False, log=msgs.append)
+    assert msgs == []  # nothing trained or generated the second time
+    assert again.reference_key == workspace.reference_key
+    assert torch.equal(again.adversarial["val"], workspace.adversarial["val"])
+    assert torch.equal(again.reference_grads, workspace.reference_grads)
+    x_val, _ = workspace.splits.split("val")
+    adv = workspace.adversarial["val"]
+    assert adv.shape == x_val.shape and adv.dtype == torch.float32
+    assert (adv - x_val.float() / 255).abs().max() <= workspace.attack.eps + 1e-6
+    assert set(workspace.adversarial) == {"val", "test"}
+    assert workspace.reference_grads.shape == workspace.splits.x_train.shape
+
+
+class Fixed(nn.Module):
+    """Predicts a label from a lookup on the image's first pixel (known answers)."""
+
+    def __init__(self, table: dict[float, int]) -> None:
+        super().__init__()
+        self.table = table
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 3)
+        for i, v in enumerate(x[:, 0, 0, 0].tolist()):
+            logits[i, self.table[round(v, 2)]] = 1.0
+        return logits
+
+
+def test_score_computes_accuracies_and_the_fooling_rate_of_paper_4_2_2():
+    # 4 images with pixel values 0.0/0.2/0.4/0.6; adversarial versions 0.1/0.3/0.5/0.7.
+    x = torch.tensor([0, 51, 102, 153], dtype=torch.uint8).view(4, 1, 1, 1)
+    y = torch.tensor([0, 1, 2, 0])
+    adv = torch.tensor([0.1, 0.3, 0.5, 0.7]).view(4, 1, 1, 1)
+    # clean: right, right, right, wrong; adversarial: right, wrong, wrong, wrong
+    model = Fixed({0.0: 0, 0.2: 1, 0.4: 2, 0.6: 1, 0.1: 0, 0.3: 0, 0.5: 0, 0.7: 1})
+    ws = type("WS", (), {})()
+    ws.splits = type("S", (), {"split": staticmethod(lambda name: (x, y))})()
+    ws.adversarial = {"val": adv}
+    ws.reference_pred = {"val": torch.tensor([0, 1, 0, 0])}  # reference right on 0, 1, 3
+    clean, adv_acc, fooling = score(model, ws, "val")
+    assert clean == 0.75 and adv_acc == 0.25
+    # correct for both: images 0 and 1; the child's adversarial label is wrong for image 1 only
+    assert fooling == 0.5
+
+
+def test_evaluate_genome_trains_scores_and_writes_files(workspace, small_settings, tmp_path):
+    from genome import to_json
+    from search_spaces import named_genome
+
+    out = tmp_path / "child"
+    r = evaluate_genome(to_json(named_genome("he-baseline")), settings=small_settings, epochs=1,
+                        seed=3, out_dir=str(out))
+    assert r.status == "ok", r.reason
+    assert r.fitness == min(r.clean_acc, r.adv_acc) and 0.0 <= r.fooling_rate <= 1.0
+    assert r.params > 0 and r.flops > 0 and r.epochs == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fitness"] == r.fitness and metrics["settings"]["defense"] == "gm"
+    from genome import compile_genome
+
+    info = workspace.splits.info
+    fresh = compile_genome(named_genome("he-baseline"), num_classes=10,
+                           input_shape=info.input_shape, mean=info.mean, std=info.std)
+    fresh.load_state_dict(torch.load(out / "weights.pt", weights_only=True))  # strict: fits
+    assert sum(p.numel() for p in fresh.parameters()) == r.params
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*tmp*"))
+
+
+def test_bad_children_never_raise(workspace, small_settings, tmp_path):
+    bad = evaluate_genome("{not json", settings=small_settings, epochs=1, seed=0,
+                          out_dir=str(tmp_path / "bad"))
+    assert bad.status == "failed" and bad.fitness == 0.0 and "\n" not in bad.reason
+    assert json.loads((tmp_path / "bad" / "metrics.json").read_text())["status"] == "failed"
+    from genome import to_json
+    from search_spaces import named_genome
+
+    nan = dataclasses.replace(small_settings, defense_args=(("lam", float("nan")),))
+    div = evaluate_genome(to_json(named_genome("he-ref")), settings=nan, epochs=1, seed=0)
+    assert div.status == "diverged" and div.fitness == 0.0
+
+
+def test_evaluate_module_scores_any_architecture_on_a_chosen_split(workspace, small_settings,
+                                                                  small_net_factory):
+    plain = dataclasses.replace(small_settings, defense="none")
+    r, model = evaluate_module(small_net_factory, settings=plain, epochs=1, seed=0,
+                               workspace=workspace, split="test", log=lambda m: None)
+    assert r.status == "ok" and isinstance(model, nn.Module)
+    assert r.fitness == pytest.approx(min(r.clean_acc, r.adv_acc))

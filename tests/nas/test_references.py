@@ -1,0 +1,99 @@
+"""References: torchvision as the oracle of the adaptation, the model contract, the cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from nas.cli import UserError
+from nas.data import dataset_info
+from nas.references import build_reference, get_reference, list_references, load_weights
+
+
+def _count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10"])
+def test_resnet_parameter_count_equals_torchvision_with_the_documented_stem(name, dataset):
+    info = dataset_info(dataset)
+    c, h, _ = info.input_shape
+    oracle = getattr(tvm, name)(num_classes=10)
+    # documented change: conv1 takes C channels (3x3 stride 1 at 32x32, 7x7 stride 2 at 28x28)
+    k = 3 if h >= 32 else 7
+    oracle.conv1 = nn.Conv2d(c, 64, kernel_size=k, stride=1 if h >= 32 else 2, padding=k // 2,
+                             bias=False)
+    oracle.maxpool = nn.Identity()  # no parameters either way
+    ours = build_reference(name, info)
+    assert _count(ours) == _count(oracle)
+    oracle.eval(), ours.eval()
+    ours.load_state_dict({"normalize.mean": ours.normalize.mean, "normalize.std": ours.normalize.std,
+                          **{k2.replace("fc.", "head.2.", 1) if k2.startswith("fc.") else
+                             f"features.{k2}": v for k2, v in oracle.state_dict().items()}})
+    x = torch.rand(2, *info.input_shape)
+    with torch.no_grad():  # same function as torchvision once normalisation is applied
+        assert torch.allclose(ours(x), oracle(ours.normalize(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_references())
+def test_every_reference_follows_the_model_contract(name):
+    info = dataset_info("fashion-mnist")
+    model = build_reference(name, info).eval()
+    x = torch.rand(2, *info.input_shape)
+    with torch.no_grad():
+        logits = model(x)
+        feats = model.forward_features(x)
+        assert torch.allclose(model.forward_head(feats), logits, atol=1e-5)
+    assert logits.shape == (2, 10) and model.num_classes == 10
+    assert feats.dim() == 4 and feats.shape[1] == model.num_features
+    seen = {}
+    hooks = [model.get_submodule(t).register_forward_hook(
+        lambda _m, _i, o, t=t: seen.__setitem__(t, o)) for t in model.tap_names]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert len(model.tap_names) >= 1 and all(seen[t].dim() == 4 for t in model.tap_names)
+
+
+def test_rgb_32px_references_build():
+    info = dataset_info("cifar10")
+    for name in ("vgg16_bn", "squeezenet1_1"):
+        assert build_reference(name, info).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_reference_is_trained_once_and_cached(synthetic_splits, tmp_path):
+    msgs: list[str] = []
+    m1, key1, meta = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
+                                   batch_size=100, device="cpu", log=msgs.append)
+    assert len(msgs) == 1 and "training reference" in msgs[0]
+    assert 0.0 <= meta["val_acc"] <= 1.0 and meta["epochs"] == 1
+    assert (tmp_path / "references" / f"{key1}.pt").exists()
+    assert (tmp_path / "references" / f"{key1}.json").exists()
+    m2, key2, _ = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
+                                batch_size=100, device="cpu", log=msgs.append)
+    assert key1 == key2 and len(msgs) == 1  # loaded, not retrained
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    _, key3, _ = get_reference("he-ref", synthetic_splits, tmp_path, epochs=2,
+                               batch_size=100, device="cpu", log=msgs.append)
+    assert key3 != key1  # the epoch count is part of the key
+
+
+def test_reference_weights_file_and_mismatch(synthetic_splits, tmp_path):
+    info = synthetic_splits.info
+    src = build_reference("he-ref", info)
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    model, _, meta = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
+                                   weights=str(tmp_path / "w.pt"), log=lambda m: None)
+    assert meta["weights"].endswith("w.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 src.state_dict().values(), strict=True))
+    with pytest.raises(UserError, match="do not fit the architecture"):
+        load_weights(build_reference("he-baseline", info), tmp_path / "w.pt")
+    (tmp_path / "bad.pt").write_text("not a state dict")
+    with pytest.raises(UserError, match="cannot read weights"):
+        load_weights(build_reference("he-ref", info), tmp_path / "bad.pt")
