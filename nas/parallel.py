@@ -26,7 +26,7 @@ from typing import Any
 
 from nas.cli import UserError
 from nas.ga import train_seed
-from nas.rundir import EventLog, child_dir, write_json
+from nas.rundir import EventLog, RunCorrupt, child_dir, write_json
 
 #: ``evaluate(genome_json, *, epochs, seed, out_dir, split) -> dict`` (JSON-able metrics).
 EvaluateFn = Callable[..., dict[str, Any]]
@@ -188,6 +188,9 @@ class ChildEvaluator:
         for ind in individuals:
             logged = self.log.get(("child_finished", ind.child_id))
             if logged is not None:
+                if logged["hash"] != ind.hash:
+                    raise RunCorrupt(f"replayed child {ind.child_id} is not the logged architecture "
+                                     "(the genome or search code changed since the run started?)")
                 results[ind.child_id] = logged["metrics"]
                 self.seen.setdefault(ind.hash, (ind.child_id, logged["metrics"]))
                 self._tick(logged["metrics"], replayed=True)
@@ -230,6 +233,9 @@ class ChildEvaluator:
         for slot, ind in enumerate(individuals):
             logged = self.log.get(("refined", ind.child_id))
             if logged is not None:
+                if logged["hash"] != ind.hash:
+                    raise RunCorrupt(f"replayed child {ind.child_id} is not the logged architecture "
+                                     "(the genome or search code changed since the run started?)")
                 results[ind.child_id] = logged["metrics"]
                 self._tick(logged["metrics"], replayed=True)
                 continue

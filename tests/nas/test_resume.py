@@ -100,3 +100,20 @@ def test_resume_after_a_torn_write_re_runs_that_child(reference_run, tmp_path):
     fresh = tmp_path / "fresh"
     run_toy(fresh, generations=1)
     assert comparable(run)["final"] == comparable(fresh)["final"]
+
+
+def test_replay_that_builds_another_architecture_is_refused(tmp_path):
+    from nas.rundir import RunCorrupt
+
+    run = tmp_path / "r"
+    run_toy(run, generations=1)
+    log = run / "events.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    i = next(k for k, x in enumerate(lines) if '"g001-c001"' in x and "child_finished" in x)
+    event = json.loads(lines[i])
+    lines[i] = json.dumps({**event, "hash": "0" * 32}) + "\n"
+    log.write_text("".join(lines))
+    before = log.read_text()
+    with pytest.raises(RunCorrupt, match="g001-c001"):
+        run_toy(run, resume=True, generations=1)
+    assert log.read_text().startswith(before)
