@@ -58,8 +58,11 @@ def _add_shape_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.genome`` (one sub-parser per verb)."""
-    parser = argparse.ArgumentParser(prog="python -m nas.genome", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog="python -m nas.genome", description="\n\n".join(doc.split("\n\n")[:2]).replace("``", ""),
+        epilog=doc[doc.index("Examples::"):].replace("Examples::", "examples:").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("sample", help="draw a random genome from the default search space")
     p.add_argument("--seed", type=int, required=True, help="seed of the random generator")
