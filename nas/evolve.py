@@ -153,7 +153,7 @@ def _defaults() -> dict[str, Any]:
                     if f.default is not dataclasses.MISSING})
     except ImportError:  # pragma: no cover
         pass
-    return out
+    return {**out, **cfgmod.PRESETS["paper"]}
 
 
 # (flag, type, help); the key is the flag name with "_"; the default comes from the dataclasses.
@@ -194,6 +194,14 @@ _FITNESS_FLAGS = [
 ]
 
 
+def _shown(defaults: dict[str, Any], key: str) -> str:
+    """How a default appears in --help."""
+    value = defaults.get(key)
+    if value is None and key in ("eps", "step_size", "steps"):
+        return "the attack's per-dataset default"
+    return "unset" if value is None else str(value)
+
+
 def _key(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
@@ -228,12 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     for title, flags in (("search (paper §3.2, §4)", _SEARCH_FLAGS), ("training and fitness", _FITNESS_FLAGS)):
         g = p.add_argument_group(title)
         for flag, typ, text in flags:
-            g.add_argument(flag, type=typ, help=f"{text} (default: {d.get(_key(flag), '-')})")
+            g.add_argument(flag, type=typ, help=f"{text} (default: {_shown(d, _key(flag))})")
         if title.startswith("search"):
             g.add_argument("--sequential", action="store_true", default=None,
                            help="follow Algorithm 1 line by line (children of candidate i mutate from the "
                            "current population) instead of evaluating a generation in parallel")
-    g = p.add_argument_group("training and fitness")
     g.add_argument("--defense-arg", action="append", type=_defense_arg, metavar="KEY=VALUE",
                    help="hyper-parameter of the defense, repeatable (e.g. lam=1.0, k=3)")
     g.add_argument("--lambda", dest="lam", type=float, help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
