@@ -56,3 +56,22 @@ def test_toy_search_through_a_dask_local_cluster_equals_in_process(tmp_path):
                 scheduler=cluster.scheduler_address)
     run_toy(tmp_path / "local", lazy=True, generations=2)
     assert comparable(tmp_path / "dask") == comparable(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_smoke_search_through_a_dask_local_cluster(tmp_path):
+    """The real smoke preset (training included) evaluated by a Dask LocalCluster."""
+    import json
+
+    distributed = pytest.importorskip("distributed")
+    from nas.evolve import main
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        code = main(["--preset", "smoke", "--generations", "1", "--run-dir", str(tmp_path),
+                     "--name", "dask", "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+                     "--backend", "dask", "--scheduler", cluster.scheduler_address])
+    assert code == 0
+    events = [json.loads(x) for x in (tmp_path / "dask" / "events.jsonl").read_text().splitlines()]
+    assert sum(e["type"] == "child_finished" for e in events) == 6
+    assert events[-1]["type"] == "run_finished" and (tmp_path / "dask" / "final.json").exists()
