@@ -25,6 +25,7 @@ shape; 1-channel images are replicated to 3 for VGG and averaged back.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -196,10 +197,9 @@ def procedural_style(size: int, generator: torch.Generator) -> torch.Tensor:
     for ch in range(3):
         for _ in range(4):
             freq, theta, phase = torch.rand(3, generator=generator).tolist()
-            freq = 2 + 10 * freq
-            angle = 3.14159 * theta
-            arg = freq * 6.2832 * (xx * torch.cos(torch.tensor(angle)) + yy * torch.sin(torch.tensor(angle)))
-            img[ch] += torch.sin(arg + 6.2832 * phase)
+            freq, angle = 2 + 10 * freq, math.pi * theta  # cycles per image, orientation
+            arg = 2 * math.pi * freq * (xx * math.cos(angle) + yy * math.sin(angle))
+            img[ch] += torch.sin(arg + 2 * math.pi * phase)
     img += 0.5 * torch.randn(3, size, size, generator=generator)
     img = (img - img.min()) / (img.max() - img.min())
     return img[None]
