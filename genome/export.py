@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ import torch
 
 from genome import blocks
 from genome.compile import Step, _channel_stats, build_plan
-from genome.serialize import atomic_write_text, to_json
+from genome.serialize import atomic_write_text, to_dict
 from genome.shapes import Shape, count_params
 from genome.spectrum import canonical_hash, spectrum
 from genome.validate import assert_valid
@@ -61,6 +62,71 @@ def _forward_lines(steps: list[Step]) -> list[str]:
     return lines
 
 
+def _header(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> list[str]:
+    """The module docstring: what the network takes and gives, its spectrum, its genome."""
+    doc = to_dict(g)
+    items = [",\n".join(f"      {json.dumps(x, sort_keys=True)}" for x in doc[k]) for k in ("nodes", "edges")]
+    genome_doc = (f'    {{"format": "{doc["format"]}", "format_version": {doc["format_version"]},\n'
+                  f'     "nodes": [\n{items[0]}\n     ],\n     "edges": [\n{items[1]}\n     ]}}')
+    return [
+        f'"""Standalone PyTorch network exported from genome {canonical_hash(g)}.',
+        "",
+        f"Input: float pixels in [0, 1], {_shape(input_shape)}. Output: logits (N, {num_classes}).",
+        f"Spectrum (conv, pool, sconv, sum, concat): {spectrum(g)}. "
+        f"Parameters: {count_params(g, input_shape, num_classes)}.",
+        "Depends on torch only. Usage: ``model = load_model(); logits = model(x)``.",
+        "",
+        "Genome:",
+        "",
+        genome_doc.replace("\\", "\\\\"),
+        '"""',
+    ]
+
+
+def _class(steps: list[Step], class_name: str, input_shape: Shape, num_classes: int,
+           mean: list[float], std: list[float]) -> list[str]:
+    """The network class: one submodule per node, one line per node in ``forward_features``."""
+    head = next(s for s in steps if s.op == "output")
+    taps = tuple(s.name for s in steps if s.op not in ("input", "output"))
+    return [
+        f"class {class_name}(nn.Module):",
+        '    """The exported network; submodule names match the compiled genome\'s."""',
+        "",
+        f"    num_classes = {num_classes}",
+        f"    num_features = {head.shape[0]}",
+        f"    input_shape = {tuple(input_shape)!r}",
+        f"    tap_names = {taps!r}",
+        "",
+        "    def __init__(self) -> None:",
+        "        super().__init__()",
+        *_init_lines(steps, mean, std),
+        "",
+        "    def forward_features(self, x: torch.Tensor) -> torch.Tensor:",
+        '        """Pixels in [0, 1] -> final feature map (before global pooling)."""',
+        *_forward_lines(steps),
+        "",
+        "    def forward_head(self, f: torch.Tensor) -> torch.Tensor:",
+        "        return self.head(f)",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return self.forward_head(self.forward_features(x))",
+    ]
+
+
+def _loader(class_name: str) -> list[str]:
+    return [
+        f"def load_model(weights_path: str | None = None, map_location: str = \"cpu\") -> {class_name}:",
+        '    """Build the network and load its weights (default: ``WEIGHTS_FILE`` beside this file)."""',
+        f"    model = {class_name}()",
+        "    if weights_path is None and WEIGHTS_FILE is not None:",
+        "        weights_path = str(Path(__file__).with_name(WEIGHTS_FILE))",
+        "    if weights_path is not None:",
+        "        state = torch.load(weights_path, map_location=map_location, weights_only=True)",
+        "        model.load_state_dict(state)",
+        "    return model.eval()",
+    ]
+
+
 def export_source(
     g: nx.DiGraph,
     *,
@@ -80,24 +146,12 @@ def export_source(
         weights_file: file name (beside the source) ``load_model()`` loads by default.
     """
     assert_valid(g, input_shape=input_shape)
-    steps = build_plan(g, tuple(input_shape), num_classes)  # type: ignore[arg-type]
-    mean_l = _channel_stats(mean, input_shape[0], 0.0)
-    std_l = _channel_stats(std, input_shape[0], 1.0)
-    head = next(s for s in steps if s.op == "output")
-    taps = tuple(s.name for s in steps if s.op not in ("input", "output"))
-    genome_doc = "\n".join("    " + line for line in to_json(g).splitlines())
+    shape = tuple(input_shape)
+    steps = build_plan(g, shape, num_classes)  # type: ignore[arg-type]
+    mean_l = _channel_stats(mean, shape[0], 0.0)
+    std_l = _channel_stats(std, shape[0], 1.0)
     parts = [
-        f'"""Standalone PyTorch network exported from genome {canonical_hash(g)}.',
-        "",
-        f"Input: float pixels in [0, 1], {_shape(tuple(input_shape))}. Output: logits (N, {num_classes}).",
-        f"Spectrum (conv, pool, sconv, sum, concat): {spectrum(g)}. "
-        f"Parameters: {count_params(g, tuple(input_shape), num_classes)}.",
-        "Depends on torch only. Usage: ``model = load_model(); logits = model(x)``.",
-        "",
-        "Genome:",
-        "",
-        genome_doc.replace("\\", "\\\\"),
-        '"""',
+        *_header(g, shape, num_classes),  # type: ignore[arg-type]
         "",
         "from pathlib import Path",
         "",
@@ -106,38 +160,10 @@ def export_source(
         f"WEIGHTS_FILE = {weights_file!r}",
         "",
         "",
-        f"class {class_name}(nn.Module):",
-        '    """The exported network; submodule names match the compiled genome\'s."""',
-        "",
-        f"    num_classes = {num_classes}",
-        f"    num_features = {head.shape[0]}",
-        f"    input_shape = {tuple(input_shape)!r}",
-        f"    tap_names = {taps!r}",
-        "",
-        "    def __init__(self) -> None:",
-        "        super().__init__()",
-        *_init_lines(steps, mean_l, std_l),
-        "",
-        "    def forward_features(self, x: torch.Tensor) -> torch.Tensor:",
-        '        """Pixels in [0, 1] -> final feature map (before global pooling)."""',
-        *_forward_lines(steps),
-        "",
-        "    def forward_head(self, f: torch.Tensor) -> torch.Tensor:",
-        "        return self.head(f)",
-        "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        "        return self.forward_head(self.forward_features(x))",
+        *_class(steps, class_name, shape, num_classes, mean_l, std_l),  # type: ignore[arg-type]
         "",
         "",
-        f"def load_model(weights_path: str | None = None, map_location: str = \"cpu\") -> {class_name}:",
-        '    """Build the network and load its weights (default: ``WEIGHTS_FILE`` beside this file)."""',
-        f"    model = {class_name}()",
-        "    if weights_path is None and WEIGHTS_FILE is not None:",
-        "        weights_path = str(Path(__file__).with_name(WEIGHTS_FILE))",
-        "    if weights_path is not None:",
-        "        state = torch.load(weights_path, map_location=map_location, weights_only=True)",
-        "        model.load_state_dict(state)",
-        "    return model.eval()",
+        *_loader(class_name),
     ]
     return "\n".join(parts) + "\n"
 

@@ -65,7 +65,10 @@ def test_exported_module_matches_compiled_in_process(tmp_path, seed):
 
 
 def test_source_imports_torch_only_and_reads_layer_by_layer():
-    src = gn.export_source(chain(conv(8), pool(), conv(16), hidden=32))
+    g = chain(conv(8), pool(), conv(16), hidden=32)
+    src = gn.export_source(g)
+    doc = ast.get_docstring(ast.parse(src))
+    assert gn.canonical_hash(gn.from_json(doc[doc.index("{"):])) == gn.canonical_hash(g)
     imports = set()
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, ast.Import):
