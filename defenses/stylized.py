@@ -28,7 +28,7 @@ from defenses import adain as style
 from defenses import register_defense
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # bump when the stylizers change their output
 _CHUNK = 256
 
 
