@@ -1,0 +1,65 @@
+"""``python -m nas.train``: a full run on synthetic data, metrics file, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.cli import UserError, run
+from nas.train import build_parser, main, parse_defense_args
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--dataset", "synthetic", "--train-size", "200", "--val-size", "50", "--test-size", "50",
+         "--reference", "he-ref", "--reference-epochs", "2", "--steps", "2", "--batch-size", "50",
+         "--device", "cpu", "--no-progress"]
+
+
+def test_train_writes_metrics_and_weights_and_prints_a_table(tmp_path, capsys, nas_cache_dir):
+    out = tmp_path / "run"
+    code = main(["he-baseline", *SMALL, "--epochs", "1", "--lam", "0.5", "--out", str(out),
+                 "--cache-dir", str(nas_cache_dir)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "clean acc (test)" in text and "fooling rate" in text and "he-ref: clean" in text
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("clean_acc", "adv_acc", "fitness", "fooling_rate", "status", "epochs", "seconds",
+                "settings", "reference_clean_acc", "attack"):
+        assert key in m, key
+    assert m["split"] == "test" and m["settings"]["defense_args"] == [["lam", 0.5]]
+    assert m["fitness"] == min(m["clean_acc"], m["adv_acc"])
+    assert (out / "weights.pt").stat().st_size > 0
+
+
+def test_defense_args_parse_json_values_else_strings():
+    assert parse_defense_args(["lam=2", "mode=fast", "k=[1, 2]"], None) == (
+        ("k", [1, 2]), ("lam", 2), ("mode", "fast"))
+    assert parse_defense_args(["lam=2"], 0.3) == (("lam", 0.3),)
+    with pytest.raises(UserError):
+        parse_defense_args(["lam"], None)
+
+
+def test_every_flag_has_help():
+    for action in build_parser()._actions:
+        assert action.help, action.dest
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["he-ref", "--defense", "nope"], "unknown defense 'nope'"),
+    (["does/not/exist.json"], "does not exist"),
+    (["he-ref", "--dataset", "nope"], "unknown dataset"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
+    assert run(main, [*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_module_entry_point_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nas.train", "he-ref", "--defense", "nope"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
