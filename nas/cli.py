@@ -30,9 +30,16 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _prog_name(main: Callable[..., int]) -> str:
+    """``nas.genome`` for a command run as ``python -m nas.genome`` (its ``__spec__`` name)."""
+    module = sys.modules.get(getattr(main, "__module__", ""), None)
+    spec = getattr(module, "__spec__", None)
+    return getattr(spec, "name", None) or getattr(main, "__module__", "nas")
+
+
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)``; turn domain errors into ``prog: error: message`` and exit code 2."""
-    prog = getattr(main, "__module__", "nas").replace(".__main__", "")
+    prog = _prog_name(main)
     try:
         return main(argv)
     except _domain_errors() as exc:
