@@ -193,8 +193,14 @@ def he_baseline(info: DatasetInfo) -> nn.Module:
 
 def reference_key(name: str, splits: Splits, *, epochs: int, batch_size: int, lr: float,
                   seed: int) -> dict[str, Any]:
-    """Everything that determines a trained reference (the cache key's content)."""
-    return {"reference": name, "dataset": splits.info.name, "train_size": len(splits.y_train),
+    """Everything that determines a trained reference (the cache key's content).
+
+    ``architecture`` fingerprints the parameter names and shapes, so a changed definition
+    (e.g. an edited named genome) trains a new reference instead of loading a stale one.
+    """
+    shapes = {k: list(v.shape) for k, v in build_reference(name, splits.info).state_dict().items()}
+    return {"reference": name, "architecture": digest(shapes), "dataset": splits.info.name,
+            "train_size": len(splits.y_train),
             "val_size": len(splits.y_val), "train_digest": digest(splits.y_train.tolist()),
             "input_shape": list(splits.info.input_shape), "epochs": epochs,
             "batch_size": batch_size, "lr": lr, "seed": seed, "torch": torch.__version__}
