@@ -123,12 +123,13 @@ EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
 # --------------------------------------------------------------------------------------------
 # PRESETS, applied over the dataclass defaults; ``paper`` is used when none is chosen.
 # >>> QUICK PRESET NUMBERS: measured and recommended by the fitness/training side (nas/fitness.py
-# >>> owner) for "minutes on a 2-core CPU" on Fashion-MNIST. Change them here and only here.
+# >>> owner) for "minutes on a 2-core CPU" on Fashion-MNIST (docs/fitness.md, "Quick preset":
+# >>> ~15 minutes in total, ~8 minutes of children on 2 workers). Change them here and only here.
 QUICK: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "train_size": 2000,
     "val_size": 500,
-    "test_size": 1000,
+    "test_size": 500,
     "reference_epochs": 3,
     "steps": 10,
     "population": 4,
