@@ -22,7 +22,7 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     try:
-        from genome import InvalidGenome, GenomeFormatError
+        from genome import GenomeFormatError, InvalidGenome
 
         errors += [InvalidGenome, GenomeFormatError]
     except ImportError:  # pragma: no cover - genome not importable yet

@@ -24,7 +24,14 @@ from typing import Any
 from nas import config as cfgmod
 from nas.cli import UserError, run
 from nas.config import EvolveConfig
-from nas.ga import GenomeOps, build_toolbox, genome_ops, initial_population, steady_state
+from nas.ga import (
+    GenomeOps,
+    build_toolbox,
+    genome_ops,
+    initial_genomes,
+    initial_population,
+    steady_state,
+)
 from nas.parallel import ChildEvaluator
 from nas.rundir import FINAL, POPULATION, EventLog, create_run, load_config, open_run, write_json
 
@@ -265,14 +272,12 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-def workspace_input_shape(workspace: Any, cfg: EvolveConfig) -> tuple[int, int, int]:
-    """Input shape ``(C, H, W)`` of the search's dataset."""
-    info = getattr(workspace, "info", None) or getattr(getattr(workspace, "splits", None), "info", None)
-    if info is None:
-        from nas.data import dataset_info
+def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
+    """Input shape ``(C, H, W)`` of the search's dataset (from the registry; loads no data)."""
+    from nas.data import dataset_info
 
-        info = dataset_info(cfg.fitness.dataset)
-    return tuple(info.input_shape)
+    return tuple(dataset_info(cfg.fitness.dataset).input_shape)
+
 
 def check_names(fitness: Any) -> None:
     """Fail fast (before any file is written) on an unknown dataset, reference, attack or
@@ -319,8 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"{cfg.run_dir} or another --name")
     check_names(cfg.fitness)
     show = cfg.execution.progress and sys.stderr.isatty()
-    workspace = prepare(cfg.fitness, progress=show, log=print)
-    ops = genome_ops(cfg.search, workspace_input_shape(workspace, cfg))
+    ops = genome_ops(cfg.search, input_shape_of(cfg))
+    if not args.resume:  # fail fast, before the reference is trained: can Algorithm 1 line 1 run?
+        initial_genomes(cfg.search, ops)
+    prepare(cfg.fitness, progress=show, log=print)
     if args.resume:
         events = open_run(cfg.run_dir, log=print)
     else:

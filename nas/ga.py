@@ -127,34 +127,63 @@ def nearest(population: Sequence[Candidate], child: Candidate) -> int:
     return int(np.argmin(sq))  # exact integer squared distances: ties are exact
 
 
-def initial_population(toolbox: base.Toolbox, search: SearchSettings, ops: GenomeOps) -> list[Any]:
-    """s random genomes with pairwise spectrum distance >= d (Algorithm 1 line 1), unevaluated.
+def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
+    """s random genomes with pairwise spectrum distance >= d (Algorithm 1 line 1).
 
     Rejection sampling: a draw is kept when it is a new architecture at distance >= d (eq. 3)
-    from every genome kept so far.
-
-    Attempt ``a`` samples with ``draw_rng(seed, 0, a)``; accepted genomes get ids
-    ``g000-c000``... in order of acceptance.
+    from every genome kept so far. When that greedy pass fails (early draws can crowd out the
+    rest in a small space), :func:`farthest_point` over all distinct draws is tried. Attempt
+    ``a`` samples with ``draw_rng(seed, 0, a)``, so the result is a pure function of the
+    settings (and cheap: nothing is trained).
 
     Raises:
         UserError: no such population found in ``200 * s`` attempts (lower ``--min-distance``).
     """
     accepted: list[str] = []
     spectra: list[tuple[int, ...]] = []
-    hashes: set[str] = set()
+    pool: dict[str, tuple[str, tuple[int, ...]]] = {}  # hash -> (genome, spectrum), every draw
     for attempt in range(200 * search.population):
         genome = ops.sample(draw_rng(search.seed, 0, attempt))
         spec, h = ops.spectrum(genome), ops.canonical_hash(genome)
-        if h not in hashes and all(spectrum_distance(spec, s) >= search.min_distance for s in spectra):
+        if h in pool:
+            continue
+        pool[h] = (genome, spec)
+        if all(spectrum_distance(spec, s) >= search.min_distance for s in spectra):
             accepted.append(genome)
             spectra.append(spec)
-            hashes.add(h)
             if len(accepted) == search.population:
-                return [make_individual(ops, g, 0, i, None) for i, g in enumerate(accepted)]
+                return accepted
+    spread = farthest_point(list(pool.values()), search.population)
+    if min_pairwise(s for _, s in spread) >= search.min_distance:
+        return [g for g, _ in spread]
     raise UserError(
         f"could not sample {search.population} genomes with spectrum distance >= "
-        f"{search.min_distance}; lower --min-distance or --population"
+        f"{search.min_distance}; lower --min-distance or --population, or raise --max-nodes"
     )
+
+
+def farthest_point(pool: list[tuple[str, tuple[int, ...]]], k: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Greedy max-min selection of ``k`` (genome, spectrum) pairs: start from the first draw,
+    then repeatedly add the draw farthest (eq. 3) from those chosen (first on ties)."""
+    chosen = pool[:1]
+    while 0 < len(chosen) < min(k, len(pool)):
+        best = max((p for p in pool if p not in chosen),
+                   key=lambda p: min(spectrum_distance(p[1], c[1]) for c in chosen))
+        chosen.append(best)
+    return chosen
+
+
+def min_pairwise(spectra: Any) -> float:
+    """Smallest pairwise spectrum distance (inf for fewer than two)."""
+    specs = list(spectra)
+    return min((spectrum_distance(a, b) for i, a in enumerate(specs) for b in specs[i + 1:]),
+               default=float("inf"))
+
+
+def initial_population(toolbox: base.Toolbox, search: SearchSettings, ops: GenomeOps) -> list[Any]:
+    """The initial population as unevaluated individuals with ids ``g000-c000``... in order of
+    acceptance (see :func:`initial_genomes`)."""
+    return [make_individual(ops, g, 0, i, None) for i, g in enumerate(initial_genomes(search, ops))]
 
 
 def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[..., dict],

@@ -2,7 +2,7 @@
 
 The cache directory is created once per session and exported as ``NAS_CACHE_DIR`` so every
 command and library call under test writes there, never into the user's cache. ``NAS_OFFLINE``
-is set so no test ever tries to download a dataset.
+is set so no test ever tries to download a dataset. Every test runs on one torch thread.
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ def nas_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run tiny networks: one intra-op thread is faster and immune to oversubscribed cores
+    (worker processes of the parallel tests set their own thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

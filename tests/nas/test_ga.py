@@ -16,6 +16,7 @@ from nas.ga import (
     build_toolbox,
     child_id,
     genome_ops,
+    initial_genomes,
     initial_population,
     make_individual,
     nearest,
@@ -132,6 +133,18 @@ def test_impossible_min_distance_is_a_user_error():
     pop = initial_population(toolbox, SearchSettings(population=3, min_distance=4.0), ops)
     for a, b in itertools.combinations(pop, 2):
         assert spectrum_distance(a.spectrum, b.spectrum) >= 4.0
+
+
+def test_farthest_point_rescues_a_population_the_greedy_pass_misses():
+    # 1-D spectra drawn in the order 0, 5, 8, 4 (then repeating): greedy keeps 0 and 5, then
+    # rejects 8 (distance 3 to 5) and 4; farthest-point picks 0, 8, 4 (pairwise >= 4).
+    draws = itertools.cycle(["[0]", "[5]", "[8]", "[4]"])
+    ops = GenomeOps(sample=lambda rng: next(draws), mutate=None, spectrum=json.loads,
+                    canonical_hash=lambda g: g)
+    genomes = initial_genomes(SearchSettings(population=3, min_distance=4.0), ops)
+    assert genomes == ["[0]", "[8]", "[4]"]
+    with pytest.raises(UserError, match="min-distance"):
+        initial_genomes(SearchSettings(population=3, min_distance=4.5), ops)
 
 
 def test_epoch_schedule_matches_the_paper():
