@@ -122,25 +122,28 @@ EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
 
 # --------------------------------------------------------------------------------------------
 # PRESETS, applied over the dataclass defaults; ``paper`` is used when none is chosen.
-# >>> QUICK PRESET NUMBERS: measured and recommended by the fitness/training side (nas/fitness.py
-# >>> owner) for "minutes on a 2-core CPU" on Fashion-MNIST (docs/fitness.md, "Quick preset":
-# >>> ~15 minutes in total, ~8 minutes of children on 2 workers). Change them here and only here.
+# >>> QUICK PRESET NUMBERS: the README's main job (resnet34 reference, Fashion-MNIST, 2 CPU
+# >>> cores). Measured: ~3 min to train the reference and build the cached adversarial sets,
+# >>> ~7.5 min for 16 children on 2 workers, ~2.5 min to refine 4 finalists (docs/search.md).
+# >>> 5,000 training images so children take enough GM steps; <= 32 channels and <= 16 nodes
+# >>> keep a child under ~2 minutes. Change them here and only here.
 QUICK: dict[str, Any] = {
     "dataset": "fashion-mnist",
-    "train_size": 2000,
+    "train_size": 5000,
     "val_size": 500,
     "test_size": 500,
     "reference_epochs": 3,
     "steps": 10,
     "population": 4,
-    "children": 2,
+    "children": 1,
     "generations": 3,
     "epochs": 2,
     "epochs_step": 1,
     "epochs_every": 2,
-    "refine_epochs": 4,
-    "max_channels": 64,
+    "refine_epochs": 6,
+    "max_channels": 32,
     "max_nodes": 16,
+    "workers": 2,
 }
 # <<< END QUICK PRESET NUMBERS
 # ``smoke``: synthetic data, seconds; for tests and CI.

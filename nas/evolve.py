@@ -144,6 +144,23 @@ def final_table(final: dict[str, Any]) -> str:
 
 
 
+def reference_line(name: str, accuracy: dict[str, float]) -> str:
+    """``reference resnet34: clean accuracy val 0.8740, test 0.8620``."""
+    cells = ", ".join(f"{split} {acc:.4f}" for split, acc in sorted(accuracy.items(), reverse=True))
+    return f"reference {name}: clean accuracy {cells or 'not measured'}"
+
+
+def best_line(final: dict[str, Any]) -> str:
+    """The finalist with the highest test fitness (eq. 4 on the test split)."""
+    scored = [m for m in final["population"] if (m.get("test") or {}).get("fitness") is not None]
+    if not scored:
+        return "best evolved network: no test metrics (refinement skipped)"
+    best = max(scored, key=lambda m: float(m["test"]["fitness"]))
+    t = best["test"]
+    return (f"best evolved network {best['id']}: test fitness {float(t['fitness']):.4f} "
+            f"(clean {float(t['clean_acc']):.4f}, transferred adversarial {float(t['adv_acc']):.4f})")
+
+
 def _defaults() -> dict[str, Any]:
     """Default of every key (search, execution and fitness settings) for the help text."""
     import dataclasses
@@ -327,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ops = genome_ops(cfg.search, input_shape_of(cfg))
     if not args.resume:  # fail fast, before the reference is trained: can Algorithm 1 line 1 run?
         initial_genomes(cfg.search, ops)
-    prepare(cfg.fitness, progress=show, log=print)
+    workspace = prepare(cfg.fitness, progress=show, log=print)
+    print(reference_line(cfg.fitness.reference, workspace.reference_acc))
     if args.resume:
         events = open_run(cfg.run_dir, log=print)
     else:
@@ -343,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.close()
         events.close()
     print(final_table(final))
+    print(reference_line(cfg.fitness.reference, workspace.reference_acc))
+    print(best_line(final))
     print(f"final population written to {Path(cfg.run_dir) / FINAL}")
     return 0
 

@@ -115,7 +115,7 @@ def evaluate_tasks(
             stack.enter_context(_dask_backend(scheduler))
             n_jobs = -1
         else:
-            n_jobs = min(workers, len(tasks))
+            n_jobs = workers  # a constant size: resizing loky's reusable executor kills workers
         parallel = joblib.Parallel(
             n_jobs=n_jobs,
             backend=None if backend == "dask" else "loky",
