@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -110,6 +111,10 @@ def evaluate_tasks(
     import joblib
 
     threads = worker_threads(workers) if backend == "loky" else None
+    # loky restarts a worker whose memory grew (torch's allocator after training a child) and
+    # warns; the child's result is already back and the restart is what we want, so say nothing.
+    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                            category=UserWarning)
     with ExitStack() as stack:
         if backend == "dask":
             stack.enter_context(_dask_backend(scheduler))

@@ -14,8 +14,6 @@ import pytest
 import torch
 from torch import nn
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="session", autouse=True)
 def nas_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -18,7 +18,7 @@ from nas.data import (
     synthetic_images,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = Path(os.environ.get("NAS_DATA_ROOT") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def test_registry_lists_the_documented_datasets():
