@@ -60,7 +60,6 @@ def test_smoke_search_in_process_writes_a_complete_run(smoke_run):
     assert [m["id"] for m in population["members"]] == [m["id"] for m in final["population"]]
 
 
-@pytest.mark.slow
 def test_smoke_search_with_two_loky_workers_gives_the_same_search(smoke_run, cache):
     tmp = smoke_run.parent
     assert main(smoke(tmp, cache, "two", "--workers", "2")) == 0

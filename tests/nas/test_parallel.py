@@ -58,7 +58,6 @@ def test_toy_search_through_a_dask_local_cluster_equals_in_process(tmp_path):
     assert comparable(tmp_path / "dask") == comparable(tmp_path / "local")
 
 
-@pytest.mark.slow
 def test_smoke_search_through_a_dask_local_cluster(tmp_path):
     """The real smoke preset (training included) evaluated by a Dask LocalCluster."""
     import json
