@@ -9,7 +9,8 @@ Measured (fastest of repeated steps, batch 128 unless ``--quick``):
   the ``he-ref`` and ``resnet34`` references, as seconds per 1,000 images;
 - one training step of every other registered defense relative to plain CE (a defense the
   bench cannot feed is reported as skipped with the reason);
-- children per hour of the quick preset estimated from the GM step.
+- children per hour of the quick preset estimated from the GM step of an he-ref-sized child
+  (an upper bound: evolved children are larger; docs/search.md has a measured search).
 
 ``--json`` prints one JSON object instead of the table; ``--quick`` is a seconds-long smoke
 version (batch 16, two timed repetitions, no resnet34).
@@ -182,9 +183,9 @@ def _print_table(r: dict[str, Any]) -> None:
         print(f"  {name:<10} " + (f"{v['s']:8.3f} s {v['over_plain']:6.2f}x" if "s" in v
                                   else f"skipped ({v['skipped']})"))
     c = r["children_per_hour_quick_preset"]
-    print(f"quick preset: {c['seconds_per_child']:.1f} s per child "
-          f"({c['train_size']} images x {c['epochs']} epochs), "
-          f"{c['children_per_hour']:.0f} children per hour per worker")
+    print(f"quick preset, an he-ref-sized child (GM step only; evolved children are larger): "
+          f"{c['seconds_per_child']:.1f} s per child ({c['train_size']} images x "
+          f"{c['epochs']} epochs), {c['children_per_hour']:.0f} children per hour per worker")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
