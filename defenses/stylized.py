@@ -77,6 +77,12 @@ class StylizedPairing(Defense):
         self.seed = int(seed)
         self.size = int(size)
         self.stylizer_name()  # fail fast on an unknown weight_free method
+        if style_weights is not None:  # fail fast on a missing file (shapes are checked on load)
+            missing = [f for f in ("vgg_normalised.pth", "decoder.pth")
+                       if not os.path.isfile(os.path.join(str(style_weights), f))]
+            if missing:
+                raise ValueError(f"style_weights directory {style_weights!r} lacks "
+                                 f"{', '.join(missing)} (the pytorch-AdaIN weight files)")
         self._stylized: torch.Tensor | None = None  # (N, C, H, W) uint8, set by prepare()
         self._stylizer_used = ""
 

@@ -299,19 +299,17 @@ def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
 def check_names(fitness: Any) -> None:
     """Fail fast (before any file is written) on an unknown dataset, reference, attack or
     defense, or a defense argument the defense does not take."""
-    from defenses import DEFENSES, create_defense
+    from defenses import DEFENSES
     from nas.attacks import ATTACKS
     from nas.data import DATASETS
+    from nas.fitness import check_defense
     from nas.references import REFERENCES
 
     DATASETS.get(fitness.dataset)
     REFERENCES.get(fitness.reference)
     ATTACKS.get(fitness.attack)
     DEFENSES.get(fitness.defense)
-    try:
-        create_defense(fitness.defense, **dict(fitness.defense_args))
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"bad --defense-arg for {fitness.defense}: {exc}") from None
+    check_defense(fitness)
     if fitness.fitness_split not in ("val", "test"):
         raise UserError(f"--fitness-split must be val or test, not {fitness.fitness_split!r}")
 

@@ -137,6 +137,17 @@ def attack_settings(settings: FitnessSettings) -> AttackSettings:
                           step_size=settings.step_size, steps=settings.steps)
 
 
+def check_defense(settings: FitnessSettings) -> None:
+    """Build the defense once so an unknown name or a bad ``--defense-arg`` is one clear error
+    before anything is trained or written (the constructors validate their arguments)."""
+    from nas.cli import UserError
+
+    try:
+        create_defense(settings.defense, **dict(settings.defense_args))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad --defense-arg for {settings.defense}: {exc}") from None
+
+
 def prepare(settings: FitnessSettings, *, progress: bool = True,
             log: Callable[[str], None] = print) -> Workspace:
     """Build (or load from the cache) everything the fitness needs; idempotent."""

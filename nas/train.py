@@ -126,14 +126,13 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train ARCH, evaluate on the test split, print a table, write ``--out``."""
-    from defenses import create_defense
-    from nas.fitness import evaluate_module, prepare
+    from nas.fitness import check_defense, evaluate_module, prepare
 
     args = build_parser().parse_args(argv)
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     settings = settings_from_args(args)
-    create_defense(settings.defense, **dict(settings.defense_args))  # fail fast on bad names
+    check_defense(settings)  # fail fast on bad names and hyper-parameters
     label, factory = resolve_architecture(args.arch, dataset_info(settings.dataset))
     progress = not args.no_progress and sys.stderr.isatty()
     def log(msg: str) -> None:

@@ -135,6 +135,8 @@ def test_prepare_with_bad_weights_or_options_fails_clearly(data, make_ctx, tmp_p
         create_defense("stylized", style_weights=bad).prepare(x, y, make_ctx(cache_dir=None))
     with pytest.raises(ValueError, match="weight_free"):
         create_defense("stylized", weight_free="cartoon")
+    with pytest.raises(ValueError, match="lacks vgg_normalised.pth, decoder.pth"):
+        create_defense("stylized", style_weights=str(tmp_path / "empty"))
     with pytest.raises(RuntimeError, match="prepare"):
         create_defense("stylized").loss(None, _batch(x, y, torch.arange(2)), make_ctx())
 

@@ -51,6 +51,9 @@ def test_every_flag_has_help():
     (["he-ref", "--defense", "nope"], "unknown defense 'nope'"),
     (["does/not/exist.json"], "does not exist"),
     (["he-ref", "--dataset", "nope"], "unknown dataset"),
+    (["he-ref", "--defense", "gm", "--defense-arg", "nope=1"], "bad --defense-arg for gm"),
+    (["he-ref", "--defense", "stylized", "--defense-arg", "style_weights=/nonexistent"],
+     "lacks vgg_normalised.pth, decoder.pth"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
     assert run(main, [*argv, "--out", str(tmp_path / "o")]) == 2
