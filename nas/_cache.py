@@ -23,11 +23,11 @@ def derive_seed(*parts: Any) -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it into place."""
+    """Create ``path``'s folder, then write ``text`` atomically (:func:`nas.rundir.atomic_write_text`)."""
+    from nas.rundir import atomic_write_text as write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write(path, text)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

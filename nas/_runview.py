@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nas import rundir
 from nas.cli import UserError
 
 FINAL, POPULATION, EVENTS, CONFIG = "final.json", "population.json", "events.jsonl", "config.json"
@@ -55,19 +56,8 @@ def _read_json(path: Path) -> Any:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """Events of ``events.jsonl``; a torn last line (crash mid-write) is ignored."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    events = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise UserError(f"{path}: line {i + 1} is not JSON (corrupt event log)") from None
-    return events
+    """Events of ``events.jsonl`` (:func:`nas.rundir.read_events`); a torn last line is ignored."""
+    return rundir.read_events(path)[0]
 
 
 def _population_ids(event: dict[str, Any]) -> list[str] | None:

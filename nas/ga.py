@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from deap import base, creator, tools
 
+from genome import spectrum_distance
 from nas.cli import UserError
 from nas.config import SearchSettings
 
@@ -114,11 +115,6 @@ def mutate_child(parent: Candidate, generation: int, index: int, *, ops: GenomeO
     child = make_individual(ops, genome, generation, index, parent.child_id)
     del child.fitness.values
     return child
-
-
-def spectrum_distance(a: Sequence[int], b: Sequence[int]) -> float:
-    """Euclidean distance of two spectra (paper eq. 3)."""
-    return float(np.linalg.norm(np.subtract(a, b, dtype=float)))
 
 
 def nearest(population: Sequence[Candidate], child: Candidate) -> int:

@@ -206,17 +206,19 @@ def train(
     return outcome
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
-    """Predicted labels (N,) of uint8 or float [0, 1] images, eval mode (mode restored)."""
+    """Predicted labels (N,) of uint8 or float [0, 1] images (N, C, H, W), in eval mode; the
+    model's previous mode is restored afterwards, also on error."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    preds = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(device)
-        xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
-        preds.append(model(xb).argmax(dim=1).cpu())
-    model.train(was_training)
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    try:
+        preds = []
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device)
+            xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()  # (B, C, H, W)
+            preds.append(model(xb).argmax(dim=1).cpu())  # (B,)
+        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    finally:
+        model.train(was_training)

@@ -26,28 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas.attacks import AttackSettings, attack_dataset
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int = 500, device: torch.device | None = None
-) -> torch.Tensor:
-    """Predicted classes ``(N,)`` of images ``(N, C, H, W)`` (uint8 or float in [0, 1]).
-
-    The model runs in eval mode; its previous mode is restored afterwards.
-    """
-    device = device or torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device)
-            xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()  # (B, C, H, W)
-            out.append(model(xb).argmax(dim=1).cpu())  # (B,)
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-    finally:
-        model.train(was_training)
+from nas.training import predict
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> float:
