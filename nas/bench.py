@@ -1,10 +1,14 @@
 """``python -m nas.bench``: time the hot path of the search on this machine, in one run.
 
-Measured (fastest of repeated steps, batch 128 unless ``--quick``):
+Measured (batch 128 unless ``--quick``; training steps as the median of interleaved rounds,
+the other steps as the fastest of repeated runs):
 
 - plain-CE training step of a child (``he-ref`` and ``he-baseline`` genomes);
 - GM step with cached reference gradients (the search's path) and with the reference
   gradient computed live (reference ``he-ref`` and ``resnet34``); ratios to the plain step;
+- the same plain and GM steps done straightforwardly (PyTorch's own layers and default memory
+  layout instead of ``nas.training.build_training_model``), to show what the layout and the
+  closed-form second derivatives of ``nas.double_backward`` buy;
 - transferred attack-set generation throughput (PGD-L-inf, per-dataset default steps) for
   the ``he-ref`` and ``resnet34`` references, as seconds per 1,000 images;
 - one training step of every other registered defense relative to plain CE (a defense the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +34,7 @@ from torch import nn
 
 from defenses import create_defense, list_defenses
 from defenses.base import Batch, Defense
+from nas.allocator import keep_freed_memory
 from nas.attacks import resolve_attack, run_attack
 from nas.cli import run
 from nas.data import dataset_info
@@ -37,8 +43,10 @@ from nas.training import (
     CachedReferenceGrad,
     LiveReferenceGrad,
     build_context,
+    build_training_model,
     input_gradients,
     resolve_device,
+    to_training_layout,
     train_step,
 )
 
@@ -50,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object for machines")
     p.add_argument("--dataset", default="fashion-mnist", help="image shape / normalisation")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default 128, 16 quick)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5, 1 quick)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 9, 2 quick)")
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     return p
@@ -71,12 +79,38 @@ def _time(fn: Callable[[], Any], reps: int) -> float:
     return min(times)
 
 
+def _time_interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Median seconds of each function, timed in rounds that run every function once.
+
+    Interleaving puts each function under the same machine load, so ratios between them are
+    stable where back-to-back blocks of one function each drift with the load.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _step_fn(factory: Callable[[], nn.Module], defense: Defense, batch: Batch, info: Any,
-             device: torch.device, **needs: Any) -> Callable[[], Any]:
-    """A closure running one training step of ``defense`` on a fresh wrapped model."""
+             device: torch.device, *, straightforward: bool = False,
+             **needs: Any) -> Callable[[], Any]:
+    """A closure running one training step of ``defense`` on a fresh wrapped model, laid out
+    as training lays it out (``build_training_model``), or with PyTorch's own layers and the
+    default memory layout when ``straightforward``."""
     torch.manual_seed(0)
-    model = defense.wrap(factory, num_classes=info.num_classes,
-                         input_shape=info.input_shape).to(device).train()
+    keep_freed_memory()
+    if straightforward:
+        model = defense.wrap(factory, num_classes=info.num_classes,
+                             input_shape=info.input_shape).to(device).train()
+    else:
+        model = build_training_model(defense, factory, num_classes=info.num_classes,
+                                     input_shape=info.input_shape, device=device).train()
+        batch = Batch(to_training_layout(batch.x), batch.y, batch.index)
     ctx = build_context(defense, device=device, generator=torch.Generator().manual_seed(0),
                         log=lambda _m: None, **needs)
     x_u8 = (batch.x * 255).round().to(torch.uint8).cpu()
@@ -91,7 +125,7 @@ def bench(*, quick: bool = False, dataset: str = "fashion-mnist", batch_size: in
     dev = resolve_device(device)
     info = dataset_info(dataset)
     n = batch_size or (16 if quick else 128)
-    reps = reps or (2 if quick else 5)
+    reps = reps or (2 if quick else 9)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(n, *info.input_shape, generator=g).to(dev)
     y = torch.randint(0, info.num_classes, (n,), generator=g).to(dev)
@@ -103,15 +137,25 @@ def bench(*, quick: bool = False, dataset: str = "fashion-mnist", batch_size: in
     cached = CachedReferenceGrad(input_gradients(refs["he-ref"], x, y), dev)
     for child in ("he-ref", "he-baseline"):
         factory = lambda c=child: build_reference(c, info)  # noqa: E731
-        row: dict[str, float] = {}
-        row["plain_s"] = _time(_step_fn(factory, create_defense("none"), batch, info, dev), reps)
         gm = create_defense("gm")
-        row["gm_cached_s"] = _time(_step_fn(factory, gm, batch, info, dev,
-                                            reference_grad=cached), reps)
+        fns = {
+            "plain_s": _step_fn(factory, create_defense("none"), batch, info, dev),
+            "gm_cached_s": _step_fn(factory, gm, batch, info, dev, reference_grad=cached),
+            "plain_straightforward_s": _step_fn(factory, create_defense("none"), batch, info,
+                                                dev, straightforward=True),
+            "gm_straightforward_s": _step_fn(factory, gm, batch, info, dev,
+                                             straightforward=True, reference_grad=cached),
+        }
         for ref_name, ref in refs.items():
-            row[f"gm_live_{ref_name}_s"] = _time(_step_fn(
-                factory, gm, batch, info, dev, reference_grad=LiveReferenceGrad(ref)), reps)
+            fns[f"gm_live_{ref_name}_s"] = _step_fn(
+                factory, gm, batch, info, dev, reference_grad=LiveReferenceGrad(ref))
+        row = _time_interleaved(fns, reps)
         row["gm_cached_over_plain"] = row["gm_cached_s"] / row["plain_s"]
+        row["gm_straightforward_over_plain_straightforward"] = (
+            row["gm_straightforward_s"] / row["plain_straightforward_s"])
+        row["gm_cached_over_plain_straightforward"] = (
+            row["gm_cached_s"] / row["plain_straightforward_s"])
+        row["gm_straightforward_over_gm_cached"] = row["gm_straightforward_s"] / row["gm_cached_s"]
         for ref_name in refs:
             row[f"gm_live_{ref_name}_over_cached"] = row[f"gm_live_{ref_name}_s"] / row["gm_cached_s"]
         out["children"][child] = row

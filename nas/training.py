@@ -27,7 +27,9 @@ from torch import nn
 from tqdm import tqdm
 
 from defenses.base import Batch, Defense, TrainContext
+from nas.allocator import keep_freed_memory
 from nas.cli import UserError
+from nas.double_backward import use_fast_double_backward
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,27 @@ def build_context(
                         adversary=adversary, cache_dir=cache_dir, log=log)
 
 
+def build_training_model(defense: Defense, factory: Callable[[], nn.Module], *,
+                         num_classes: int, input_shape: tuple[int, ...],
+                         device: torch.device) -> nn.Module:
+    """``defense.wrap(factory, ...)`` on ``device``, laid out for fast training.
+
+    Channels-last memory format (oneDNN's native layout: a plain CE step of he-ref ran 40 %
+    faster) and the closed-form second derivatives of :mod:`nas.double_backward` (the GM step
+    of he-baseline ran 2.9x -> 2.0x a plain step with the same layout). Neither changes what the
+    network computes or its ``state_dict`` keys. Also applies :func:`keep_freed_memory`.
+    """
+    keep_freed_memory()
+    model = defense.wrap(factory, num_classes=num_classes, input_shape=input_shape)
+    model = model.to(device=device, memory_format=torch.channels_last)
+    return use_fast_double_backward(model)
+
+
+def to_training_layout(x: torch.Tensor) -> torch.Tensor:
+    """A 4-d image batch in the channels-last layout of :func:`build_training_model`."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def train_step(
     model: nn.Module, defense: Defense, optimizer: torch.optim.Optimizer, batch: Batch,
     ctx: TrainContext, amp: contextlib.AbstractContextManager | None = None,
@@ -147,7 +170,10 @@ def train_step(
     loss = out.loss.float()
     if not torch.isfinite(loss):
         return loss.detach(), out.logs
-    loss.backward()
+    # Gradients of the optimised parameters only: no wasted input gradient of the first layer
+    # when a defense made the batch require grad (gm's input gradients).
+    loss.backward(inputs=[p for group in optimizer.param_groups for p in group["params"]
+                          if p.requires_grad])
     optimizer.step()
     return loss.detach(), out.logs
 
@@ -172,8 +198,8 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:
         torch.manual_seed(seed)  # seed it inside a fork so the caller's state is untouched
-        model = defense.wrap(factory, num_classes=num_classes,
-                             input_shape=tuple(x_train.shape[1:])).to(device)
+        model = build_training_model(defense, factory, num_classes=num_classes,
+                                     input_shape=tuple(x_train.shape[1:]), device=device)
     ctx = build_context(defense, device=device, generator=generator,
                         reference_grad=reference_grad, adversary=adversary,
                         cache_dir=cache_dir, log=log)
@@ -189,7 +215,8 @@ def train(
         ctx.epoch = epoch
         for idx in torch.randperm(len(x_train), generator=generator).split(config.batch_size):
             idx_dev = idx.to(device)
-            batch = Batch(x=x_dev[idx_dev].float().div_(255.0), y=y_dev[idx_dev], index=idx_dev)
+            batch = Batch(x=to_training_layout(x_dev[idx_dev].float().div_(255.0)),
+                          y=y_dev[idx_dev], index=idx_dev)
             loss, logs = train_step(model, defense, optimizer, batch, ctx, amp)
             if not torch.isfinite(loss):
                 outcome.status, outcome.reason = "diverged", f"non-finite loss at step {ctx.step}"
