@@ -143,10 +143,12 @@ def build_training_model(defense: Defense, factory: Callable[[], nn.Module], *,
                          device: torch.device) -> nn.Module:
     """``defense.wrap(factory, ...)`` on ``device``, laid out for fast training.
 
-    Channels-last memory format (oneDNN's native layout: a plain CE step of he-ref ran 40 %
-    faster) and the closed-form second derivatives of :mod:`nas.double_backward` (the GM step
-    of he-baseline ran 2.9x -> 2.0x a plain step with the same layout). Neither changes what the
-    network computes or its ``state_dict`` keys. Also applies :func:`keep_freed_memory`.
+    Channels-last memory format (oneDNN's native layout) and the closed-form second
+    derivatives of :mod:`nas.double_backward`; together, measured by ``nas.bench`` on the
+    he-ref / he-baseline children, the plain CE step ran 1.3-1.6x and the GM step 1.3-1.46x
+    faster than with PyTorch's own layers in the default layout (docs/fitness.md, "Speed").
+    Neither changes what the network computes or its ``state_dict`` keys. Also applies
+    :func:`keep_freed_memory`.
     """
     keep_freed_memory()
     model = defense.wrap(factory, num_classes=num_classes, input_shape=input_shape)
@@ -172,8 +174,8 @@ def train_step(
         return loss.detach(), out.logs
     # Gradients of the optimised parameters only: no wasted input gradient of the first layer
     # when a defense made the batch require grad (gm's input gradients).
-    loss.backward(inputs=[p for group in optimizer.param_groups for p in group["params"]
-                          if p.requires_grad])
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    loss.backward(inputs=params or None)
     optimizer.step()
     return loss.detach(), out.logs
 
