@@ -1,7 +1,7 @@
 """``python -m nas.bench``: time the hot path of the search on this machine, in one run.
 
 Measured (batch 128 unless ``--quick``; training steps as the median of interleaved rounds,
-the other steps as the fastest of repeated runs):
+attack-set generation once per reference):
 
 - plain-CE training step of a child (``he-ref`` and ``he-baseline`` genomes);
 - GM step with cached reference gradients (the search's path) and with the reference
@@ -62,21 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     return p
-
-
-def _time(fn: Callable[[], Any], reps: int) -> float:
-    """Fastest of ``reps`` runs after one warm-up run, in seconds.
-
-    The minimum (not the mean) is the least noisy estimate on a shared machine: other load
-    only ever adds time.
-    """
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _time_interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
