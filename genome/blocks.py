@@ -48,13 +48,15 @@ class Pool(nn.Module):
         return F.avg_pool2d(x, 2, 2)
 
 
-def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptively max-pool the larger of two maps to the smaller spatial size (per axis)."""
+def match_spatial(a: torch.Tensor, b: torch.Tensor,
+                  pool=F.adaptive_max_pool2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptively max-pool (``pool``) the larger of two maps to the smaller spatial size
+    (per axis)."""
     h, w = min(a.shape[2], b.shape[2]), min(a.shape[3], b.shape[3])
     if tuple(a.shape[2:]) != (h, w):
-        a = F.adaptive_max_pool2d(a, (h, w))
+        a = pool(a, (h, w))
     if tuple(b.shape[2:]) != (h, w):
-        b = F.adaptive_max_pool2d(b, (h, w))
+        b = pool(b, (h, w))
     return a, b  # both (N, *, h, w)
 
 

@@ -1,14 +1,17 @@
-"""Conv2d and train-mode BatchNorm2d with a cheap exact second derivative (``gm``'s hot path).
+"""The layers of a child with a cheap exact second derivative (``gm``'s hot path).
 
 ``gm`` (and the gradient terms of ``cldl`` and ``ncen``) differentiate an input gradient, so
 every layer of the child is differentiated twice. PyTorch's generic second derivatives are
-slow on a CPU for the two layers a genome is made of:
+slow on a CPU for the layers a genome is made of:
 
 - train-mode BatchNorm (``NativeBatchNormBackwardBackward0``) runs some thirty full-size
   elementwise operations per layer;
 - convolution (``ConvolutionBackwardBackward0``) computes the weight term as a convolution of
   the input with the *output gradient as a kernel* (a kernel as large as the feature map),
-  several times slower than the weight-gradient kernel that computes the same numbers.
+  several times slower than the weight-gradient kernel that computes the same numbers;
+- max pooling copies a channels-last gradient to the default layout for its gather, and its
+  first derivative slows down 2-3x on the default-layout gradients that come back;
+- ReLU's second derivative w.r.t. its input is a zero-filled map, which the engine then adds.
 
 The classes below keep PyTorch's own kernels for the forward and the first derivative (so a
 network trains exactly as before) and differentiate the first derivative by hand.
@@ -40,10 +43,15 @@ of either layer also skips the outputs the running backward pass does not need (
 gradient while ``gm`` takes the input gradient), as PyTorch's own nodes do.
 ``tests/nas/test_double_backward.py`` checks both against PyTorch with ``gradgradcheck``.
 
-:func:`use_fast_double_backward` switches the ``nn.Conv2d`` / ``nn.BatchNorm2d`` layers of a
-module to these classes in place: the class changes; parameters, buffers, hooks and
-``state_dict`` keys do not, so saved weights load into plain modules and exported networks
-stay plain PyTorch.
+Max pooling (2x2 windows or adaptive): the first derivative scatters ``gy`` to the arg-max
+positions, so its derivative is the gather of the upstream gradient at the same positions,
+done in the gradient's own layout. ReLU: ``gx = gy * (y > 0)`` has derivative ``v * (y > 0)``
+w.r.t. ``gy`` and none w.r.t. ``y``.
+
+:func:`use_fast_double_backward` switches the ``nn.Conv2d`` / ``nn.BatchNorm2d`` layers and the
+pooling / skip / conv blocks of :mod:`genome.blocks` inside a module to these classes in place:
+the class changes; parameters, buffers, hooks and ``state_dict`` keys do not, so saved
+weights load into plain modules and exported networks stay plain PyTorch.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from genome import blocks
 
 _CHANNEL = (0, 2, 3)  # reduction dims of (N, C, H, W)
 _aten = torch.ops.aten
@@ -138,6 +148,7 @@ class _Conv2dBackward(torch.autograd.Function):
             out[0] = _input_grad_by_fold(gy, x, weight, conf)
         ctx.save_for_backward(gy, x, weight)
         ctx.conf, ctx.mask = conf, mask
+        ctx.set_materialize_grads(False)  # outputs nobody used arrive as None, not zeros
         return tuple(g for g, m in zip(out, mask, strict=True) if m)
 
     @staticmethod
@@ -217,6 +228,9 @@ class _BatchNormTrainBackward(torch.autograd.Function):
             gy, x, weight, None, None, mean, invstd, True, eps, [True, True, True])
         ctx.save_for_backward(gy, x, weight, mean, invstd, gw, gb)
         ctx.eps = eps
+        # gm's input-gradient pass leaves g_gamma / g_beta unused: their upstream gradients
+        # then arrive as None and the u_gamma / u_beta terms are skipped, not computed on zeros.
+        ctx.set_materialize_grads(False)
         return gx, gw, gb
 
     @staticmethod
@@ -282,13 +296,156 @@ class BatchNorm2d(nn.BatchNorm2d):
                                      self.running_var, momentum, self.eps)
 
 
-_FAST = {nn.Conv2d: Conv2d, nn.BatchNorm2d: BatchNorm2d}
+# ---------------------------------------------------------------------------------- relu
+
+
+class _ReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, gy: torch.Tensor):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return _ReLUBackward.apply(gy, y)
+
+
+class _ReLUBackward(torch.autograd.Function):
+    """gx = gy * (y > 0): linear in gy; its derivative w.r.t. y is zero and is left out
+    (PyTorch's own node returns a zero-filled map that the engine then adds)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, gy: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(y)
+        return _aten.threshold_backward(gy, y, 0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, v: torch.Tensor):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return _aten.threshold_backward(v, y, 0), None
+
+
+class ConvBNReLU(blocks.ConvBNReLU):
+    """:class:`genome.blocks.ConvBNReLU` whose ReLU has no zero-filled second derivative."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.bn(self.conv(x))
+        return _ReLU.apply(z) if torch.is_grad_enabled() else F.relu(z)
+
+
+# --------------------------------------------------------------------------- max pooling
+
+
+def _gather_windows(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``v[n, c].flatten()[idx[n, c, i, j]]``: (N, C, h, w) in ``v``'s layout.
+
+    ``idx`` holds flat ``H * W`` indices, as PyTorch's max-pool kernels return them. A
+    channels-last ``v`` is gathered along the spatial axis of its (N, H*W, C) memory, so it is
+    not copied to the default layout first (PyTorch's own second derivative does that)."""
+    n, c, h, w = idx.shape
+    if _is_channels_last(v):
+        flat_v = v.permute(0, 2, 3, 1).reshape(n, -1, c)  # (N, H*W, C), a view
+        flat_i = idx.permute(0, 2, 3, 1).reshape(n, h * w, c)  # (N, h*w, C)
+        return flat_v.gather(1, flat_i).view(n, h, w, c).permute(0, 3, 1, 2)
+    return v.reshape(n, c, -1).gather(2, idx.reshape(n, c, h * w)).view(n, c, h, w)
+
+
+def _pool_backward(gy: torch.Tensor, x: torch.Tensor, idx: torch.Tensor,
+                   spec: tuple) -> torch.Tensor:
+    if _is_channels_last(x) and not _is_channels_last(gy):
+        # The kernels run 2-3x slower on a default-layout gradient (e.g. from the head's
+        # mean) than on a channels-last copy of it.
+        gy = gy.contiguous(memory_format=torch.channels_last)
+    if spec[0] == "adaptive":
+        return _aten.adaptive_max_pool2d_backward(gy, x, idx)
+    _, kernel, stride = spec
+    return _aten.max_pool2d_with_indices_backward(gy, x, kernel, stride, [0, 0], [1, 1], False,
+                                                  idx)
+
+
+class _MaxPool2d(torch.autograd.Function):
+    """Max pooling, ``spec`` = ("adaptive", output size) or ("window", kernel, stride)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor, spec: tuple) -> torch.Tensor:
+        if spec[0] == "adaptive":
+            y, idx = _aten.adaptive_max_pool2d(x, spec[1])
+        else:
+            y, idx = _aten.max_pool2d_with_indices(x, spec[1], spec[2], [0, 0], [1, 1], False)
+        ctx.save_for_backward(x, idx)
+        ctx.spec = spec
+        return y  # (N, C, h, w)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, gy: torch.Tensor):  # type: ignore[override]
+        x, idx = ctx.saved_tensors
+        return _MaxPool2dBackward.apply(gy, x, idx, ctx.spec), None
+
+
+class _MaxPool2dBackward(torch.autograd.Function):
+    """gx = scatter of gy to the arg-max positions; linear in gy, so its derivative is the
+    gather of the upstream gradient at the same positions (and zero w.r.t. x)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, gy: torch.Tensor, x: torch.Tensor, idx: torch.Tensor,
+                spec: tuple) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        return _pool_backward(gy, x, idx, spec)  # (N, C, H, W)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, v: torch.Tensor):  # type: ignore[override]
+        (idx,) = ctx.saved_tensors
+        return _gather_windows(v, idx), None, None, None
+
+
+def _fast_pool_applies(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.dim() == 4 and x.is_floating_point()
+
+
+def adaptive_max_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_max_pool2d(x, size)`` with the layout-keeping second derivative."""
+    if not _fast_pool_applies(x):
+        return F.adaptive_max_pool2d(x, size)
+    return _MaxPool2d.apply(x, ("adaptive", [int(size[0]), int(size[1])]))
+
+
+class Pool(blocks.Pool):
+    """:class:`genome.blocks.Pool` whose max pooling has the layout-keeping second derivative."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind != "max" or not _fast_pool_applies(x):
+            return super().forward(x)
+        return _MaxPool2d.apply(x, ("window", [2, 2], [2, 2]))
+
+
+class Sum(blocks.Sum):
+    """:class:`genome.blocks.Sum`, matching spatial sizes with :func:`adaptive_max_pool2d`."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return super().forward(*blocks.match_spatial(a, b, adaptive_max_pool2d))
+
+
+class Concat(blocks.Concat):
+    """:class:`genome.blocks.Concat`, matching spatial sizes with :func:`adaptive_max_pool2d`."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return super().forward(*blocks.match_spatial(a, b, adaptive_max_pool2d))
+
+
+_FAST: dict[type, type] = {
+    nn.Conv2d: Conv2d, nn.BatchNorm2d: BatchNorm2d, blocks.ConvBNReLU: ConvBNReLU,
+    blocks.Pool: Pool, blocks.Sum: Sum, blocks.Concat: Concat,
+}
 
 
 def use_fast_double_backward(module: nn.Module) -> nn.Module:
-    """Switch every exact ``nn.Conv2d`` / ``nn.BatchNorm2d`` inside ``module`` to the classes
-    above, in place; returns ``module``. Parameters, buffers, hooks and ``state_dict`` keys are
-    unchanged."""
+    """Switch every module inside ``module`` whose exact class is a key of ``_FAST`` (PyTorch's
+    Conv2d / BatchNorm2d, the conv / pool / sum / concat blocks) to the class above, in place;
+    returns ``module``. Parameters, buffers, hooks and ``state_dict`` keys are unchanged."""
     for m in module.modules():
         fast = _FAST.get(type(m))
         if fast is not None:

@@ -11,13 +11,16 @@ from torch import nn
 
 from defenses import create_defense
 from defenses.base import Batch
-from genome import compile_genome
+from genome import blocks, compile_genome
 from nas import allocator, double_backward
 from nas.double_backward import (
     BatchNorm2d,
     Conv2d,
     _BatchNormTrain,
+    _BatchNormTrainBackward,
     _Conv2d,
+    _MaxPool2d,
+    _ReLU,
     use_fast_double_backward,
 )
 from nas.training import (
@@ -74,6 +77,70 @@ def test_batchnorm_first_and_second_derivatives_match_finite_differences(shape, 
     assert torch.autograd.gradgradcheck(f, (x, w, b))
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("spec", [("window", [2, 2], [2, 2]), ("adaptive", [3, 2])])
+def test_max_pool_first_and_second_derivatives_match_finite_differences(spec, layout):
+    """Fixed 2x2 windows and adaptive pooling 7x5 -> 3x2 (overlapping windows), both layouts;
+    the second derivative equals PyTorch's and keeps the upstream gradient's layout."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 7, 5, dtype=D, generator=g).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+
+    def fast(x):
+        return _MaxPool2d.apply(x, spec)
+
+    def native(x):
+        if spec[0] == "window":
+            return F.max_pool2d(x, 2, 2)
+        return F.adaptive_max_pool2d(x, tuple(spec[1]))
+
+    assert torch.equal(fast(x), native(x))
+    assert torch.autograd.gradcheck(fast, (x,))
+    assert torch.autograd.gradgradcheck(fast, (x,))
+    gy = torch.randn(native(x).shape, dtype=D, generator=g).contiguous(memory_format=layout)
+    v = torch.randn(x.shape, dtype=D, generator=g).contiguous(memory_format=layout)
+    d_gy = []
+    for pool in (fast, native):
+        gy_ = gy.clone().requires_grad_(True)
+        (gx,) = torch.autograd.grad(pool(x), x, gy_, create_graph=True)
+        d_gy.append(torch.autograd.grad(gx, gy_, v)[0])  # v gathered at the arg-max positions
+    assert torch.equal(d_gy[0], d_gy[1])
+    assert d_gy[0].is_contiguous(memory_format=layout)
+
+
+def test_relu_first_and_second_derivatives_match_finite_differences():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 5, 5, dtype=D, generator=g)
+    x = (x + 0.1 * x.sign()).requires_grad_(True)  # away from the kink
+    assert torch.equal(_ReLU.apply(x), torch.relu(x))
+    assert torch.autograd.gradcheck(_ReLU.apply, (x,))
+    assert torch.autograd.gradgradcheck(_ReLU.apply, (x,))
+    gy = torch.randn(x.shape, dtype=D, generator=g, requires_grad=True)
+    (gx,) = torch.autograd.grad(_ReLU.apply(x), x, gy, create_graph=True)
+    d_gy, d_x = torch.autograd.grad(gx.sum(), (gy, x), allow_unused=True)
+    assert torch.equal(d_gy, (x > 0).to(D))
+    assert d_x is None or not d_x.any()
+
+
+def test_batchnorm_second_derivative_skips_parameter_terms_nobody_used(monkeypatch):
+    """In gm's input-gradient pass g_gamma / g_beta are unused: their upstream gradients must
+    arrive as None (not zero maps that would cost full-size operations)."""
+    seen = []
+    backward = _BatchNormTrainBackward.backward
+
+    def spy(ctx, v, u_gamma, u_beta):
+        seen.append((v is None, u_gamma, u_beta))
+        return backward(ctx, v, u_gamma, u_beta)
+
+    monkeypatch.setattr(_BatchNormTrainBackward, "backward", staticmethod(spy))
+    bn = use_fast_double_backward(nn.BatchNorm2d(3)).train()
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    (gx,) = torch.autograd.grad(bn(x).square().sum(), x, create_graph=True)
+    gx.square().sum().backward()
+    assert seen == [(False, None, None)]
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+
+
 def _gm_like_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor):
     """Parameter gradients of CE + <grad_x CE, v> (gm's structure) and of CE alone."""
     x = x.clone().requires_grad_(True)
@@ -92,8 +159,12 @@ def test_a_switched_genome_network_computes_what_pytorch_computes():
     native = compile_genome(resolve_genome("he-baseline"), input_shape=(1, 12, 12),
                             num_classes=5).to(D).train()
     fast = use_fast_double_backward(copy.deepcopy(native))
-    assert {type(m) for m in fast.modules()} >= {Conv2d, BatchNorm2d}
-    assert not any(type(m) in (nn.Conv2d, nn.BatchNorm2d) for m in fast.modules())
+    swapped = {nn.Conv2d: Conv2d, nn.BatchNorm2d: BatchNorm2d,
+               blocks.ConvBNReLU: double_backward.ConvBNReLU, blocks.Pool: double_backward.Pool,
+               blocks.Sum: double_backward.Sum, blocks.Concat: double_backward.Concat}
+    assert {type(m) for m in fast.modules()} >= set(swapped.values())
+    assert not any(type(m) in swapped for m in fast.modules())
+    assert any(isinstance(m, blocks.Pool) and m.kind == "max" for m in fast.modules())
     assert list(fast.state_dict()) == list(native.state_dict())
     g = torch.Generator().manual_seed(1)
     x = torch.rand(6, 1, 12, 12, dtype=D, generator=g)
