@@ -42,6 +42,8 @@ D = torch.float64
     (4, 3, 1, 0, 2, 2, False),  # dilated, grouped
     (1, 5, 2, 2, 1, 1, False),  # first layer: input gradient by matmul + fold
     (3, 3, 2, 0, 1, 1, True),  # 3 channels, fold path, no padding (floor drops a row)
+    (2, 3, 1, 1, 1, 1, False),  # first layer, stride 1: shifted adds
+    (1, 2, 1, 0, 1, 1, True),  # stride 1, even kernel, no padding
 ])
 def test_conv_first_and_second_derivatives_match_finite_differences(
         c_in, kernel, stride, padding, dilation, groups, bias):
