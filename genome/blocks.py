@@ -88,7 +88,11 @@ class Head(nn.Module):
         self.fc = nn.Linear(hidden or in_features, num_classes)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        z = f.mean(dim=(2, 3))  # (N, C)
+        z = self.global_pool(f)  # (N, C)
         if self.hidden is not None:
             z = F.relu(self.hidden(z))  # (N, hidden)
         return self.fc(z)  # (N, num_classes)
+
+    @staticmethod
+    def global_pool(f: torch.Tensor) -> torch.Tensor:
+        return f.mean(dim=(2, 3))  # (N, C, H, W) -> (N, C)

@@ -11,7 +11,9 @@ slow on a CPU for the layers a genome is made of:
   several times slower than the weight-gradient kernel that computes the same numbers;
 - max pooling copies a channels-last gradient to the default layout for its gather, and its
   first derivative slows down 2-3x on the default-layout gradients that come back;
-- ReLU's second derivative w.r.t. its input is a zero-filled map, which the engine then adds.
+- ReLU's second derivative w.r.t. its input is a zero-filled map, which the engine then adds;
+- the global average pool's gradient is a stride-0 expansion, slow to read for every kernel
+  of the backward passes after it.
 
 The classes below keep PyTorch's own kernels for the forward and the first derivative (so a
 network trains exactly as before) and differentiate the first derivative by hand.
@@ -46,10 +48,11 @@ gradient while ``gm`` takes the input gradient), as PyTorch's own nodes do.
 Max pooling (2x2 windows or adaptive): the first derivative scatters ``gy`` to the arg-max
 positions, so its derivative is the gather of the upstream gradient at the same positions,
 done in the gradient's own layout. ReLU: ``gx = gy * (y > 0)`` has derivative ``v * (y > 0)``
-w.r.t. ``gy`` and none w.r.t. ``y``.
+w.r.t. ``gy`` and none w.r.t. ``y``. Global average pool: ``gf = gz / (H W)`` broadcast, made
+contiguous in the input's layout; its derivative is the mean of the upstream gradient.
 
 :func:`use_fast_double_backward` switches the ``nn.Conv2d`` / ``nn.BatchNorm2d`` layers and the
-pooling / skip / conv blocks of :mod:`genome.blocks` inside a module to these classes in place:
+conv / pooling / skip / head blocks of :mod:`genome.blocks` inside a module to these classes in place:
 the class changes; parameters, buffers, hooks and ``state_dict`` keys do not, so saved
 weights load into plain modules and exported networks stay plain PyTorch.
 """
@@ -450,16 +453,59 @@ class Concat(blocks.Concat):
         return super().forward(*blocks.match_spatial(a, b, adaptive_max_pool2d))
 
 
+# ------------------------------------------------------------------- global average pool
+
+
+class _GlobalMean(torch.autograd.Function):
+    """(N, C, H, W) -> (N, C) mean, whose gradient map comes back in the input's layout
+    (PyTorch's is a stride-0 expansion that every later kernel reads slowly)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, f: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.channels_last = f.shape, _is_channels_last(f)
+        return f.mean(dim=(2, 3))
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, gz: torch.Tensor):  # type: ignore[override]
+        return _GlobalMeanBackward.apply(gz, ctx.shape, ctx.channels_last)
+
+
+class _GlobalMeanBackward(torch.autograd.Function):
+    """gf = gz / (H W) broadcast over (H, W): linear in gz, derivative mean over (H, W)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, gz: torch.Tensor, shape: torch.Size,
+                channels_last: bool) -> torch.Tensor:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return (gz / (shape[2] * shape[3]))[:, :, None, None].expand(shape).contiguous(
+            memory_format=layout)  # (N, C, H, W)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, v: torch.Tensor):  # type: ignore[override]
+        return v.mean(dim=(2, 3)), None, None
+
+
+class Head(blocks.Head):
+    """:class:`genome.blocks.Head` with the layout-keeping global average pool."""
+
+    @staticmethod
+    def global_pool(f: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return f.mean(dim=(2, 3))
+        return _GlobalMean.apply(f)
+
+
 _FAST: dict[type, type] = {
     nn.Conv2d: Conv2d, nn.BatchNorm2d: BatchNorm2d, blocks.ConvBNReLU: ConvBNReLU,
-    blocks.Pool: Pool, blocks.Sum: Sum, blocks.Concat: Concat,
+    blocks.Pool: Pool, blocks.Sum: Sum, blocks.Concat: Concat, blocks.Head: Head,
 }
 
 
 def use_fast_double_backward(module: nn.Module) -> nn.Module:
     """Switch every module inside ``module`` whose exact class is a key of ``_FAST`` (PyTorch's
-    Conv2d / BatchNorm2d, the conv / pool / sum / concat blocks) to the class above, in place;
-    returns ``module``. Parameters, buffers, hooks and ``state_dict`` keys are unchanged."""
+    Conv2d / BatchNorm2d; the conv, pool, sum, concat and head blocks) to the class above, in
+    place; returns ``module``. Parameters, buffers, hooks and ``state_dict`` keys are unchanged."""
     for m in module.modules():
         fast = _FAST.get(type(m))
         if fast is not None:

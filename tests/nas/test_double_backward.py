@@ -110,6 +110,20 @@ def test_max_pool_first_and_second_derivatives_match_finite_differences(spec, la
     assert d_gy[0].is_contiguous(memory_format=layout)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_global_mean_derivatives_match_finite_differences_and_keep_the_layout(layout):
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(2, 3, 4, 5, dtype=D, generator=g).contiguous(memory_format=layout)
+    f.requires_grad_(True)
+    assert torch.equal(double_backward._GlobalMean.apply(f), f.mean(dim=(2, 3)))
+    assert torch.autograd.gradcheck(double_backward._GlobalMean.apply, (f,))
+    assert torch.autograd.gradgradcheck(double_backward._GlobalMean.apply, (f,))
+    (gf,) = torch.autograd.grad(double_backward._GlobalMean.apply(f).sum(), f)
+    assert gf.is_contiguous(memory_format=layout) and gf.stride()[-1] == (
+        3 if layout == torch.channels_last else 1)  # materialised, not a stride-0 expansion
+    assert torch.allclose(gf, torch.full_like(gf, 1 / 20))
+
+
 def test_relu_first_and_second_derivatives_match_finite_differences():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(3, 4, 5, 5, dtype=D, generator=g)
@@ -163,7 +177,8 @@ def test_a_switched_genome_network_computes_what_pytorch_computes():
     fast = use_fast_double_backward(copy.deepcopy(native))
     swapped = {nn.Conv2d: Conv2d, nn.BatchNorm2d: BatchNorm2d,
                blocks.ConvBNReLU: double_backward.ConvBNReLU, blocks.Pool: double_backward.Pool,
-               blocks.Sum: double_backward.Sum, blocks.Concat: double_backward.Concat}
+               blocks.Sum: double_backward.Sum, blocks.Concat: double_backward.Concat,
+               blocks.Head: double_backward.Head}
     assert {type(m) for m in fast.modules()} >= set(swapped.values())
     assert not any(type(m) in swapped for m in fast.modules())
     assert any(isinstance(m, blocks.Pool) and m.kind == "max" for m in fast.modules())
