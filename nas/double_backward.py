@@ -198,11 +198,13 @@ class _Conv2dBackward(torch.autograd.Function):
 
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` whose second derivative is the closed form above (zero padding, numeric
-    ``padding``); other configurations take the parent's path."""
+    ``padding``); other configurations, and autocast (whose casts the saved tensors would not
+    carry into the backward passes), take the parent's path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.padding_mode != "zeros" or isinstance(self.padding, str)
-                or not torch.is_grad_enabled() or x.dim() != 4):
+                or not torch.is_grad_enabled() or x.dim() != 4
+                or torch.is_autocast_enabled(x.device.type)):
             return super().forward(x)
         conf = (list(self.stride), list(self.padding), list(self.dilation), self.groups)
         # Views, not the leaf parameters: the engine can then say whether the running pass

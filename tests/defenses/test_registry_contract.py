@@ -9,6 +9,7 @@ import torch
 
 from defenses import UnknownName, create_defense, list_defenses
 from defenses.base import Batch
+from nas.training import build_training_model, to_training_layout, train_step
 
 ALL = list_defenses()
 
@@ -59,6 +60,31 @@ def test_finite_loss_and_gradient_on_every_parameter(name, factory, data, make_c
     model.eval()
     with torch.no_grad():
         assert model(batch.x).shape == (len(batch.y), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_training_step_under_bf16_autocast_gives_finite_gradients(name, factory, data,
+                                                                    make_ctx):
+    """``--amp bf16`` (the default on CUDA with bf16 support) through the loop's training
+    layout (channels-last, hand-written second derivatives): every parameter gets a finite
+    float32 gradient."""
+    torch.manual_seed(0)
+    defense = create_defense(name)
+    model = build_training_model(defense, factory, num_classes=NUM_CLASSES,
+                                 input_shape=(1, 12, 12), device=torch.device("cpu"))
+    ctx = make_ctx(0)
+    x, y = data
+    defense.prepare(x, y, ctx)
+    model.train()
+    batch = Batch(x=to_training_layout(x.float() / 255.0), y=y, index=torch.arange(len(y)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss, _ = train_step(model, defense, torch.optim.SGD(params, lr=0.0), batch, ctx,
+                         torch.autocast("cpu", dtype=torch.bfloat16))
+    assert torch.isfinite(loss)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.dtype == torch.float32, f"{name}: {n}"
+            assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {n}"
 
 
 @pytest.mark.parametrize("name", ALL)

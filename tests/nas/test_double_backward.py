@@ -283,3 +283,27 @@ def test_allocator_settings_apply_once_and_can_be_turned_off(monkeypatch):
 def _is_glibc() -> bool:
     import platform
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def test_a_switched_genome_network_takes_a_gm_step_under_bf16_autocast():
+    """``--amp bf16`` path: conv in bf16, BatchNorm on the parent's path, the hand-written
+    pooling / ReLU / head functions on bf16 maps; every parameter gets a finite gradient."""
+    genome = resolve_genome("he-baseline")
+    factory = lambda: compile_genome(genome, input_shape=(1, 12, 12), num_classes=5)  # noqa: E731
+    gm = create_defense("gm")
+    torch.manual_seed(0)
+    model = build_training_model(gm, factory, num_classes=5, input_shape=(1, 12, 12),
+                                 device=torch.device("cpu")).train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 12, 12, generator=g)
+    y = torch.randint(0, 5, (6,), generator=g)
+    ref = CachedReferenceGrad(torch.randn(6, 1, 12, 12, generator=g), torch.device("cpu"))
+    ctx = build_context(gm, device=torch.device("cpu"), generator=g, reference_grad=ref,
+                        log=lambda _m: None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss, logs = train_step(model, gm, opt, Batch(to_training_layout(x), y, torch.arange(6)),
+                            ctx, torch.autocast("cpu", dtype=torch.bfloat16))
+    assert torch.isfinite(loss) and -1.0 <= logs["gm_cos"] <= 1.0
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == p.dtype, name
+        assert torch.isfinite(p.grad).all(), name
