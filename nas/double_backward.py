@@ -51,10 +51,10 @@ done in the gradient's own layout. ReLU: ``gx = gy * (y > 0)`` has derivative ``
 w.r.t. ``gy`` and none w.r.t. ``y``. Global average pool: ``gf = gz / (H W)`` broadcast, made
 contiguous in the input's layout; its derivative is the mean of the upstream gradient.
 
-:func:`use_fast_double_backward` switches the ``nn.Conv2d`` / ``nn.BatchNorm2d`` layers and the
-conv / pooling / skip / head blocks of :mod:`genome.blocks` inside a module to these classes in place:
-the class changes; parameters, buffers, hooks and ``state_dict`` keys do not, so saved
-weights load into plain modules and exported networks stay plain PyTorch.
+:func:`use_fast_double_backward` switches the ``nn.Conv2d`` / ``nn.BatchNorm2d`` layers and
+the conv / pooling / skip / head blocks of :mod:`genome.blocks` inside a module to these
+classes in place: the class changes; parameters, buffers, hooks and ``state_dict`` keys do
+not, so saved weights load into plain modules and exported networks stay plain PyTorch.
 """
 
 from __future__ import annotations
