@@ -235,6 +235,7 @@ def train(
     return outcome
 
 
+@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
     """Predicted labels (N,) of uint8 or float [0, 1] images (N, C, H, W), in eval mode; the

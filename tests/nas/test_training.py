@@ -107,3 +107,7 @@ def test_predict_accepts_uint8_and_float_and_restores_mode():
     assert torch.equal(p8, pf) and p8.shape == (7,) and model.training
     assert torch.equal(p8, model(x.float() / 255).argmax(1))
     assert F.softmax(model(x.float()), 1).shape == (7, 3)
+    grad_modes = []
+    model.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
+    predict(model, x, batch_size=3)
+    assert grad_modes == [False] * 3  # evaluation records no autograd graph
