@@ -55,9 +55,24 @@ contiguous in the input's layout; its derivative is the mean of the upstream gra
 the conv / pooling / skip / head blocks of :mod:`genome.blocks` inside a module to these
 classes in place: the class changes; parameters, buffers, hooks and ``state_dict`` keys do
 not, so saved weights load into plain modules and exported networks stay plain PyTorch.
+
+The switch is on by default; ``NAS_FAST_DOUBLE_BACKWARD=0`` (or ``off``/``false``) in the
+environment turns it off, and every network then trains with PyTorch's own layers (same
+gradients up to floating-point rounding; ``tests/nas/test_double_backward.py`` checks both).
+
+Upgrading torch: this module calls private ATen operators (``torch.ops.aten.convolution_backward``,
+``native_batch_norm(_backward)``, ``max_pool2d_with_indices(_backward)``,
+``adaptive_max_pool2d(_backward)``, ``threshold_backward``) and
+``torch._C._will_engine_execute_node``. Their signatures are not a public API: after an
+upgrade, run ``tests/nas/test_double_backward.py`` (it compares every class with PyTorch's own
+layers by ``gradcheck`` / ``gradgradcheck``) and, if it fails, set
+``NAS_FAST_DOUBLE_BACKWARD=0`` until this module is adapted. pyproject.toml states the tested
+torch range.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -504,10 +519,22 @@ _FAST: dict[type, type] = {
 }
 
 
+ENV_SWITCH = "NAS_FAST_DOUBLE_BACKWARD"
+
+
+def fast_double_backward_enabled() -> bool:
+    """Whether :func:`use_fast_double_backward` switches layers (``$NAS_FAST_DOUBLE_BACKWARD``,
+    read at every call; anything but ``0`` / ``off`` / ``false`` / ``no`` means on)."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in {"0", "off", "false", "no"}
+
+
 def use_fast_double_backward(module: nn.Module) -> nn.Module:
     """Switch every module inside ``module`` whose exact class is a key of ``_FAST`` (PyTorch's
     Conv2d / BatchNorm2d; the conv, pool, sum, concat and head blocks) to the class above, in
-    place; returns ``module``. Parameters, buffers, hooks and ``state_dict`` keys are unchanged."""
+    place; returns ``module``. Parameters, buffers, hooks and ``state_dict`` keys are unchanged.
+    Does nothing when :func:`fast_double_backward_enabled` is false."""
+    if not fast_double_backward_enabled():
+        return module
     for m in module.modules():
         fast = _FAST.get(type(m))
         if fast is not None:

@@ -307,3 +307,26 @@ def test_a_switched_genome_network_takes_a_gm_step_under_bf16_autocast():
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.dtype == p.dtype, name
         assert torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("value", ["0", "off", "False"])
+def test_the_environment_switch_falls_back_to_pytorch_layers_with_equal_gradients(
+        monkeypatch, value):
+    """``NAS_FAST_DOUBLE_BACKWARD=0`` trains with PyTorch's own layers; a gm-like step gives the
+    gradients the switched layers give (float64)."""
+    torch.manual_seed(0)
+    native = compile_genome(resolve_genome("he-baseline"), input_shape=(1, 12, 12),
+                            num_classes=5).to(D).train()
+    monkeypatch.setenv(double_backward.ENV_SWITCH, value)
+    off = use_fast_double_backward(copy.deepcopy(native))
+    assert not any(type(m).__module__ == double_backward.__name__ for m in off.modules())
+    monkeypatch.delenv(double_backward.ENV_SWITCH)
+    on = use_fast_double_backward(copy.deepcopy(native))
+    assert any(type(m).__module__ == double_backward.__name__ for m in on.modules())
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(4, 1, 12, 12, dtype=D, generator=g)
+    y = torch.randint(0, 5, (4,), generator=g)
+    v = torch.randn(4, 1, 12, 12, dtype=D, generator=g)
+    (s_off, p_off), (s_on, p_on) = _gm_like_grads(off, x, y, v), _gm_like_grads(on, x, y, v)
+    for a, b in zip(s_off + p_off, s_on + p_on, strict=True):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
