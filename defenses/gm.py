@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses import register_defense
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+from defenses.registry import register_defense
 
 
 def misalignment(g_child: torch.Tensor, g_ref: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses import register_defense
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+from defenses.registry import register_defense
 
 
 class GraphProjection(nn.Module):

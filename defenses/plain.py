@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from defenses import register_defense
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+from defenses.registry import register_defense
 
 
 @register_defense("none")

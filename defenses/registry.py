@@ -5,13 +5,22 @@ Modelled on torchvision's ``models/_api.py`` and timm's ``_registry.py``:
 names matching a glob, ``get(name)`` raises :class:`UnknownName` listing the sorted valid
 names. This generic class lives in ``defenses`` because it is the lowest package that both
 ``defenses`` and ``nas`` may import (``defenses`` imports nothing of ours).
+
+The defense registry itself (:data:`DEFENSES`, :func:`register_defense`,
+:func:`list_defenses`, :func:`create_defense`) lives here too, so that the defense modules
+register themselves by importing this module, not the package that imports them (no cycle
+through ``defenses/__init__.py``; timm's models take ``register_model`` from ``_registry``
+the same way).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from defenses.base import Defense
 
 T = TypeVar("T")
 
@@ -58,3 +67,26 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
+    """Class decorator registering a :class:`~defenses.base.Defense` subclass under ``name``."""
+
+    def decorator(cls: type[Defense]) -> type[Defense]:
+        cls.name = name
+        return DEFENSES.register(name)(cls)
+
+    return decorator
+
+
+def list_defenses(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered defenses matching ``pattern``."""
+    return DEFENSES.names(pattern)
+
+
+def create_defense(name: str, **hparams: Any) -> Defense:
+    """Instantiate a registered defense; unknown names raise :class:`UnknownName`."""
+    return DEFENSES.get(name)(**hparams)

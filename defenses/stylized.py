@@ -25,8 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from defenses import adain as style
-from defenses import register_defense
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+from defenses.registry import register_defense
 
 _FORMAT_VERSION = 2  # bump when the stylizers change their output
 _CHUNK = 256

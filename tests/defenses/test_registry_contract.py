@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from defenses import UnknownName, create_defense, list_defenses
+from defenses import UnknownName, create_defense, list_defenses, register_defense
 from defenses.base import Batch
 from nas.training import build_training_model, to_training_layout, train_step
 
@@ -30,9 +30,18 @@ def _setup(name, factory, data, make_ctx, seed=0):
 
 
 def test_the_paper_defenses_are_registered():
-    assert {"none", "ot", "ncen", "cldl", "stylized"} <= set(ALL)
+    assert {"none", "gm", "ot", "ncen", "cldl", "stylized"} <= set(ALL)
     with pytest.raises(UnknownName, match="valid: .*ncen"):
         create_defense("no-such-defense")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_registered_defense_carries_its_name_and_a_duplicate_is_refused(name):
+    cls = type(create_defense(name))
+    assert cls.name == name
+    with pytest.raises(ValueError, match="already registered"):
+        register_defense(name)(type("Again", (cls,), {}))
+    assert type(create_defense(name)) is cls  # the refused duplicate replaced nothing
 
 
 @pytest.mark.parametrize("name", ALL)
