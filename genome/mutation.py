@@ -230,7 +230,6 @@ def mutate(
     limits: MutationLimits | None = None,
     count: int = 1,
     operators: Iterable[str] | None = None,
-    space_limits: MutationLimits | None = None,
 ) -> tuple[nx.DiGraph, list[str]]:
     """Aggressive mutation: apply ``count`` operators in a row (paper 3.2; 4-5 in the paper).
 
@@ -240,14 +239,14 @@ def mutate(
     Args:
         g: the parent (never modified).
         rng: the random generator.
-        limits: choices and caps of the search space (``space_limits`` is an alias).
+        limits: choices and caps of the search space.
         count: number of mutations in a row.
         operators: names from :data:`MUTATIONS` to draw from (default: all).
 
     Returns:
         ``(child, applied)``: a new genome and the names of the operators applied, in order.
     """
-    limits = limits or space_limits or MutationLimits()
+    limits = limits or MutationLimits()
     names = sorted(operators) if operators is not None else sorted(MUTATIONS)
     unknown = [n for n in names if n not in MUTATIONS]
     if unknown:

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from genome_factories import chain, conv, pool, skip_net
+from genome_factories import chain, conv, make, pool, sconv, skip_net
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,6 +53,14 @@ def _delta(a, b):
 
 
 BASE = chain(conv(16), pool(), conv(32), hidden=0)
+# every block kind once, and both skip kinds: input -> a -> p -> b(sconv) -> s = sum(b, a)
+# -> c = concat(s, p) -> output
+FULL = make(
+    [("in", "input", {}), ("a", *conv(8)), ("p", *pool()), ("b", *sconv(8)), ("s", "sum", {}),
+     ("c", "concat", {}), ("out", "output", {"hidden": 0})],
+    [("in", "a"), ("a", "p"), ("p", "b"), ("b", "s", 0), ("a", "s", 1), ("s", "c", 0),
+     ("p", "c", 1), ("c", "out")],
+)
 
 
 @pytest.mark.parametrize(
@@ -63,15 +71,39 @@ BASE = chain(conv(16), pool(), conv(32), hidden=0)
      ("edit_conv", (0, 0, 0, 0, 0)), ("edit_pool", (0, 0, 0, 0, 0))],
 )
 def test_each_operator_does_what_it_says(name, delta):
-    before = gn.to_json(BASE)
-    child = gn.MUTATIONS[name](BASE, np.random.default_rng(0), limits=LIMITS)
-    assert child is not None and child is not BASE
-    assert gn.to_json(BASE) == before
-    assert _delta(BASE, child) == delta
+    _check_operator(BASE, name, delta)
+
+
+@pytest.mark.parametrize(
+    ("name", "delta"),
+    [("edit_sconv", (0, 0, 0, 0, 0)), ("delete_sconv", (0, 0, -1, 0, 0)),
+     ("delete_sum", (0, 0, 0, -1, 0)), ("delete_concat", (0, 0, 0, 0, -1)),
+     ("add_conv", (1, 0, 0, 0, 0)), ("add_sum", (0, 0, 0, 1, 0))],
+)
+def test_each_operator_does_what_it_says_on_a_graph_with_every_block_kind(name, delta):
+    _check_operator(FULL, name, delta)
+
+
+def test_every_operator_is_covered_by_the_parametrisations():
+    covered = set()
+    for fn in (test_each_operator_does_what_it_says,
+               test_each_operator_does_what_it_says_on_a_graph_with_every_block_kind):
+        (mark,) = [m for m in fn.pytestmark if m.name == "parametrize"]
+        covered |= {name for name, _ in mark.args[1]}
+    assert covered == set(gn.MUTATIONS)
+
+
+def _check_operator(base, name, delta):
+    assert gn.is_valid_for(base, LIMITS)
+    before = gn.to_json(base)
+    child = gn.MUTATIONS[name](base, np.random.default_rng(0), limits=LIMITS)
+    assert child is not None and child is not base
+    assert gn.to_json(base) == before
+    assert _delta(base, child) == delta
     assert gn.is_valid_for(child, LIMITS)
     if name.startswith("edit"):
-        assert gn.canonical_hash(child) != gn.canonical_hash(BASE)
-        assert sorted(child.edges) == sorted(BASE.edges)
+        assert gn.canonical_hash(child) != gn.canonical_hash(base)
+        assert sorted(child.edges) == sorted(base.edges)
 
 
 def test_new_params_come_from_the_limits():
@@ -110,7 +142,7 @@ def test_mutate_is_reproducible_and_counts():
     b, ops_b = gn.mutate(g, np.random.default_rng(9), limits=LIMITS, count=5)
     assert ops_a == ops_b and len(ops_a) == 5
     assert gn.to_json(a) == gn.to_json(b)
-    c, ops_c = gn.mutate(g, np.random.default_rng(9), space_limits=LIMITS, count=2,
+    c, ops_c = gn.mutate(g, np.random.default_rng(9), limits=LIMITS, count=2,
                          operators=["add_conv"])
     assert ops_c == ["add_conv", "add_conv"] and gn.spectrum(c)[0] == gn.spectrum(g)[0] + 2
     with pytest.raises(ValueError, match="unknown mutation operators"):
