@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_resume import comparable
 
-from nas.cli import run
+from nas.cli import UserError, run
 from nas.evolve import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ def test_layering_defaults_preset_config_file_flags(tmp_path):
     assert cfg.search.population == 4 and cfg.search.generations == 9  # file < flags
     assert cfg.search.sequential and cfg.fitness.defense_args == (("lam", 0.5),)
     cfg_file.write_text(json.dumps({"populaton": 4}))
-    with pytest.raises(Exception, match="populaton"):
+    with pytest.raises(UserError, match="unknown configuration keys: populaton"):
         resolve({}, preset="smoke", config_file=str(cfg_file), run_dir="r")
 
 
