@@ -1,14 +1,47 @@
-"""Small helpers for the on-disk caches of the hot path: stable keys and atomic writes."""
+"""The on-disk caches of the hot path: stable keys, tensor digests and all-or-nothing entries.
+
+A cache entry is **one file** holding its tensors and its metadata (``torch.save`` of a plain
+dict, read back with ``weights_only=True``):
+
+``{"format": 1, "key": <what it was computed from>, "meta": {...}, "tensors": {...},
+"checksum": <sha256 of the tensors>}``
+
+It is written to a temporary file in the same folder, flushed and fsynced, renamed into place
+and the folder fsynced (:func:`save_entry`), so a reader sees all of an entry or none of it,
+whatever moment a process is killed at. :func:`load_entry` returns ``None`` for a missing
+entry and also for a corrupt one (unreadable, truncated, another layout, checksum or key
+mismatch): it then logs one line, deletes the file and the caller rebuilds the artefact.
+
+Keys name what an artefact was computed from: :func:`tensor_digest` of the exact tensors
+(images *and* labels) plus every setting that changes the result, so two runs on different
+images never share an entry.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+FORMAT = 1
+
+# Test-only kill point: ``NAS_TEST_KILL_AT=<name>`` makes the process SIGKILL itself at the
+# named moment of a cache write (see :func:`kill_point`); read once at import, so production
+# pays one string comparison per write.
+_KILL_AT = os.environ.get("NAS_TEST_KILL_AT", "")
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process when ``NAS_TEST_KILL_AT`` equals ``name`` (tests of durability)."""
+    if _KILL_AT and _KILL_AT == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def digest(obj: Any, length: int = 16) -> str:
@@ -17,22 +50,163 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def tensor_digest(*tensors: torch.Tensor, length: int = 16) -> str:
+    """SHA-256 (hex prefix) of the exact contents of ``tensors``: dtype, shape and bytes of each."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:length]
+
+
 def derive_seed(*parts: Any) -> int:
     """A 31-bit seed derived from ``parts`` (e.g. ``("reference", seed)``), independent streams."""
     return int(digest(list(parts), 8), 16) & 0x7FFFFFFF
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Create ``path``'s folder, then write ``text`` atomically (:func:`nas.rundir.atomic_write_text`)."""
-    from nas.rundir import atomic_write_text as write
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of ``path`` left by processes that no longer run (a kill)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def write_durably(path: Path, write: Callable[[Any], None], *, kill_name: str = "") -> None:
+    """``write(file)`` into a temporary file next to ``path``, fsync, rename, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write(path, text)
+    remove_stale_temps(path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if kill_name:
+            kill_point(f"{kill_name}:before-rename")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Create ``path``'s folder, then write ``text`` atomically (temp file, fsync, rename)."""
+    write_durably(path, lambda fh: fh.write(text.encode()))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a temporary file next to ``path``, fsync, then rename it into place."""
+    write_durably(path, lambda fh: torch.save(obj, fh))
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    names = sorted(tensors)
+    return digest(names) + tensor_digest(*(tensors[n] for n in names))
+
+
+def save_entry(path: Path, key: dict[str, Any], tensors: dict[str, torch.Tensor],
+               meta: dict[str, Any] | None = None) -> None:
+    """Write one cache entry (all or nothing): ``key``, ``meta`` and CPU copies of ``tensors``.
+
+    Args:
+        path: the entry's file (``<cache>/<kind>/<name>.pt``).
+        key: JSON-able content of the key (what the artefact was computed from); stored and
+            compared on load, so a stale or colliding file is never mistaken for this entry.
+        tensors: the artefact's tensors by name.
+        meta: JSON-able description (timings, accuracies) returned with the tensors.
+    """
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    payload = {"format": FORMAT, "key": json.loads(json.dumps(key, default=str)),
+               "meta": json.loads(json.dumps(meta or {}, default=str)), "tensors": cpu,
+               "checksum": _checksum(cpu)}
+    write_durably(path, lambda fh: torch.save(payload, fh), kill_name=f"cache:{path.parent.name}")
+
+
+def load_entry(path: Path, key: dict[str, Any], *, log: Callable[[str], None] = print,
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """``(tensors, meta)`` of the entry at ``path`` computed from ``key``; ``None`` to rebuild.
+
+    ``None`` when there is no entry, and when the entry is corrupt (unreadable, truncated,
+    another layout, its checksum or key differ): that case is logged in one line and the file
+    deleted, so the caller rebuilds and rewrites it.
+    """
+    if not path.exists():
+        return None
+    problem = _problem(path, key)
+    if isinstance(problem, str):
+        discard(path, problem, log)
+        return None
+    return problem
+
+
+def discard(path: Path, reason: str, log: Callable[[str], None]) -> None:
+    """Log ``cache entry <path> <reason>; rebuilding it`` (one line) and delete the file."""
+    log(f"cache entry {path} {reason}; rebuilding it")
+    path.unlink(missing_ok=True)
+
+
+def _problem(path: Path, key: dict[str, Any]) -> str | tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What is wrong with the entry (a phrase), or its ``(tensors, meta)`` when nothing is."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt
+        return f"is corrupt ({type(exc).__name__}: {first_line(exc)})"
+    if not (isinstance(payload, dict) and payload.get("format") == FORMAT
+            and isinstance(payload.get("tensors"), dict) and isinstance(payload.get("meta"), dict)
+            and all(isinstance(v, torch.Tensor) for v in payload["tensors"].values())):
+        return "is not a cache entry of this version"
+    if payload.get("checksum") != _checksum(payload["tensors"]):
+        return "is corrupt (checksum mismatch)"
+    if payload.get("key") != json.loads(json.dumps(key, default=str)):
+        return "was computed from something else (key mismatch)"
+    return payload["tensors"], payload["meta"]
+
+
+def first_line(exc: BaseException) -> str:
+    """One line saying why ``torch.load(..., weights_only=True)`` (or anything) failed.
+
+    PyTorch's refusal to unpickle an object comes with advice to retry with
+    ``weights_only=False``; that advice must never reach a user of untrusted files (it runs
+    the file's code), so that case is reworded to name the refused object and nothing else.
+    """
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds a pickled Python object{what} besides tensors, which is never "
+                "loaded (it could run code)")
+    lines = text.splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return line.split(". ")[0][:200]

@@ -15,13 +15,13 @@ parameters are never changed and their ``.grad`` is never touched.
 - ``mim``: Dong et al. 2018, momentum (decay 1.0) on L1-normalised gradients, sign steps.
 
 The transferred adversarial examples of a split are generated once from the reference and
-cached on disk (:func:`transferred_set`), keyed by the reference's cache key, the attack
-settings and the split.
+cached on disk (:func:`transferred_set`), keyed by the reference's cache key, the digest of
+the exact images and labels attacked, the attack settings and the split; a loaded set is
+checked against its own clean images (eps-ball, [0, 1] box, shape) before it is used.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from defenses.registry import Registry
-from nas._cache import atomic_torch_save, atomic_write_text, digest
+from nas._cache import digest, discard, load_entry, save_entry, tensor_digest
 
 AttackFn = Callable[..., torch.Tensor]
 ATTACKS: Registry[AttackFn] = Registry("attack")
@@ -179,6 +179,38 @@ def attack_dataset(
     return torch.cat(out) if out else torch.empty(0)
 
 
+def transferred_key(ref_key: str, split: str, x_uint8: torch.Tensor, y: torch.Tensor,
+                    settings: AttackSettings, seed: int = 0) -> dict:
+    """What a transferred set is computed from: the reference's key, the digest of the exact
+    clean images and labels, the attack settings and its seed (the split names the file)."""
+    return {"reference": ref_key, "images": tensor_digest(x_uint8, y), "n": len(x_uint8),
+            "attack": asdict(settings), "seed": seed, "split": split}
+
+
+def check_adversarial(x_adv: torch.Tensor, x_uint8: torch.Tensor,
+                      settings: AttackSettings) -> str | None:
+    """Why ``x_adv`` cannot be the attack's output on ``x_uint8`` (a phrase), or ``None``.
+
+    Cheap checks: shape and dtype, finite, inside the [0, 1] box and inside the eps-ball
+    (L-inf, or per-sample L2 for ``pgd-l2``) around its own clean images.
+    """
+    if not len(x_uint8):
+        return None if not x_adv.numel() else f"holds {len(x_adv)} images, expected none"
+    if x_adv.shape != x_uint8.shape or x_adv.dtype != torch.float32:
+        return (f"holds {x_adv.dtype} {tuple(x_adv.shape)}, expected float32 "
+                f"{tuple(x_uint8.shape)}")
+    if not bool(torch.isfinite(x_adv).all()) or x_adv.min() < 0 or x_adv.max() > 1:
+        return "lies outside the [0, 1] box"
+    delta = x_adv - x_uint8.float().div(255.0)  # (N, C, H, W)
+    if settings.name == "pgd-l2":
+        dist = float(delta.flatten(1).norm(dim=1).max())
+    else:
+        dist = float(delta.abs().max())
+    if dist > settings.eps * (1 + 1e-5) + 1e-6:
+        return f"lies {dist:.4g} from its clean images, outside the eps-ball ({settings.eps:g})"
+    return None
+
+
 def transferred_set(
     reference: nn.Module, ref_key: str, split: str, x_uint8: torch.Tensor, y: torch.Tensor,
     settings: AttackSettings, cache: Path, *, device: torch.device | None = None,
@@ -186,17 +218,23 @@ def transferred_set(
 ) -> torch.Tensor:
     """The reference's adversarial examples of a split, generated once and cached on disk.
 
-    Cache key: the reference's key (architecture, data, training), the attack settings and the
-    split; files ``adversarial/<key>.pt`` (float32 tensor) + ``.json`` (what it holds).
+    Cache key (:func:`transferred_key`): the reference's key, the digest of the exact images
+    and labels attacked, the attack settings and seed; one all-or-nothing file
+    ``adversarial/<attack>-<split>-<key>.pt`` (tensor + description, :mod:`nas._cache`). A
+    loaded set is checked (:func:`check_adversarial`) and regenerated, with one log line,
+    when the check fails.
     """
-    key = digest({"reference": ref_key, "attack": asdict(settings), "split": split,
-                  "n": len(x_uint8)})
-    path = cache / "adversarial" / f"{settings.name}-{split}-{key}.pt"
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
+    content = transferred_key(ref_key, split, x_uint8, y, settings)
+    path = cache / "adversarial" / f"{settings.name}-{split}-{digest(content)}.pt"
+    entry = load_entry(path, content, log=log)
+    if entry is not None:
+        x_adv = entry[0].get("x_adv", torch.empty(0))
+        problem = check_adversarial(x_adv, x_uint8, settings)
+        if problem is None:
+            return x_adv
+        discard(path, problem, log)
     log(f"generating {settings.name} adversarial set of split {split!r} ({len(x_uint8)} images)")
-    x_adv = attack_dataset(reference, x_uint8, y, settings, device=device, progress=progress)
-    atomic_torch_save(x_adv, path)
-    meta = {"reference": ref_key, "attack": asdict(settings), "split": split, "n": len(x_uint8)}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    x_adv = attack_dataset(reference, x_uint8, y, settings, device=device, progress=progress,
+                           seed=content["seed"])
+    save_entry(path, content, {"x_adv": x_adv})
     return x_adv

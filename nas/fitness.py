@@ -29,7 +29,16 @@ import torch
 from torch import nn
 
 from defenses import create_defense
-from nas._cache import atomic_torch_save, atomic_write_text, derive_seed, digest
+from nas._cache import (
+    atomic_torch_save,
+    atomic_write_text,
+    derive_seed,
+    digest,
+    discard,
+    load_entry,
+    save_entry,
+    tensor_digest,
+)
 from nas.attacks import AttackSettings, resolve_attack, transferred_set
 from nas.data import Splits, cache_root, load_splits
 from nas.references import get_reference
@@ -181,17 +190,29 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
 def _cached_reference_grads(reference: nn.Module, ref_key: str, splits: Splits, cache: Path,
                             device: torch.device, progress: bool,
                             log: Callable[[str], None]) -> torch.Tensor:
-    """Reference input gradients of the training set (no augmentation), cached on disk."""
-    key = digest({"reference": ref_key, "train": digest(splits.y_train.tolist()),
-                  "n": len(splits.y_train)})
-    path = cache / "refgrad" / f"{ref_key}-{key}.pt"
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
+    """Reference input gradients of the training set (no augmentation), cached on disk.
+
+    Keyed by the reference's key and the digest of the exact training images and labels; a
+    loaded entry of the wrong shape or with non-finite values is recomputed (one log line).
+    """
+    content = {"reference": ref_key, "images": tensor_digest(splits.x_train, splits.y_train),
+               "n": len(splits.y_train), "batch_size": _GRAD_BATCH}
+    path = cache / "refgrad" / f"{ref_key}-{digest(content)}.pt"
+    entry = load_entry(path, content, log=log)
+    if entry is not None:
+        grads = entry[0].get("grads", torch.empty(0))
+        if grads.shape == splits.x_train.shape and bool(torch.isfinite(grads).all()):
+            return grads
+        discard(path, f"holds {tuple(grads.shape)} or non-finite gradients, expected finite "
+                      f"{tuple(splits.x_train.shape)}", log)
     log(f"computing reference input gradients of {len(splits.y_train)} training images")
     grads = reference_gradients(reference, splits.x_train, splits.y_train, device=device,
-                                progress=progress)
-    atomic_torch_save(grads, path)
+                                batch_size=_GRAD_BATCH, progress=progress)
+    save_entry(path, content, {"grads": grads})
     return grads
+
+
+_GRAD_BATCH = 500
 
 
 @lru_cache(maxsize=2)

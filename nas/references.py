@@ -20,12 +20,15 @@ Every builder returns a module with the model contract of docs/architecture.md: 
 - ``he-ref`` / ``he-baseline``: the paper's hand-engineered genomes (Appendix A) compiled by
   ``genome.compile_genome``.
 
-A reference is trained once with CE (:func:`get_reference`) and cached as ``torch.save`` of
-its ``state_dict`` plus a JSON sidecar, keyed by everything that determines it.
+A reference is trained once with CE (:func:`get_reference`) and cached as one all-or-nothing
+entry (its ``state_dict`` and metadata in one file, :mod:`nas._cache`), keyed by everything
+that determines it: architecture, the digest of the exact training images and labels, and
+the whole training configuration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -38,10 +41,18 @@ from torch import nn
 
 from defenses import create_defense
 from defenses.registry import Registry
-from nas._cache import atomic_torch_save, atomic_write_text, derive_seed, digest
+from nas._cache import (
+    derive_seed,
+    digest,
+    discard,
+    first_line,
+    load_entry,
+    save_entry,
+    tensor_digest,
+)
 from nas.cli import UserError
 from nas.data import DatasetInfo, Splits
-from nas.training import TrainConfig, predict, train
+from nas.training import TrainConfig, predict, resolve_device, train
 
 Builder = Callable[[DatasetInfo], nn.Module]
 REFERENCES: Registry[Builder] = Registry("reference")
@@ -190,29 +201,50 @@ def he_baseline(info: DatasetInfo) -> nn.Module:
 
 # --------------------------------------------------------------------------- train + cache
 
+#: Fields of a training configuration that only say where / how visibly training runs; the
+#: resolved device *type* is keyed instead (CPU and CUDA kernels round differently).
+EXECUTION_ONLY = frozenset({"device", "progress"})
 
-def reference_key(name: str, splits: Splits, *, epochs: int, batch_size: int, lr: float,
-                  seed: int) -> dict[str, Any]:
+
+def training_fields(config: Any) -> dict[str, Any]:
+    """The JSON-able fields of a training configuration (a dataclass or a mapping) that change
+    what training produces: every field except :data:`EXECUTION_ONLY`, nested ones included.
+
+    The reference key takes the configuration as a whole, so a field added to it later is
+    part of the key without touching this module.
+    """
+    fields_ = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    out = {k: v for k, v in fields_.items() if k not in EXECUTION_ONLY}
+    if "device" in fields_:
+        out["device_type"] = resolve_device(str(fields_["device"])).type
+    return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def reference_key(name: str, splits: Splits, training: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines a trained reference (the cache key's content).
 
     ``architecture`` fingerprints the parameter names and shapes, so a changed definition
-    (e.g. an edited named genome) trains a new reference instead of loading a stale one.
+    (e.g. an edited named genome) trains a new reference instead of loading a stale one;
+    ``train`` is the digest of the exact training images and labels; ``training`` the whole
+    training configuration (:func:`training_fields`, with the training seed).
     """
     shapes = {k: list(v.shape) for k, v in build_reference(name, splits.info).state_dict().items()}
     return {"reference": name, "architecture": digest(shapes), "dataset": splits.info.name,
-            "train_size": len(splits.y_train),
-            "val_size": len(splits.y_val), "train_digest": digest(splits.y_train.tolist()),
-            "input_shape": list(splits.info.input_shape), "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "seed": seed, "torch": torch.__version__}
+            "input_shape": list(splits.info.input_shape),
+            "train": tensor_digest(splits.x_train, splits.y_train),
+            "train_size": len(splits.y_train), "training": training, "torch": torch.__version__}
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a ``state_dict`` file into ``model``; a mismatch is one clear :class:`UserError`."""
+    """Load a ``state_dict`` file into ``model``; a mismatch is one clear :class:`UserError`.
+
+    Only tensors are ever read (``weights_only=True``); a file holding other pickled objects
+    is refused without suggesting to load it some other way.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot read weights {path}: {first}") from None
+        raise UserError(f"cannot read weights {path}: {first_line(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     try:
@@ -223,16 +255,49 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+def _eval_accuracies(model: nn.Module, splits: Splits) -> dict[str, Any]:
+    """Clean accuracy of ``model`` on the validation and test splits, with their digest."""
+    out: dict[str, Any] = {"eval": tensor_digest(splits.x_val, splits.y_val, splits.x_test,
+                                                 splits.y_test)}
+    for split in ("val", "test"):
+        x, y = splits.split(split)
+        if len(y):
+            out[f"{split}_acc"] = float((predict(model, x) == y).float().mean())
+    return out
+
+
+def _load_cached(name: str, splits: Splits, path: Path, content: dict[str, Any],
+                 log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The cached reference of ``content`` (a fresh build + the stored tensors), or ``None``."""
+    entry = load_entry(path, content, log=log)
+    if entry is None:
+        return None
+    state, meta = entry
+    model = build_reference(name, splits.info)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        discard(path, f"does not fit {name} ({first_line(exc)})", log)
+        return None
+    model.eval()
+    if meta.get("eval") != tensor_digest(splits.x_val, splits.y_val, splits.x_test, splits.y_test):
+        meta = {**meta, **_eval_accuracies(model, splits)}  # stored ones: other splits
+    return model, meta
+
+
 def get_reference(
     name: str, splits: Splits, cache: Path, *, epochs: int, batch_size: int = 128,
     lr: float = 1e-3, seed: int = 0, device: str = "auto", weights: str | None = None,
     progress: bool = False, log: Callable[[str], None] = print,
 ) -> tuple[nn.Module, str, dict[str, Any]]:
-    """The trained reference (eval mode), its cache key and its sidecar metadata.
+    """The trained reference (eval mode), its cache key and its metadata.
 
     Loads ``weights`` when given; else loads the cached training result; else trains with CE
     for ``epochs`` (seed derived from ``("reference", seed)`` so it differs from any child's
-    stream) and caches ``references/<name>-<key>.pt`` + ``.json``.
+    stream) and caches ``references/<name>-<dataset>-<key>.pt`` (one file: weights + metadata,
+    :func:`nas._cache.save_entry`). A freshly trained reference is returned exactly as a later
+    run loads it (a fresh build holding the stored tensors), so everything computed from it
+    (adversarial sets, input gradients) is the same on both paths.
     """
     model = build_reference(name, splits.info)
     if weights:
@@ -240,27 +305,23 @@ def get_reference(
         key = f"{name}-file-{hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]}"
         meta: dict[str, Any] = {"reference": name, "weights": str(weights)}
         return model.eval(), key, meta
-    content = reference_key(name, splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                         progress=progress)
+    train_seed = derive_seed("reference", seed)
+    content = reference_key(name, splits, {**training_fields(config), "seed": train_seed})
     key = f"{name}-{splits.info.name}-{digest(content)}"
     path = cache / "references" / f"{key}.pt"
-    if path.exists():
-        load_weights(model, path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        return model.eval(), key, meta
+    cached = _load_cached(name, splits, path, content, log)
+    if cached is not None:
+        return cached[0], key, cached[1]
     log(f"training reference {name} on {splits.info.name} for {epochs} epochs (cached once)")
     outcome = train(lambda: build_reference(name, splits.info), create_defense("none"),
                     splits.x_train, splits.y_train, num_classes=splits.info.num_classes,
-                    config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                       device=device, progress=progress),
-                    seed=derive_seed("reference", seed), log=log)
+                    config=config, seed=train_seed, log=log)
     if outcome.status != "ok":
         raise UserError(f"reference {name} diverged while training ({outcome.reason})")
-    model = outcome.model.eval()
-    meta = dict(content, seconds=round(outcome.seconds, 2))
-    for split in ("val", "test"):
-        x, y = splits.split(split)
-        if len(y):
-            meta[f"{split}_acc"] = float((predict(model, x) == y).float().mean())
-    atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
-    return model, key, meta
+    state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
+    model.load_state_dict(state)  # the layout every later run loads (module doc)
+    meta = dict(content, seconds=round(outcome.seconds, 2), **_eval_accuracies(model.eval(), splits))
+    save_entry(path, content, state, meta)
+    return model.eval(), key, meta

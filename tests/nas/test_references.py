@@ -70,9 +70,9 @@ def test_reference_is_trained_once_and_cached(synthetic_splits, tmp_path):
     m1, key1, meta = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
                                    batch_size=100, device="cpu", log=msgs.append)
     assert len(msgs) == 1 and "training reference" in msgs[0]
-    assert 0.0 <= meta["val_acc"] <= 1.0 and meta["epochs"] == 1
-    assert (tmp_path / "references" / f"{key1}.pt").exists()
-    assert (tmp_path / "references" / f"{key1}.json").exists()
+    assert 0.0 <= meta["val_acc"] <= 1.0 and meta["training"]["epochs"] == 1
+    assert (tmp_path / "references" / f"{key1}.pt").exists()  # one file: weights + metadata
+    assert not (tmp_path / "references" / f"{key1}.json").exists()
     m2, key2, _ = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
                                 batch_size=100, device="cpu", log=msgs.append)
     assert key1 == key2 and len(msgs) == 1  # loaded, not retrained

@@ -1,0 +1,180 @@
+"""Caches keyed by what they hold, all-or-nothing entries, corrupt entries rebuilt (issues 11, 12)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.attacks import AttackSettings, transferred_set
+from nas.cli import UserError
+from nas.data import dataset_info, load_splits
+from nas.fitness import FitnessSettings, prepare
+from nas.references import build_reference, get_reference, load_weights
+from nas.training import reference_gradients
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings(cache: Path, **kw) -> FitnessSettings:
+    base = dict(dataset="synthetic", train_size=100, val_size=20, test_size=20,
+                reference="he-ref", reference_epochs=1, steps=2, batch_size=50, device="cpu",
+                cache_dir=str(cache))
+    return FitnessSettings(**{**base, **kw})
+
+
+def _distance(ws, split: str) -> float:
+    x = ws.splits.split(split)[0].float() / 255.0
+    return float((ws.adversarial[split] - x).abs().max())
+
+
+def test_one_weights_file_on_other_images_never_reuses_their_adversarial_sets(tmp_path):
+    """Issue 11.1: prepare() with one --reference-weights file, seed 0 then seed 1."""
+    torch.manual_seed(0)
+    torch.save(build_reference("he-ref", dataset_info("synthetic")).state_dict(), tmp_path / "w.pt")
+    spaces = []
+    for seed in (0, 1):
+        ws = prepare(_settings(tmp_path / "cache", seed=seed, reference_weights=str(tmp_path / "w.pt")),
+                     progress=False, log=lambda _m: None)
+        for split in ("val", "test"):
+            assert _distance(ws, split) <= ws.attack.eps + 1e-6, (seed, split)
+        fresh = reference_gradients(ws.reference, ws.splits.x_train, ws.splits.y_train)
+        assert torch.equal(ws.reference_grads, fresh)  # gradients of these training images
+        spaces.append(ws)
+    assert not torch.equal(spaces[0].splits.x_val, spaces[1].splits.x_val)
+
+
+def test_a_cached_set_outside_its_eps_ball_is_regenerated_with_one_log_line(tmp_path):
+    from nas._cache import digest, save_entry
+    from nas.attacks import check_adversarial, transferred_key
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = (torch.rand(20, 1, 4, 4) * 255).to(torch.uint8)
+    y = torch.randint(0, 3, (20,))
+    s = AttackSettings("pgd-linf", 0.1, 0.05, 2)
+    content = transferred_key("key", "val", x, y, s)
+    path = tmp_path / "adversarial" / f"pgd-linf-val-{digest(content)}.pt"
+    save_entry(path, content, {"x_adv": torch.rand(20, 1, 4, 4)})  # a well-formed wrong set
+    msgs: list[str] = []
+    x_adv = transferred_set(model, "key", "val", x, y, s, tmp_path, log=msgs.append)
+    assert check_adversarial(x_adv, x, s) is None
+    assert sum("eps-ball" in m for m in msgs) == 1 and any("generating" in m for m in msgs)
+    assert transferred_set(model, "key", "val", x, y, s, tmp_path, log=msgs.append).equal(x_adv)
+    assert len(msgs) == 2  # the rebuilt entry is then used as is
+
+
+def test_check_adversarial_names_each_kind_of_wrong_set():
+    from nas.attacks import check_adversarial
+
+    x = torch.full((4, 1, 2, 2), 128, dtype=torch.uint8)
+    s = AttackSettings("pgd-linf", 0.1, 0.05, 2)
+    clean = x.float() / 255
+    assert check_adversarial(clean + 0.05, x, s) is None
+    assert "eps-ball" in check_adversarial(clean + 0.2, x, s)
+    assert "box" in check_adversarial(clean + 2.0, x, s)
+    assert "expected" in check_adversarial(clean[:3], x, s)
+    l2 = AttackSettings("pgd-l2", 0.5, 0.1, 2)
+    assert check_adversarial(clean + 0.2, x, l2) is None  # L2 norm 0.4 <= 0.5
+    assert "eps-ball" in check_adversarial(clean + 0.3, x, l2)  # L2 norm 0.6
+
+
+def _files(cache: Path) -> dict[str, Path]:
+    return {kind: next((cache / kind).glob("*.pt")) for kind in ("references", "adversarial", "refgrad")}
+
+
+@pytest.mark.parametrize("kind", ["references", "adversarial", "refgrad"])
+def test_a_truncated_cache_entry_is_logged_in_one_line_and_rebuilt(tmp_path, kind):
+    """Issue 12.1: a truncated entry broke every later run (traceback or exit 2)."""
+    settings = _settings(tmp_path / "cache")
+    first = prepare(settings, progress=False, log=lambda _m: None)
+    path = _files(tmp_path / "cache")[kind]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    msgs: list[str] = []
+    again = prepare(settings, progress=False, log=msgs.append)
+    bad = [m for m in msgs if str(path) in m]
+    assert len(bad) == 1 and "corrupt" in bad[0] and "\n" not in bad[0]
+    for a, b in zip(first.reference.state_dict().values(), again.reference.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(first.adversarial[s], again.adversarial[s]) for s in first.adversarial)
+    assert torch.equal(first.reference_grads, again.reference_grads)
+    msgs.clear()
+    prepare(settings, progress=False, log=msgs.append)
+    assert msgs == []  # the rebuilt entry is whole
+
+
+_PREPARE = """
+import sys
+from nas.fitness import FitnessSettings, prepare
+prepare(FitnessSettings(dataset="synthetic", train_size=100, val_size=20, test_size=20,
+        reference="he-ref", reference_epochs=1, steps=2, batch_size=50, device="cpu",
+        cache_dir=sys.argv[1]), progress=False, log=lambda _m: None)
+"""
+
+
+@pytest.mark.parametrize("kind", ["references", "adversarial", "refgrad"])
+def test_a_kill_while_writing_an_entry_leaves_none_and_the_next_run_builds_it(tmp_path, kind):
+    """Issue 12.1: SIGKILL at the worst moment of a cache write (entry complete in a temporary
+    file, not yet renamed); the next run sees no entry, builds it and cleans the leftover."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "NAS_TEST_KILL_AT": f"cache:{kind}:before-rename",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _PREPARE, str(cache)], env=env,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert not list((cache / kind).glob("*.pt"))  # no half entry
+    assert list((cache / kind).glob(".*.tmp*"))  # the killed write's temporary file
+    prepare(_settings(cache), progress=False, log=lambda _m: None)
+    assert len(list((cache / kind).glob("*.pt"))) == (2 if kind == "adversarial" else 1)
+    assert not list((cache / kind).glob(".*.tmp*"))
+
+
+def test_fresh_and_cached_reference_give_bitwise_equal_gradients(tmp_path):
+    """Issue 12.7: a run that resumed after the reference was cached computed other gradients."""
+    splits = load_splits("synthetic", train_size=100, val_size=20, test_size=20, seed=0)
+    fresh, key1, _ = get_reference("he-ref", splits, tmp_path, epochs=1, batch_size=50,
+                                   device="cpu", log=lambda _m: None)
+    cached, key2, _ = get_reference("he-ref", splits, tmp_path, epochs=1, batch_size=50,
+                                    device="cpu", log=lambda _m: pytest.fail("retrained"))
+    assert key1 == key2
+    g1 = reference_gradients(fresh, splits.x_train, splits.y_train)
+    g2 = reference_gradients(cached, splits.x_train, splits.y_train)
+    assert torch.equal(g1, g2)
+
+
+def test_reference_key_takes_the_whole_training_configuration(tmp_path):
+    from nas.references import reference_key, training_fields
+    from nas.training import TrainConfig
+
+    splits = load_splits("synthetic", train_size=100, val_size=20, test_size=20, seed=0)
+    base = TrainConfig(epochs=1, device="cpu")
+    key = reference_key("he-ref", splits, training_fields(base))
+    assert key == reference_key("he-ref", splits, training_fields(
+        dataclasses.replace(base, progress=True)))  # display only
+    for change in ({"amp": "off"}, {"lr": 0.01}, {"batch_size": 64}):
+        assert key != reference_key("he-ref", splits, training_fields(dataclasses.replace(base, **change)))
+    assert key != reference_key("he-ref", splits, {**training_fields(base), "patience": 3})
+    other = load_splits("synthetic", train_size=100, val_size=20, test_size=20, seed=1)
+    assert key != reference_key("he-ref", other, training_fields(base))  # other images
+
+
+class Payload:
+    """Any pickled object besides tensors (the kind of file a malicious checkpoint is)."""
+
+
+def test_a_pickled_weights_file_is_refused_without_advice_to_load_it_anyway(tmp_path):
+    """Issue 12.7: the error must never suggest ``weights_only=False`` for an untrusted file."""
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": Payload()}, path)
+    with pytest.raises(UserError) as err:
+        load_weights(build_reference("he-ref", dataset_info("synthetic")), path)
+    msg = str(err.value)
+    assert "cannot read weights" in msg and "\n" not in msg
+    for advice in ("weights_only", "still be loaded", "trust", "safe_globals"):
+        assert advice not in msg
