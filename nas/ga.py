@@ -96,6 +96,19 @@ def train_seed(seed: int, generation: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, generation, index, 1]).generate_state(1)[0])
 
 
+def reuse_key(hash: str, epochs: int) -> tuple[str, int]:
+    """When a child may reuse an earlier child's result instead of being trained.
+
+    Same architecture (canonical hash) *and* same training budget: a child of a generation
+    that trains for more epochs (the paper's +5 every 10 generations) is trained again. The
+    remaining settings (data, reference, attack, defense, batch size, learning rate) are the
+    run's and cannot change within it (a resume with other settings is refused), so the pair
+    names one training recipe. The child's own seed is not part of it (DESIGN.md §4: an
+    identical architecture reuses the result).
+    """
+    return hash, int(epochs)
+
+
 def make_individual(ops: GenomeOps, genome: str, generation: int, index: int,
                     parent: str | None) -> Any:
     """A fresh (unevaluated) ``NasIndividual`` for ``genome``."""

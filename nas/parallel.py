@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.cli import UserError
-from nas.ga import train_seed
+from nas.ga import reuse_key, train_seed
 from nas.rundir import EventLog, RunCorrupt, child_dir, write_json
 
 #: ``evaluate(genome_json, *, epochs, seed, out_dir, split) -> dict`` (JSON-able metrics).
@@ -155,7 +155,8 @@ def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str 
         "type": "child_finished", "id": ind.child_id, "parent": ind.parent,
         "generation": ind.generation, "hash": ind.hash, "spectrum": list(ind.spectrum),
         "epochs": task.epochs, "seed": task.seed, "reused": reused_from is not None,
-        "reused_from": reused_from, "metrics": metrics,
+        "reused_from": reused_from, "reused_what": "metrics" if reused_from else None,
+        "metrics": metrics,
     }
 
 
@@ -164,7 +165,8 @@ class ChildEvaluator:
 
     For every child, in order: a ``child_finished`` line already in the log answers it (a
     resume never retrains a finished child); a child whose canonical hash was evaluated
-    before reuses that result (``reused: true``); the rest are dispatched through
+    before *with the same epochs* reuses that result (``reused: true``, ``reused_from``: its
+    id, ``reused_what: "metrics"``; :func:`nas.ga.reuse_key`); the rest are dispatched through
     :func:`evaluate_tasks`. Duplicates inside one batch wait for their first occurrence.
     """
 
@@ -174,7 +176,8 @@ class ChildEvaluator:
         self.log, self.run_dir, self.search = log, Path(run_dir), search
         self.workers, self.backend, self.scheduler = workers, backend, scheduler
         self.progress = progress
-        self.seen: dict[str, tuple[str, dict[str, Any]]] = {}  # hash -> (source id, metrics)
+        # reuse_key(hash, epochs) -> (source id, metrics)
+        self.seen: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
 
     def task(self, ind: Any, *, split: str | None = None, epochs: int | None = None,
              generation: int | None = None, sub: str = "") -> Task:
@@ -189,22 +192,24 @@ class ChildEvaluator:
         """Metrics of every individual, in order (see the class docstring)."""
         results: dict[str, dict[str, Any]] = {}
         todo: list[tuple[Any, Task]] = []
-        waiting: dict[str, list[Any]] = {}  # hash of a dispatched child -> later duplicates
+        waiting: dict[tuple[str, int], list[Any]] = {}  # key of a dispatched child -> duplicates
         for ind in individuals:
             logged = self.log.get(("child_finished", ind.child_id))
+            key = reuse_key(ind.hash, self.search.epochs_at(ind.generation))
             if logged is not None:
                 if logged["hash"] != ind.hash:
                     raise RunCorrupt(f"replayed child {ind.child_id} is not the logged architecture "
                                      "(the genome or search code changed since the run started?)")
                 results[ind.child_id] = logged["metrics"]
-                self.seen.setdefault(ind.hash, (ind.child_id, logged["metrics"]))
+                self.seen.setdefault(reuse_key(ind.hash, logged["epochs"]),
+                                     (ind.child_id, logged["metrics"]))
                 self._tick(logged["metrics"], replayed=True)
-            elif ind.hash in self.seen:
-                self._reuse(ind, results)
-            elif ind.hash in waiting:
-                waiting[ind.hash].append(ind)
+            elif key in self.seen:
+                self._reuse(ind, key, results)
+            elif key in waiting:
+                waiting[key].append(ind)
             else:
-                waiting[ind.hash] = []
+                waiting[key] = []
                 todo.append((ind, self.task(ind)))
         by_id = {ind.child_id: (ind, task) for ind, task in todo}
         tasks = [task for _, task in todo]
@@ -216,14 +221,15 @@ class ChildEvaluator:
             ind, task = by_id[cid]
             self.log.emit(child_event(ind, task, metrics, None))
             results[cid] = metrics
-            self.seen[ind.hash] = (cid, metrics)
+            key = reuse_key(ind.hash, task.epochs)
+            self.seen[key] = (cid, metrics)
             self._tick(metrics)
-            for dup in waiting[ind.hash]:
-                self._reuse(dup, results)
+            for dup in waiting[key]:
+                self._reuse(dup, key, results)
         return [results[ind.child_id] for ind in individuals]
 
-    def _reuse(self, ind: Any, results: dict[str, dict[str, Any]]) -> None:
-        source, metrics = self.seen[ind.hash]
+    def _reuse(self, ind: Any, key: tuple[str, int], results: dict[str, dict[str, Any]]) -> None:
+        source, metrics = self.seen[key]
         task = self.task(ind)
         write_json(Path(task.out_dir) / "genome.json", json.loads(ind.genome))
         write_json(Path(task.out_dir) / "metrics.json", {**metrics, "reused_from": source})

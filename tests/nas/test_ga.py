@@ -159,3 +159,26 @@ def test_the_search_finds_the_known_optimum_of_the_toy_problem(seed):
     _, _, logbook, hof, _, _ = run_ga(generations=25, seed=seed)
     assert hof[0].spectrum == TARGET and hof[0].fitness.values[0] == 1.0
     assert logbook.select("max")[0] < 1.0  # the initial population had not found it
+
+
+def test_a_seen_architecture_is_reused_only_when_trained_with_the_same_epochs(tmp_path):
+    """Issue 11.2: a generation training for more epochs must not reuse metrics of fewer."""
+    from search_toys import run_toy
+
+    from nas.rundir import read_events
+
+    run_toy(tmp_path / "run", lazy=True)  # toy epochs: 1, then 2 from generation 3 on
+    events = [e for e in read_events(tmp_path / "run" / "events.jsonl")[0]
+              if e["type"] == "child_finished"]
+    by_id = {e["id"]: e for e in events}
+    reused = [e for e in events if e["reused"]]
+    assert reused  # the lazy toy search revisits architectures
+    for e in reused:
+        source = by_id[e["reused_from"]]
+        assert (source["hash"], source["epochs"]) == (e["hash"], e["epochs"])
+        assert e["metrics"]["epochs"] == e["epochs"] and e["reused_what"] == "metrics"
+    budgets = {}
+    for e in events:
+        if not e["reused"]:
+            budgets.setdefault(e["hash"], set()).add(e["epochs"])
+    assert any(len(b) > 1 for b in budgets.values())  # trained again under the new budget

@@ -51,14 +51,14 @@ def test_same_seed_gives_identical_logs(reference_run, tmp_path):
 
 def test_hash_duplicates_reuse_the_result_and_say_so(reference_run):
     events = child_events(reference_run)
-    first = {}
+    first = {}  # (hash, epochs) -> first child trained that way
     for e in events:
         if e["reused"]:
-            assert e["reused_from"] in first.values() and first[e["hash"]] == e["reused_from"]
+            assert first[e["hash"], e["epochs"]] == e["reused_from"]
             assert not (reference_run / "children" / e["id"] / "weights.pt").exists()
         else:
-            assert e["hash"] not in first
-            first[e["hash"]] = e["id"]
+            assert (e["hash"], e["epochs"]) not in first
+            first[e["hash"], e["epochs"]] = e["id"]
     assert any(e["reused"] for e in events)  # the toy search revisits architectures
 
 
