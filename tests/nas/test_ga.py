@@ -175,8 +175,9 @@ def test_a_seen_architecture_is_reused_only_when_trained_with_the_same_epochs(tm
     assert reused  # the lazy toy search revisits architectures
     for e in reused:
         source = by_id[e["reused_from"]]
-        assert (source["hash"], source["epochs"]) == (e["hash"], e["epochs"])
-        assert e["metrics"]["epochs"] == e["epochs"] and e["reused_what"] == "metrics"
+        assert (source["hash"], source["epochs"]) == (e["hash"], e["epochs"]), e["id"]
+        assert e["metrics"]["epochs"] == e["epochs"]
+    assert all(e["reused_what"] == "metrics" for e in reused)
     budgets = {}
     for e in events:
         if not e["reused"]:
