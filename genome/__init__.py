@@ -33,7 +33,7 @@ from genome.serialize import (
     to_dict,
     to_json,
 )
-from genome.shapes import count_flops, count_params, infer_shapes
+from genome.shapes import count_macs, count_params, infer_shapes
 from genome.spectrum import canonical_hash, spectrum, spectrum_distance
 from genome.structure import InvalidGenome
 from genome.validate import assert_valid, check_genome
@@ -42,7 +42,7 @@ __all__ = [
     "BLOCK_OPS", "FORMAT_VERSION", "MUTATIONS", "OPS", "POOL_KINDS", "SKIP_OPS", "SPECTRUM_OPS",
     "GenomeFormatError", "GenomeNet", "InvalidGenome", "MutationLimits", "UnknownGenomeName",
     "add_block", "add_skip", "assert_valid", "atomic_write_text", "canonical_hash",
-    "check_genome", "compile_genome", "count_flops", "count_params", "delete_block",
+    "check_genome", "compile_genome", "count_macs", "count_params", "delete_block",
     "delete_skip", "edit_block", "export_module", "export_source", "from_dict", "from_json", "infer_shapes", "is_valid_for",
     "load", "mutate", "save", "spectrum", "spectrum_distance", "to_dict", "to_json",
 ]

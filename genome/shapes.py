@@ -1,4 +1,4 @@
-"""Static shape inference, parameter and FLOP counts, without building the network.
+"""Static shape inference, parameter and MAC counts, without building the network.
 
 Shapes are ``(C, H, W)`` per node for one input shape. The rules mirror the compiled blocks:
 
@@ -10,8 +10,10 @@ Shapes are ``(C, H, W)`` per node for one input shape. The rules mirror the comp
 * ``concat``: spatial as ``sum``; channels = ``C0 + C1``;
 * ``output``: the logits; its entry is ``(num_features, 1, 1)`` (after global average pool).
 
-FLOPs are counted as multiply-accumulate operations (MACs) of the convolutions and the
-linear layers, the usual NAS convention; BN, ReLU, pooling and additions are not counted.
+The cost of a network is one quantity under one name everywhere in the project: **MACs**,
+multiply-accumulate operations of the convolutions and the linear layers for one image (the
+usual NAS convention; one MAC is 2 FLOPs); BN, ReLU, pooling and additions are not counted.
+``nas.fitness.count_macs`` measures the same quantity on any module.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def count_params(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> int:
     return sum(_node_cost(g, n, shapes, num_classes)[0] for n in g.nodes)
 
 
-def count_flops(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> int:
+def count_macs(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> int:
     """Multiply-accumulate operations of one forward pass of one image (convs + linears)."""
     shapes = infer_shapes(g, input_shape)
     return sum(_node_cost(g, n, shapes, num_classes)[1] for n in g.nodes)

@@ -78,10 +78,10 @@ def section_population(view: RunView, opts: ReportOptions, drawings: dict[str, P
         rows.append([H.fmt(rank), H.esc(f["id"]), H.esc(tuple(f.get("spectrum") or ())),
                      H.fmt(s.get("fitness"), pct=True), H.fmt(m.get("clean_acc"), pct=True),
                      H.fmt(m.get("adv_acc"), pct=True), H.fmt(m.get("fitness"), pct=True),
-                     H.fmt(m.get("params")), H.fmt(m.get("flops"))])
+                     H.fmt(m.get("params")), H.fmt(m.get("macs"))])
     split = view.finalists[0]["split"] if view.finalists else "fitness"
     head = ["#", "id", "spectrum (conv, pool, sconv, sum, concat)", "search F", f"{split} clean",
-            f"{split} adv", f"{split} F", "params", "FLOPs"]
+            f"{split} adv", f"{split} F", "params", "MACs"]
     body = [H.table(head, rows, caption=f"Final population, best first ({split} split; F = min(clean, adv), eq. 4)")]
     figs = "".join(_fig(opts, p, f"#{i} {cid}") for i, (cid, p) in enumerate(drawings.items(), start=1))
     body.append(f'<div class="grid">{figs}</div>')

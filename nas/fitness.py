@@ -11,7 +11,8 @@ process), trains the child with the selected defense and scores it:
 with ``A_CL`` the clean accuracy on the fitness split and ``A_AD`` the accuracy on the
 reference's adversarial examples of that split. The fooling rate (paper §4.2.2) is also
 reported: among the images that both the reference and the child classify correctly, the
-fraction whose adversarial version the child misclassifies.
+fraction whose adversarial version the child misclassifies (``nan`` when there is no such
+image, :func:`nas.transfer.fooling_rate`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from nas.training import (
     resolve_device,
     train,
 )
+from nas.transfer import fooling_rate
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,15 @@ class FitnessSettings:
 
 @dataclass(frozen=True)
 class ChildResult:
-    """The score of one trained network; ``status`` ``"ok"`` | ``"diverged"`` | ``"failed"``."""
+    """The score of one trained network; ``status`` ``"ok"`` | ``"diverged"`` | ``"failed"``.
+
+    ``macs``: multiply-accumulate operations of one forward pass of one image (the one cost
+    measure of the project, as ``genome.count_macs``). ``fooling_rate``: ``nan`` when no
+    image is eligible (:func:`nas.transfer.fooling_rate`). ``val_*``: fitness, clean and
+    adversarial accuracy on the validation split, measured as well when the scored split is
+    another one under ``--fitness-split val`` (refinement scores the test split; finalists
+    are ranked by these, never by the test numbers); ``None`` otherwise.
+    """
 
     fitness: float
     clean_acc: float
@@ -108,20 +118,29 @@ class ChildResult:
     epochs: int
     seconds: float
     params: int
-    flops: int
+    macs: int
+    val_fitness: float | None = None
+    val_clean_acc: float | None = None
+    val_adv_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChildResult:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """Inverse of :meth:`to_dict`; results written before MACs were the one cost measure
+        carry ``flops`` (torch's count: 2 per multiply-accumulate) and are converted."""
+        data = dict(data)
+        if "macs" not in data and "flops" in data:
+            data["macs"] = int(data["flops"]) // 2
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @classmethod
     def failed(cls, status: str, reason: str, epochs: int, seconds: float, params: int = 0,
-               flops: int = 0) -> ChildResult:
-        """A zero-fitness result for a child that diverged or failed."""
-        return cls(0.0, 0.0, 0.0, 1.0, status, reason, epochs, seconds, params, flops)
+               macs: int = 0) -> ChildResult:
+        """A zero-fitness result for a child that diverged or failed (no image is classified
+        correctly, so none is eligible for the fooling rate: ``nan``)."""
+        return cls(0.0, 0.0, 0.0, float("nan"), status, reason, epochs, seconds, params, macs)
 
 
 @dataclass
@@ -222,7 +241,11 @@ def _workspace(settings: FitnessSettings) -> Workspace:
 
 
 def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, float]:
-    """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``."""
+    """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``.
+
+    The fooling rate is :func:`nas.transfer.fooling_rate` of the images both the reference
+    and ``model`` classify correctly (``nan`` when there is none).
+    """
     x, y = ws.splits.split(split)
     if split not in ws.adversarial:
         ws.adversarial[split] = transferred_set(
@@ -233,12 +256,17 @@ def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, fl
     adv_pred = predict(model, ws.adversarial[split])
     clean_ok, adv_ok = clean_pred == y, adv_pred == y
     both = clean_ok & (ws.reference_pred[split] == y)
-    fooling = float((~adv_ok[both]).float().mean()) if both.any() else 1.0
+    fooling = fooling_rate(int((~adv_ok[both]).sum()), int(both.sum()))
     return float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one forward pass on a single image (torch's FlopCounterMode)."""
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulate operations of one forward pass on a single image.
+
+    Measured with torch's ``FlopCounterMode``, which counts 2 FLOPs per multiply-accumulate of
+    the convolutions and matrix products, halved: the quantity ``genome.count_macs`` computes
+    statically for a genome (equal for a compiled genome; tested).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(model.parameters()).device
@@ -247,7 +275,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, *input_shape, device=device))
     model.train(was_training)
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops()) // 2
 
 
 def evaluate_module(
@@ -275,15 +303,19 @@ def evaluate_module(
                     log=log)
     model = outcome.model
     params = sum(p.numel() for p in model.parameters())
-    flops = count_flops(model, info.input_shape)
+    macs = count_macs(model, info.input_shape)
     if outcome.status != "ok":
         result = ChildResult.failed(outcome.status, outcome.reason, epochs,
-                                    time.perf_counter() - start, params, flops)
+                                    time.perf_counter() - start, params, macs)
         _write_outputs(out_dir, result, None, settings, split)
         return result, None
     clean, adv, fooling = score(model, ws, split)
+    val: tuple[float | None, ...] = (None, None, None)
+    if settings.fitness_split == "val" and split != "val":  # what finalists are ranked by
+        v_clean, v_adv, _ = score(model, ws, "val")
+        val = (min(v_clean, v_adv), v_clean, v_adv)
     result = ChildResult(min(clean, adv), clean, adv, fooling, "ok", "", epochs,
-                         round(time.perf_counter() - start, 3), params, flops)
+                         round(time.perf_counter() - start, 3), params, macs, *val)
     _write_outputs(out_dir, result, model, settings, split)
     return result, model
 

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"channel cap (default {DEFAULT_SPACE.max_channels})")
     p.add_argument("--max-nodes", type=int, default=DEFAULT_SPACE.max_nodes,
                    help=f"node cap (default {DEFAULT_SPACE.max_nodes})")
-    p = sub.add_parser("describe", help="ops, shapes, spectrum, hash, parameters and FLOPs")
+    p = sub.add_parser("describe", help="ops, shapes, spectrum, hash, parameters and MACs")
     _add_genome_arg(p)
     _add_shape_arg(p)
     p.add_argument("--num-classes", type=int, default=10, help="number of classes (default 10)")
@@ -153,7 +153,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def describe_genome(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> dict[str, Any]:
-    """A JSON-able summary: nodes with params and shapes, spectrum, hash, params, FLOPs."""
+    """A JSON-able summary: nodes with params and shapes, spectrum, hash, params, MACs."""
     shapes = gn.infer_shapes(g, input_shape)
     nodes = []
     for n in topological_order(g):
@@ -168,7 +168,7 @@ def describe_genome(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> dict
         "spectrum": dict(zip(gn.SPECTRUM_OPS, spec, strict=True)),
         "num_nodes": len(g),
         "params": gn.count_params(g, input_shape, num_classes),
-        "flops": gn.count_flops(g, input_shape, num_classes),
+        "macs": gn.count_macs(g, input_shape, num_classes),
         "nodes": nodes,
     }
 
@@ -178,7 +178,7 @@ def _describe_text(name: str, d: dict[str, Any]) -> str:
              f"input {'x'.join(map(str, d['input_shape']))}, {d['num_classes']} classes, "
              f"{d['num_nodes']} nodes",
              "spectrum " + ", ".join(f"{k} {v}" for k, v in d["spectrum"].items()),
-             f"params {d['params']:,}  FLOPs (multiply-adds) {d['flops']:,}", ""]
+             f"params {d['params']:,}  MACs (multiply-accumulates) {d['macs']:,}", ""]
     lines.append(f"{'node':<8}{'op':<8}{'params':<22}{'inputs':<16}shape")
     for node in d["nodes"]:
         params = " ".join(f"{k}={v}" for k, v in node.items()

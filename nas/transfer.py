@@ -14,6 +14,9 @@ and the tested network classify correctly, craft their adversarial examples on t
 reference, and count the fraction the tested network now misclassifies (lower = better)::
 
     FR(f) = |{i : f(x_i) = r(x_i) = y_i and f(x_i^adv) != y_i}| / |{i : f(x_i) = r(x_i) = y_i}|
+
+With no eligible image the rate is undefined: ``nan`` (:func:`fooling_rate`, the one
+definition the search's fitness and the report share; reports show it as "-").
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ from tqdm import tqdm
 
 from nas.attacks import AttackSettings, attack_dataset
 from nas.training import predict
+
+
+def fooling_rate(fooled: int, eligible: int) -> float:
+    """``fooled / eligible``; ``nan`` when no image is eligible (0 / 0 is not a rate: neither
+    "never fooled" nor "always fooled" is true of a network that classifies none correctly)."""
+    return fooled / eligible if eligible else float("nan")
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> float:
@@ -113,6 +122,6 @@ def fooling_rates(
             eligible = ref_ok & clean_ok[t]  # (N,) bool
             n = int(eligible.sum())
             fooled = int((predict(model, x_adv[eligible], device=device) != y[eligible]).sum()) if n else 0
-            row[t] = FoolingRate(fooled / n if n else float("nan"), fooled, n)
+            row[t] = FoolingRate(fooling_rate(fooled, n), fooled, n)
         out[settings.name] = row
     return out

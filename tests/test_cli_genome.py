@@ -67,7 +67,7 @@ def test_describe_text_and_json(capsys):
     g = named_genome("he-ref")
     assert d["hash"] == gn.canonical_hash(g)
     assert d["params"] == gn.count_params(g, (3, 32, 32), 7)
-    assert d["flops"] == gn.count_flops(g, (3, 32, 32), 7)
+    assert d["macs"] == gn.count_macs(g, (3, 32, 32), 7)
     assert d["spectrum"] == {"conv": 0, "pool": 0, "sconv": 3, "sum": 2, "concat": 1}
     assert [n["shape"] for n in d["nodes"]][0] == [3, 32, 32]
 

@@ -117,18 +117,18 @@ def _real_shapes(net, g, x):
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
-def test_static_shapes_params_and_flops_match_the_network(seed, shape):
+def test_static_shapes_params_and_macs_match_the_network(seed, shape):
     g = sample_genome(np.random.default_rng(seed), input_shape=shape)
     net = gn.compile_genome(g, num_classes=10, input_shape=shape)
     inferred = gn.infer_shapes(g, shape)
     real = _real_shapes(net, g, torch.rand(1, *shape))
     assert real == {n: s for n, s in inferred.items() if n in real}
     assert gn.count_params(g, shape, 10) == sum(p.numel() for p in net.parameters())
-    assert gn.count_flops(g, shape, 10) > 0
+    assert gn.count_macs(g, shape, 10) > 0
 
 
-def test_flops_of_a_single_conv():
+def test_macs_of_a_single_conv():
     g = chain(conv(8, 3), hidden=0)
     # conv: 8 out * 1 in * 3 * 3 per pixel * 28 * 28 pixels; head: 8 * 10
-    assert gn.count_flops(g, (1, 28, 28), 10) == 8 * 9 * 28 * 28 + 8 * 10
+    assert gn.count_macs(g, (1, 28, 28), 10) == 8 * 9 * 28 * 28 + 8 * 10
     assert gn.count_params(g, (1, 28, 28), 10) == 8 * 9 + 2 * 8 + 8 * 10 + 10

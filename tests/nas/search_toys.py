@@ -40,7 +40,7 @@ def spectrum_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str |
     time.sleep(delay)
     return {"fitness": fit, "clean_acc": fit, "adv_acc": fit, "fooling_rate": 0.0,
             "status": "ok", "reason": "", "epochs": epochs, "seconds": delay, "params": 0,
-            "flops": 0}
+            "macs": 0}
 
 
 def lazy_ops(search: SearchSettings) -> Any:

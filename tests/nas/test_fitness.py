@@ -74,6 +74,25 @@ def test_score_computes_accuracies_and_the_fooling_rate_of_paper_4_2_2():
     assert fooling == 0.5
 
 
+def test_fooling_rate_without_eligible_images_has_one_definition_nan():
+    """Issue 11.4: the search's fitness said 1.0 where the report's fooling rates said NaN."""
+    import math
+
+    x = torch.tensor([0, 51, 102, 153], dtype=torch.uint8).view(4, 1, 1, 1)
+    y = torch.tensor([0, 1, 2, 0])
+    model = Fixed({0.0: 1, 0.2: 2, 0.4: 0, 0.6: 1, 0.1: 0, 0.3: 0, 0.5: 0, 0.7: 1})  # all wrong
+    ws = type("WS", (), {})()
+    ws.splits = type("S", (), {"split": staticmethod(lambda name: (x, y))})()
+    ws.adversarial = {"val": x.float() / 255 + 0.1}
+    ws.reference_pred = {"val": y.clone()}
+    _, _, fooling = score(model, ws, "val")
+    assert math.isnan(fooling)
+    from nas.transfer import fooling_rate
+
+    assert math.isnan(fooling_rate(0, 0))  # the report's definition
+    assert math.isnan(ChildResult.failed("failed", "boom", 1, 0.0).fooling_rate)
+
+
 def test_evaluate_genome_trains_scores_and_writes_files(workspace, small_settings, tmp_path):
     from genome import to_json
     from search_spaces import named_genome
@@ -83,7 +102,7 @@ def test_evaluate_genome_trains_scores_and_writes_files(workspace, small_setting
                         seed=3, out_dir=str(out))
     assert r.status == "ok", r.reason
     assert r.fitness == min(r.clean_acc, r.adv_acc) and 0.0 <= r.fooling_rate <= 1.0
-    assert r.params > 0 and r.flops > 0 and r.epochs == 1
+    assert r.params > 0 and r.macs > 0 and r.epochs == 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fitness"] == r.fitness and metrics["settings"]["defense"] == "gm"
     from genome import compile_genome
@@ -116,3 +135,21 @@ def test_evaluate_module_scores_any_architecture_on_a_chosen_split(workspace, sm
                                workspace=workspace, split="test", log=lambda m: None)
     assert r.status == "ok" and isinstance(model, nn.Module)
     assert r.fitness == pytest.approx(min(r.clean_acc, r.adv_acc))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_cost_measure_the_measured_macs_equal_the_genome_count(seed):
+    """Issue 11.4: `nas.genome describe` and the run's metrics counted the cost 2x apart."""
+    import numpy as np
+
+    import genome as gn
+    from nas.fitness import count_macs
+    from search_spaces.sampling import sample_genome
+
+    g = sample_genome(np.random.default_rng(seed), input_shape=(1, 28, 28))
+    net = gn.compile_genome(g, num_classes=10, input_shape=(1, 28, 28))
+    assert count_macs(net, (1, 28, 28)) == gn.count_macs(g, (1, 28, 28), 10)
+    from nas.genome import describe_genome
+
+    described = describe_genome(g, (1, 28, 28), 10)
+    assert described["macs"] == count_macs(net, (1, 28, 28)) and "flops" not in described
