@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from nas import _html as H
 from nas import plots
-from nas._runview import RunView, generation_stats, population_spectra
+from nas._runview import RunView, generation_stats, population_spectra, ranking_note
 
 if TYPE_CHECKING:
     from nas.report import ReportData, ReportOptions
@@ -82,7 +82,8 @@ def section_population(view: RunView, opts: ReportOptions, drawings: dict[str, P
     split = view.finalists[0]["split"] if view.finalists else "fitness"
     head = ["#", "id", "spectrum (conv, pool, sconv, sum, concat)", "search F", f"{split} clean",
             f"{split} adv", f"{split} F", "params", "MACs"]
-    body = [H.table(head, rows, caption=f"Final population, best first ({split} split; F = min(clean, adv), eq. 4)")]
+    body = [H.table(head, rows, caption=f"Final population, best first, {ranking_note(view.ranked_by)} "
+                                             f"({split} split shown; F = min(clean, adv), eq. 4)")]
     figs = "".join(_fig(opts, p, f"#{i} {cid}") for i, (cid, p) in enumerate(drawings.items(), start=1))
     body.append(f'<div class="grid">{figs}</div>')
     return H.Section("population", "Final population", "".join(body))

@@ -6,6 +6,12 @@ is a ``child_finished`` line (id, generation, spectrum, metrics), every selectio
 From them :func:`load_run` rebuilds, per generation, the population and its statistics.
 When a ``generation_finished`` line carries no population, it is replayed from the initial
 population and the ``replacement`` lines (child ``id`` takes the place of ``replaced``).
+
+Finalists are ranked (:func:`selection_fitness`) by the run's *fitness split*: under
+``--fitness-split val`` (the default) by validation fitness, so the test split never chooses
+a network and its numbers are only reported; under ``--fitness-split test`` by test fitness
+(the paper's protocol, in which the test split is the fitness split). The final table of
+``nas.evolve``, ``runs/<name>:best`` / ``:<rank>`` and the report all use this order.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ class RunView:
         children: child id -> its ``child_finished`` event.
         generations: per generation ``{"generation", "population": [ids]}``, in order.
         replacements: generation -> number of replacements.
-        finalists: the final population, best first: dicts with ``id``, ``spectrum``,
-            ``search_metrics`` (fitness split, during the search), ``metrics`` (test split after
-            refinement when the run finished, else the search metrics) and ``split`` (which).
+        finalists: the final population, best first (:func:`selection_fitness`): dicts with
+            ``id``, ``spectrum``, ``search_metrics`` (fitness split, during the search),
+            ``metrics`` (test split after refinement when the run finished, else the search
+            metrics), ``split`` (which) and ``rank_fitness`` (the number ranked by).
         finished: whether ``final.json`` exists (the search and refinement completed).
+        ranked_by: ``"val"`` or ``"test"``, the run's fitness split (:func:`ranking_note`).
     """
 
     path: Path
@@ -46,6 +54,46 @@ class RunView:
     replacements: dict[int, int] = field(default_factory=dict)
     finalists: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
+    ranked_by: str = "val"
+
+
+def fitness_split_of(config: Any) -> str:
+    """The fitness split of a run's configuration (``"val"`` unless it says ``"test"``)."""
+    fit = config.get("fitness") if isinstance(config, dict) else None
+    return "test" if isinstance(fit, dict) and fit.get("fitness_split") == "test" else "val"
+
+
+def selection_fitness(search: dict[str, Any] | None, refined: dict[str, Any] | None,
+                      fitness_split: str) -> float:
+    """The fitness a finalist is ranked by: never a test number under ``--fitness-split val``.
+
+    Args:
+        search: the finalist's metrics from the search (on the fitness split).
+        refined: its metrics after refinement (on the test split; under ``val`` they also
+            carry ``val_fitness``, the refined network's validation fitness), or ``None``.
+        fitness_split: the run's fitness split.
+
+    Returns:
+        ``val``: the refined validation fitness when measured, else the search fitness (also
+        validation). ``test``: the refined test fitness, else the search fitness (also test).
+    """
+    search, refined = search or {}, refined or {}
+    if fitness_split == "test":
+        value = refined.get("fitness", search.get("fitness"))
+    else:
+        value = refined.get("val_fitness")
+        if value is None:
+            value = search.get("fitness")
+    return float(value or 0.0)
+
+
+def ranking_note(fitness_split: str) -> str:
+    """The sentence a finalist table states its order with."""
+    if fitness_split == "test":
+        return ("ranked by test fitness: --fitness-split test, the paper's protocol (the test "
+                "split is also the fitness split)")
+    return ("ranked by validation fitness (--fitness-split val); test numbers are reported "
+            "only, never used to choose")
 
 
 def _read_json(path: Path) -> Any:
@@ -85,7 +133,8 @@ def _replay(events: list[dict[str, Any]], children: dict[str, dict[str, Any]]) -
     return gens
 
 
-def _final(path: Path, children: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+def _final(path: Path, children: dict[str, dict[str, Any]],
+           fitness_split: str) -> tuple[list[dict[str, Any]], bool]:
     """The final population (``final.json``, else ``population.json``), best first."""
     src, finished = (path / FINAL, True) if (path / FINAL).exists() else (path / POPULATION, False)
     if not src.exists():
@@ -101,8 +150,9 @@ def _final(path: Path, children: dict[str, dict[str, Any]]) -> tuple[list[dict[s
         test = item.get("test") if finished else None
         out.append({**item, "spectrum": item.get("spectrum") or child.get("spectrum"),
                     "search_metrics": search, "metrics": test or search,
-                    "split": "test" if test else "fitness"})
-    out.sort(key=lambda m: -float(m["metrics"].get("fitness", 0.0) or 0.0))
+                    "split": "test" if test else "fitness",
+                    "rank_fitness": selection_fitness(search, test, fitness_split)})
+    out.sort(key=lambda m: -m["rank_fitness"])  # stable: population order on ties
     return out, finished
 
 
@@ -119,20 +169,22 @@ def load_run(path: str | Path) -> RunView:
     children = {str(e["id"]): e for e in events if e.get("type") == "child_finished" and "id" in e}
     if not children:
         raise UserError(f"{path} holds no results yet (no finished child in {EVENTS})")
-    view = RunView(path=path, config=config, children=children)
+    view = RunView(path=path, config=config, children=children,
+                   ranked_by=fitness_split_of(config))
     view.generations = _replay(events, children)
     for ev in events:
         if ev.get("type") == "replacement":
             g = int(ev.get("generation", 0))
             view.replacements[g] = view.replacements.get(g, 0) + 1
-    view.finalists, view.finished = _final(path, children)
+    view.finalists, view.finished = _final(path, children, view.ranked_by)
     if not view.finalists and view.generations:
         last = view.generations[-1]["population"]
         view.finalists = sorted(
             ({"id": c, "spectrum": children[c].get("spectrum"), "metrics": children[c].get("metrics", {}),
-              "search_metrics": children[c].get("metrics", {}), "split": "fitness"}
+              "search_metrics": children[c].get("metrics", {}), "split": "fitness",
+              "rank_fitness": selection_fitness(children[c].get("metrics"), None, view.ranked_by)}
              for c in last if c in children),
-            key=lambda m: -float(m["metrics"].get("fitness", 0.0) or 0.0))
+            key=lambda m: -m["rank_fitness"])
     return view
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nas import config as cfgmod
+from nas._runview import ranking_note, selection_fitness
 from nas.cli import UserError, run
 from nas.config import EvolveConfig
 from nas.ga import (
@@ -124,24 +125,36 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         "hall_of_fame": [ind.summary() for ind in hof],
         "logbook": [dict(r) for r in logbook],
         "refine_epochs": search.refine_epochs,
+        "fitness_split": getattr(cfg.fitness, "fitness_split", "val"),
     }
     write_json(run_dir / FINAL, final)
     events.emit({"type": "run_finished", "population": [ind.child_id for ind in population]})
     return final
 
 
+def ranked(final: dict[str, Any]) -> list[dict[str, Any]]:
+    """The final population best first, by :func:`nas._runview.selection_fitness` (validation
+    fitness under ``--fitness-split val``; test fitness only under ``--fitness-split test``)."""
+    split = final.get("fitness_split", "val")
+    return sorted(final["population"],
+                  key=lambda m: -selection_fitness(m.get("metrics"), m.get("test"), split))
+
+
 def final_table(final: dict[str, Any]) -> str:
-    """The final population as a plain-text table (search fitness and test-split metrics)."""
-    head = f"{'id':<12} {'spectrum':<18} {'search F':>8} {'test clean':>10} {'test adv':>9} {'test F':>7}"
-    lines = [head, "-" * len(head)]
-    for m in final["population"]:
+    """The final population as a plain-text table, best first, with a caption saying what it
+    is ranked by: search fitness, refined validation fitness (``val F``) and test metrics."""
+    head = (f"{'id':<12} {'spectrum':<18} {'search F':>8} {'val F':>7} {'test clean':>10} "
+            f"{'test adv':>9} {'test F':>7}")
+    lines = [f"final population, {ranking_note(final.get('fitness_split', 'val'))}:", head,
+             "-" * len(head)]
+    for m in ranked(final):
         test = m.get("test") or {}
-        cells = [test.get(k) for k in ("clean_acc", "adv_acc", "fitness")]
+        cells = [test.get(k) for k in ("val_fitness", "clean_acc", "adv_acc", "fitness")]
         fmt = ["-" if c is None else f"{float(c):.4f}" for c in cells]
         lines.append(f"{m['id']:<12} {str(tuple(m['spectrum'])):<18} "
-                     f"{float(m['metrics']['fitness']):>8.4f} {fmt[0]:>10} {fmt[1]:>9} {fmt[2]:>7}")
+                     f"{float(m['metrics']['fitness']):>8.4f} {fmt[0]:>7} {fmt[1]:>10} {fmt[2]:>9} "
+                     f"{fmt[3]:>7}")
     return "\n".join(lines)
-
 
 
 def reference_line(name: str, accuracy: dict[str, float]) -> str:
@@ -151,13 +164,18 @@ def reference_line(name: str, accuracy: dict[str, float]) -> str:
 
 
 def best_line(final: dict[str, Any]) -> str:
-    """The finalist with the highest test fitness (eq. 4 on the test split)."""
-    scored = [m for m in final["population"] if (m.get("test") or {}).get("fitness") is not None]
-    if not scored:
-        return "best evolved network: no test metrics (refinement skipped)"
-    best = max(scored, key=lambda m: float(m["test"]["fitness"]))
-    t = best["test"]
-    return (f"best evolved network {best['id']}: test fitness {float(t['fitness']):.4f} "
+    """The first finalist of :func:`ranked` and its test numbers (reported, not chosen by,
+    under ``--fitness-split val``)."""
+    best = ranked(final)[0] if final["population"] else None
+    if best is None:
+        return "best evolved network: none (empty population)"
+    split = final.get("fitness_split", "val")
+    rank = selection_fitness(best.get("metrics"), best.get("test"), split)
+    chosen = f"highest {'test' if split == 'test' else 'validation'} fitness {rank:.4f}"
+    t = best.get("test") or {}
+    if t.get("fitness") is None:
+        return f"best evolved network {best['id']} ({chosen}): no test metrics (refinement skipped)"
+    return (f"best evolved network {best['id']} ({chosen}): test fitness {float(t['fitness']):.4f} "
             f"(clean {float(t['clean_acc']):.4f}, transferred adversarial {float(t['adv_acc']):.4f})")
 
 

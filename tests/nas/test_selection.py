@@ -1,0 +1,93 @@
+"""Selection never on the test split (issue 11.3): finalists, ``:best``, the final table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nas._runview import finalist_genome, load_run
+from nas.evolve import best_line, final_table
+
+# Three finalists whose validation and test orders disagree: by validation a > b > c,
+# by test c > b > a.
+VAL = {"a": 0.70, "b": 0.60, "c": 0.50}
+TEST = {"a": 0.40, "b": 0.55, "c": 0.80}
+
+
+def _metrics(fit: float, **extra) -> dict:
+    return {"fitness": fit, "clean_acc": fit + 0.1, "adv_acc": fit, **extra}
+
+
+def _final(split: str) -> dict:
+    """final.json of a finished run: search metrics on the fitness split, refined on test."""
+    pop = []
+    for i, cid in enumerate(("c", "b", "a")):  # population order is not the ranking
+        search = VAL[cid] if split == "val" else TEST[cid] - 0.05
+        refined = _metrics(TEST[cid], **({"val_fitness": VAL[cid] + 0.01} if split == "val" else {}))
+        pop.append({"id": cid, "parent": None, "generation": 0, "hash": cid,
+                    "spectrum": [i, 0, 0, 0, 0], "metrics": _metrics(search), "test": refined})
+    return {"population": pop, "hall_of_fame": [], "logbook": [], "refine_epochs": 1,
+            "fitness_split": split}
+
+
+def _run(tmp_path: Path, split: str) -> Path:
+    run = tmp_path / split
+    final = _final(split)
+    events = [{"type": "child_finished", "id": m["id"], "generation": 0, "hash": m["id"],
+               "spectrum": m["spectrum"], "metrics": m["metrics"]} for m in final["population"]]
+    events.append({"type": "generation_finished", "generation": 0,
+                   "population": [m["id"] for m in final["population"]]})
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(
+        {"config": {"search": {}, "fitness": {"fitness_split": split}}}))
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (run / "final.json").write_text(json.dumps(final))
+    for m in final["population"]:
+        (run / "children" / m["id"]).mkdir(parents=True)
+        (run / "children" / m["id"] / "genome.json").write_text("{}")
+    return run
+
+
+@pytest.mark.parametrize(("split", "order"), [("val", ["a", "b", "c"]), ("test", ["c", "b", "a"])])
+def test_finalists_and_selectors_are_ranked_by_the_fitness_split(tmp_path, split, order):
+    run = _run(tmp_path, split)
+    view = load_run(run)
+    assert [f["id"] for f in view.finalists] == order
+    assert finalist_genome(f"{run}:best") == run / "children" / order[0] / "genome.json"
+    assert finalist_genome(f"{run}:3") == run / "children" / order[2] / "genome.json"
+    assert view.finalists[0]["metrics"]["fitness"] == TEST[order[0]]  # test is still reported
+
+
+def test_final_table_and_best_line_rank_by_validation_and_say_so():
+    final = _final("val")
+    table = final_table(final).splitlines()
+    assert "validation" in table[0] and "reported only" in table[0]
+    ids = [line.split()[0] for line in table[3:]]
+    assert ids == ["a", "b", "c"]
+    best = best_line(final)
+    assert best.startswith("best evolved network a ") and "validation fitness 0.7100" in best
+    assert "test fitness 0.4000" in best  # reported, not what chose it
+
+
+def test_paper_protocol_ranks_by_test_and_says_so_in_the_caption():
+    final = _final("test")
+    table = final_table(final).splitlines()
+    assert "--fitness-split test" in table[0] and "paper" in table[0]
+    assert [line.split()[0] for line in table[3:]] == ["c", "b", "a"]
+    assert best_line(final).startswith("best evolved network c ")
+
+
+def test_refinement_also_measures_the_validation_fitness_it_is_ranked_by(workspace, small_settings,
+                                                                         small_net_factory):
+    from nas.fitness import evaluate_module, score
+
+    result, model = evaluate_module(small_net_factory, settings=small_settings, epochs=1, seed=0,
+                                    workspace=workspace, split="test", log=lambda _m: None)
+    clean, adv, _ = score(model, workspace, "val")
+    assert result.val_fitness == min(clean, adv)
+    assert (result.val_clean_acc, result.val_adv_acc) == (clean, adv)
+    val_result, _ = evaluate_module(small_net_factory, settings=small_settings, epochs=1, seed=0,
+                                    workspace=workspace, split="val", log=lambda _m: None)
+    assert val_result.val_fitness is None  # scored on validation already
