@@ -7,16 +7,20 @@ training images, 1,000 per class; 1,000 test images, 100 per class) and a valida
 held out from the *training* set (equal per class, disjoint from the training subset) that the
 search uses for fitness, so the test split is only read for final reports.
 
-Loading rules for the torchvision datasets: files already in the cache are used; otherwise the
-raw files are copied from ``data_root`` (``--data-root`` / env ``NAS_DATA_ROOT``, read-only) into
-the cache *before* torchvision extracts anything; otherwise torchvision downloads them (unless
-env ``NAS_OFFLINE=1``). torchvision called with ``download=True`` and correct-md5 ``.gz`` files
+Loading rules for the torchvision datasets: intact files already in the cache are used;
+otherwise the raw files are copied from ``data_root`` (``--data-root`` / env ``NAS_DATA_ROOT``,
+read-only) into the cache *before* torchvision extracts anything, each atomically (temporary
+file, fsync, rename) and verified (the source's size, torchvision's md5); otherwise torchvision
+downloads them (unless env ``NAS_OFFLINE=1``). A staged file that is empty, truncated or fails
+its md5 (e.g. a kill during an older copy) is logged in one line and staged again, and files
+torchvision extracted that it cannot read are extracted again. torchvision called with ``download=True`` and correct-md5 ``.gz`` files
 present verifies them and makes no network request. When all three fail the user gets one line
 naming the dataset, the files looked for and the flag to use (:class:`nas.cli.UserError`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch
 
 from defenses.registry import Registry
+from nas._cache import first_line, write_durably
 from nas.cli import UserError
 
 
@@ -65,7 +70,7 @@ DATASETS: Registry[tuple[DatasetInfo, Loader]] = Registry("dataset")
 
 
 def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:
-    """Decorator registering a loader ``(cache, data_root, sizes, seed) -> (xtr, ytr, xte, yte)``."""
+    """Decorator registering a loader ``(cache, data_root, sizes, seed, log) -> (xtr, ytr, xte, yte)``."""
 
     def decorator(fn: Loader) -> Loader:
         DATASETS.register(info.name)((info, fn))
@@ -139,6 +144,7 @@ def load_splits(
     seed: int = 0,
     data_root: str | None = None,
     cache_dir: str | None = None,
+    log: Callable[[str], None] = print,
 ) -> Splits:
     """Load a dataset and reduce it to balanced train / validation / test subsets.
 
@@ -149,6 +155,7 @@ def load_splits(
         seed: seeds the subset choice (and the images of ``synthetic``).
         data_root: read-only directory holding the raw files (else env ``NAS_DATA_ROOT``).
         cache_dir: writable cache (see :func:`cache_root`).
+        log: where a line about a re-staged (broken) raw file goes.
     """
     info, loader = DATASETS.get(name)
     k = info.num_classes
@@ -156,7 +163,7 @@ def load_splits(
     n_va = 0 if val_size == 0 else _per_class(val_size, k, "val size")
     root = data_root or os.environ.get("NAS_DATA_ROOT")
     x_tr, y_tr, x_te, y_te = loader(
-        cache=cache_root(cache_dir), data_root=root, sizes=(n_tr + n_va, n_te), seed=seed
+        cache=cache_root(cache_dir), data_root=root, sizes=(n_tr + n_va, n_te), seed=seed, log=log
     )
     g = torch.Generator().manual_seed(seed)
     i_tr, i_va = balanced_indices(y_tr, [n_tr, n_va], k, g)
@@ -167,40 +174,129 @@ def load_splits(
 # --------------------------------------------------------------------------- torchvision sets
 
 
-def _stage_raw(cache: Path, data_root: str | None, folder: str, files: list[str]) -> None:
-    """Copy ``files`` from ``data_root`` (``<root>/<folder>/raw`` or ``<root>``) into the cache."""
+def _known_md5(cls: type) -> dict[str, str]:
+    """``{file name: md5}`` torchvision knows for a dataset class's raw files."""
+    if hasattr(cls, "resources"):
+        return {os.path.basename(url): md5 for url, md5 in cls.resources}
+    if hasattr(cls, "tgz_md5"):
+        return {cls.filename: cls.tgz_md5}
+    return {}
+
+
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) checked by this process
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 - torchvision's published checksums are md5
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_problem(path: Path, md5: str | None, source: Path | None) -> str | None:
+    """Why a staged raw file is broken (a phrase), or ``None``: empty, a size other than the
+    source's, or an md5 other than torchvision's (checked once per process and file state)."""
+    st = path.stat()
+    if (str(path), st.st_size, st.st_mtime_ns) in _VERIFIED:
+        return None
+    if st.st_size == 0:
+        return "is empty"
+    if source is not None and source.exists() and source.stat().st_size != st.st_size:
+        return f"has {st.st_size} bytes, the data root's copy {source.stat().st_size}"
+    if md5 and _md5(path) != md5:
+        return "fails torchvision's md5 check"
+    _VERIFIED.add((str(path), st.st_size, st.st_mtime_ns))
+    return None
+
+
+def _clear_extracted(raw: Path, files: list[str]) -> bool:
+    """Delete what torchvision extracted next to the raw ``files`` (cache only); any removed?"""
+    removed = False
+    for entry in raw.iterdir() if raw.is_dir() else ():
+        if entry.name in files or entry.name.startswith("."):
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        removed = True
+    return removed
+
+
+def _copy_verified(src: Path, dst: Path, md5: str | None) -> None:
+    """Copy ``src`` to ``dst`` atomically (temporary file, fsync, rename) after checking the copy
+    has the source's size and torchvision's md5; a bad source is one :class:`UserError`."""
+    size = src.stat().st_size
+
+    def write(fh) -> None:
+        h = hashlib.md5()  # noqa: S324 - torchvision's published checksums are md5
+        with open(src, "rb") as inp:
+            for chunk in iter(lambda: inp.read(1 << 20), b""):
+                fh.write(chunk)
+                h.update(chunk)
+        if fh.tell() != size:
+            raise UserError(f"copying {src} gave {fh.tell()} of {size} bytes")
+        if md5 and h.hexdigest() != md5:
+            raise UserError(f"{src} fails torchvision's md5 check (a damaged copy of the dataset?)")
+
+    write_durably(dst, write, kill_name="stage")
+
+
+def _stage_raw(cache: Path, data_root: str | None, folder: str, files: list[str],
+               md5s: dict[str, str], log: Callable[[str], None]) -> None:
+    """Make ``<cache>/data/<folder>/raw`` hold intact ``files``, copied from ``data_root``
+    (``<root>/<folder>/raw``, ``<root>/<folder>`` or ``<root>``, read-only) where missing.
+
+    A staged file that is empty, of another size than the root's copy or fails torchvision's
+    md5 is logged in one line and staged again (with what torchvision had extracted from it).
+    """
     target = cache / "data" / folder / "raw"
-    if not data_root or all((target / f).exists() for f in files):
-        return
-    for base in (Path(data_root) / folder / "raw", Path(data_root) / folder, Path(data_root)):
-        if all((base / f).exists() for f in files):
-            target.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                if not (target / f).exists():
-                    shutil.copyfile(base / f, target / f)
-            return
+    source = None
+    if data_root:
+        for base in (Path(data_root) / folder / "raw", Path(data_root) / folder, Path(data_root)):
+            if all((base / f).is_file() for f in files):
+                source = base
+                break
+    for f in files:
+        dst = target / f
+        if dst.exists():
+            problem = _file_problem(dst, md5s.get(f), source / f if source else None)
+            if problem is None:
+                continue
+            log(f"staged file {dst} {problem}; "
+                f"{'staging it again' if source else 'removing it'}")
+            dst.unlink()
+            _clear_extracted(target, files)
+        if source is not None:
+            _copy_verified(source / f, dst, md5s.get(f))
+            _clear_extracted(target, files)  # extracted from an older copy
 
 
 def _torchvision(name: str, cls_name: str, folder: str, files: list[str], cache: Path,
-                 data_root: str | None) -> tuple[torch.Tensor, ...]:
+                 data_root: str | None, log: Callable[[str], None] = print) -> tuple[torch.Tensor, ...]:
     """Load train + test of a torchvision dataset with the staging rules of the module doc."""
     import torchvision.datasets as tvd
 
-    _stage_raw(cache, data_root, folder, files)
     cls = getattr(tvd, cls_name)
-    root = cache / "data" if cls_name != "CIFAR10" else cache / "data" / folder / "raw"
-    have = all((cache / "data" / folder / "raw" / f).exists() for f in files)
+    _stage_raw(cache, data_root, folder, files, _known_md5(cls), log)
+    raw = cache / "data" / folder / "raw"
+    root = cache / "data" if cls_name != "CIFAR10" else raw
+    have = all((raw / f).exists() for f in files)
     offline = os.environ.get("NAS_OFFLINE", "") not in ("", "0")
-    try:
-        if not have and offline:
-            raise OSError("offline")
-        sets = [cls(str(root), train=t, download=True) for t in (True, False)]
-    except Exception:  # noqa: BLE001 - any download failure becomes one user-facing line
-        raise UserError(
-            f"dataset {name!r} not found offline: looked for {', '.join(files)} in "
-            f"{data_root or '(no --data-root)'}/{folder}/raw and {cache / 'data' / folder / 'raw'}; "
-            f"pass --data-root DIR (or set NAS_DATA_ROOT) to a directory holding them"
-        ) from None
+    for attempt in (0, 1):
+        try:
+            if not have and offline:
+                raise OSError("offline")
+            sets = [cls(str(root), train=t, download=True) for t in (True, False)]
+            break
+        except Exception as exc:  # noqa: BLE001 - any failure becomes one user-facing line
+            if attempt == 0 and have and _clear_extracted(raw, files):
+                log(f"extracted files of {name} in {raw} are unreadable ({first_line(exc)}); "
+                    "extracting them again")
+                continue
+            raise UserError(
+                f"dataset {name!r} not found offline: looked for {', '.join(files)} in "
+                f"{data_root or '(no --data-root)'}/{folder}/raw and {raw}; "
+                f"pass --data-root DIR (or set NAS_DATA_ROOT) to a directory holding them"
+            ) from None
     out: list[torch.Tensor] = []
     for ds in sets:
         data = torch.as_tensor(ds.data)
@@ -214,29 +310,29 @@ _MNIST_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 
 
 @register_dataset(DatasetInfo("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,)))
-def _mnist(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int):
-    return _torchvision("mnist", "MNIST", "MNIST", _MNIST_FILES, cache, data_root)
+def _mnist(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int, log=print):
+    return _torchvision("mnist", "MNIST", "MNIST", _MNIST_FILES, cache, data_root, log)
 
 
 @register_dataset(DatasetInfo("fashion-mnist", 10, (1, 28, 28), (0.2860,), (0.3530,)))
-def _fashion(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int):
+def _fashion(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int, log=print):
     return _torchvision("fashion-mnist", "FashionMNIST", "FashionMNIST", _MNIST_FILES, cache,
-                        data_root)
+                        data_root, log)
 
 
 _KMNIST_FILES = _MNIST_FILES
 
 
 @register_dataset(DatasetInfo("kmnist", 10, (1, 28, 28), (0.1918,), (0.3483,)))
-def _kmnist(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int):
-    return _torchvision("kmnist", "KMNIST", "KMNIST", _KMNIST_FILES, cache, data_root)
+def _kmnist(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int, log=print):
+    return _torchvision("kmnist", "KMNIST", "KMNIST", _KMNIST_FILES, cache, data_root, log)
 
 
 @register_dataset(DatasetInfo("cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465),
                               (0.2470, 0.2435, 0.2616)))
-def _cifar10(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int):
+def _cifar10(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int, log=print):
     return _torchvision("cifar10", "CIFAR10", "CIFAR10", ["cifar-10-python.tar.gz"], cache,
-                        data_root)
+                        data_root, log)
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -268,7 +364,7 @@ def synthetic_images(
 
 
 def _synthetic_loader(shape: tuple[int, int, int]) -> Loader:
-    def load(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int):
+    def load(*, cache: Path, data_root: str | None, sizes: tuple[int, int], seed: int, log=print):
         g = torch.Generator().manual_seed(10_007 + seed)
         x_tr, y_tr = synthetic_images(sizes[0], 10, shape, g)
         x_te, y_te = synthetic_images(sizes[1], 10, shape, g)

@@ -184,7 +184,7 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
     splits = load_splits(settings.dataset, train_size=settings.train_size,
                          val_size=settings.val_size, test_size=settings.test_size,
                          seed=settings.seed, data_root=settings.data_root,
-                         cache_dir=settings.cache_dir)
+                         cache_dir=settings.cache_dir, log=log)
     device = resolve_device(settings.device)
     reference, ref_key, meta = get_reference(
         settings.reference, splits, cache, epochs=settings.reference_epochs,

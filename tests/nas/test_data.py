@@ -89,3 +89,56 @@ def test_real_fashion_mnist_is_copied_into_the_cache_from_a_read_only_root(tmp_p
     assert s.x_train.shape == (100, 1, 28, 28) and s.x_train.max() > 200
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").exists()
     assert sorted(os.listdir(SHARED / "FashionMNIST" / "raw")) == before
+
+
+def _stage_fashion(cache: Path, **kw):
+    return load_splits("fashion-mnist", train_size=100, val_size=10, test_size=10,
+                       data_root=str(SHARED), cache_dir=str(cache), **kw)
+
+
+@pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").is_dir(), reason="no local data")
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_broken_staged_raw_file_is_logged_and_staged_again(tmp_path, damage):
+    """Issue 12.2: a 0-byte staged file made every offline run say 'not found offline'."""
+    first = _stage_fashion(tmp_path)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    for extracted in raw.glob("*-ubyte"):  # as after a kill during the first staging
+        extracted.unlink()
+    staged = raw / "t10k-labels-idx1-ubyte.gz"
+    staged.write_bytes(b"" if damage == "empty" else staged.read_bytes()[:100])
+    msgs: list[str] = []
+    again = _stage_fashion(tmp_path, log=msgs.append)
+    assert torch.equal(first.x_test, again.x_test) and torch.equal(first.y_test, again.y_test)
+    assert len(msgs) == 1 and str(staged) in msgs[0] and "staging it again" in msgs[0]
+    assert staged.read_bytes() == (SHARED / "FashionMNIST" / "raw" / staged.name).read_bytes()
+
+
+@pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").is_dir(), reason="no local data")
+def test_a_truncated_extracted_file_is_extracted_again(tmp_path):
+    first = _stage_fashion(tmp_path)
+    extracted = tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    extracted.write_bytes(extracted.read_bytes()[:5000])
+    msgs: list[str] = []
+    again = _stage_fashion(tmp_path, log=msgs.append)
+    assert torch.equal(first.x_train, again.x_train)
+    assert len(msgs) == 1 and "extracting them again" in msgs[0] and "\n" not in msgs[0]
+
+
+@pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").is_dir(), reason="no local data")
+def test_a_kill_while_staging_leaves_no_partial_file(tmp_path):
+    """Issue 12.2: the copy is atomic; a kill before its rename leaves no staged file."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys; from nas.data import load_splits; load_splits('fashion-mnist', "
+            "train_size=100, val_size=10, test_size=10, data_root=sys.argv[1], cache_dir=sys.argv[2])")
+    env = {**os.environ, "NAS_TEST_KILL_AT": "stage:before-rename",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-c", code, str(SHARED), str(tmp_path)], env=env,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert not [p for p in raw.iterdir() if not p.name.startswith(".")]  # only the temp file
+    assert _stage_fashion(tmp_path).x_train.shape == (100, 1, 28, 28)
+    assert not [p for p in raw.iterdir() if p.name.startswith(".")]  # leftover cleaned
