@@ -2,7 +2,9 @@
 
 Every training image ``x`` gets a stylized copy ``x'`` (AdaIN, eq. 3-4, or a weight-free
 stylizer, see :mod:`defenses.adain`), generated once in :meth:`StylizedPairing.prepare` and
-cached on disk. The loss pairs the logits of the two (eq. 5-6):
+cached on disk (one ``.npz`` per set holding the stylized images and their key, written all
+or nothing; a corrupt or mismatching one is logged in one line and rebuilt). The loss pairs
+the logits of the two (eq. 5-6):
 
 * eq. (5): ``L_s = lambda * L(F(x), F(x'))`` with ``L`` the mean squared error;
 * eq. (6): ``L_t = J(theta, M) + lambda * (1/m) sum_i MSE(F(x_i), F(x'_i))``, where ``J`` is
@@ -13,6 +15,7 @@ cached on disk. The loss pairs the logits of the two (eq. 5-6):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -101,14 +104,18 @@ class StylizedPairing(Defense):
         self._stylizer_used = name
         if name != "adain":
             ctx.log(f"stylized: no style_weights given; using the weight-free '{name}' stylizer")
-        path = self._cache_path(x, ctx.cache_dir)
+        path, key = self._cache_key(x, ctx.cache_dir)
         if path and os.path.isfile(path):
-            self._stylized = torch.from_numpy(np.load(path, allow_pickle=False))
-            ctx.log(f"stylized: loaded cached stylized set {path}")
-            return
+            loaded, problem = _load_checked(path, key, tuple(x.shape))
+            if loaded is not None:
+                self._stylized = torch.from_numpy(loaded)
+                ctx.log(f"stylized: loaded cached stylized set {path}")
+                return
+            ctx.log(f"stylized: cache entry {path} {problem}; rebuilding it")
+            os.unlink(path)
         self._stylized = self._stylize_all(x, name)
         if path:
-            _save_atomic(path, self._stylized.numpy())
+            _save_atomic(path, self._stylized.numpy(), key)
             ctx.log(f"stylized: cached stylized set at {path}")
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
@@ -163,20 +170,41 @@ class StylizedPairing(Defense):
                 out[start : start + _CHUNK] = (res * 255.0).round().clamp(0, 255).to(torch.uint8)
         return out
 
-    def _cache_path(self, x: torch.Tensor, cache_dir: str | None) -> str | None:
-        """``<cache_dir>/stylized-<sha256 of data + settings>.npy`` or ``None``."""
-        if not cache_dir:
-            return None
+    def _cache_key(self, x: torch.Tensor, cache_dir: str | None) -> tuple[str | None, str]:
+        """``(<cache_dir>/stylized-<key digest>.npz or None, key)``.
+
+        The key names what the stylized set is computed from: the SHA-256 of the exact
+        training images (a stylized image is a function of its image alone; labels do not
+        enter), their shape, every stylizer setting (``lam`` only weighs the loss) and the
+        SHA-256 of the style image and weight files.
+        """
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(x.numpy()).tobytes())
         settings = {**self.hparams(), "v": _FORMAT_VERSION, "shape": list(x.shape)}
         settings.pop("lam")
-        h.update(json.dumps(settings, sort_keys=True).encode())
-        for f in (self.style_image, *_weight_files(self.style_weights)):
-            if f and os.path.isfile(f):
-                st = os.stat(f)
-                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return os.path.join(cache_dir, f"stylized-{h.hexdigest()[:16]}.npy")
+        files = {f: _file_sha256(f) for f in (self.style_image, *_weight_files(self.style_weights))
+                 if f and os.path.isfile(f)}
+        key = json.dumps({"images": h.hexdigest(), "settings": settings, "files": files},
+                         sort_keys=True)
+        if not cache_dir:
+            return None, key
+        name = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return os.path.join(cache_dir, f"stylized-{name}.npz"), key
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    """SHA-256 of a file's contents (memoised per process while its size and mtime stay)."""
+    st = os.stat(path)
+    return _sha256_of(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
 def _weight_files(weights_dir: str | None) -> list[str]:
@@ -185,15 +213,45 @@ def _weight_files(weights_dir: str | None) -> list[str]:
     return [os.path.join(weights_dir, n) for n in ("vgg_normalised.pth", "decoder.pth")]
 
 
-def _save_atomic(path: str, array: np.ndarray) -> None:
-    """Write ``array`` as .npy to a temp file in the same directory, then rename."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".npy.tmp")
+def _save_atomic(path: str, array: np.ndarray, key: str) -> None:
+    """Write ``array`` and its ``key`` as one ``.npz`` (all or nothing): a temporary file in the
+    same directory, flushed and fsynced, renamed into place, the directory fsynced."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".stylized-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
+            np.savez(fh, stylized=array, key=np.array(key))
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _load_checked(path: str, key: str, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
+    """The cached stylized set, or ``(None, what is wrong)`` (unreadable, truncated, CRC of the
+    zip member, another key, shape or dtype)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored_key, array = str(data["key"]), data["stylized"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt
+        lines = str(exc).strip().splitlines()
+        return None, f"is corrupt ({type(exc).__name__}: {lines[0][:200] if lines else ''})"
+    if stored_key != key:
+        return None, "was computed from something else (key mismatch)"
+    if array.shape != shape or array.dtype != np.uint8:
+        return None, f"holds {array.dtype} {array.shape}, expected uint8 {shape}"
+    return array, ""

@@ -104,7 +104,7 @@ def test_prepare_caches_and_loss_pairs_by_index(factory, data, make_ctx, tmp_pat
     defense.prepare(x, y, ctx)
     assert any("weight-free" in m for m in ctx.messages)
     files = os.listdir(ctx.cache_dir)
-    assert len(files) == 1 and files[0].startswith("stylized-") and files[0].endswith(".npy")
+    assert len(files) == 1 and files[0].startswith("stylized-") and files[0].endswith(".npz")
     sty = defense._stylized
     assert sty.shape == x.shape and sty.dtype == torch.uint8 and not torch.equal(sty, x)
 
@@ -126,6 +126,29 @@ def test_prepare_caches_and_loss_pairs_by_index(factory, data, make_ctx, tmp_pat
     expected = (F.cross_entropy(z, y[idx]) + F.cross_entropy(zs, y[idx])) / 2 + 0.5 * F.mse_loss(z, zs)
     assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     assert out.logs["weight_free"] == 1.0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_corrupt_cached_stylized_set_is_logged_in_one_line_and_rebuilt(data, make_ctx, damage):
+    """Issue 12.1 for the stylized sets: a damaged cache file broke every later training."""
+    x, y = data
+    ctx = make_ctx()
+    create_defense("stylized").prepare(x, y, ctx)
+    (name,) = os.listdir(ctx.cache_dir)
+    path = os.path.join(ctx.cache_dir, name)
+    raw = bytearray(open(path, "rb").read())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # one flipped byte in the middle of the stylized images
+        raw[len(raw) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(raw))
+    again, ctx2 = create_defense("stylized"), make_ctx()
+    again.prepare(x, y, ctx2)
+    bad = [m for m in ctx2.messages if path in m and "cached stylized set at" not in m]
+    assert len(bad) == 1 and "rebuilding" in bad[0] and "\n" not in bad[0]
+    fresh = create_defense("stylized")
+    fresh.prepare(x, y, make_ctx())
+    assert torch.equal(again._stylized, fresh._stylized)
 
 
 def test_prepare_with_bad_weights_or_options_fails_clearly(data, make_ctx, tmp_path):
