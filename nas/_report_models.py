@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nas import plots
-from nas._cache import atomic_torch_save, atomic_write_text, digest
+from nas._cache import digest, discard, first_line, load_entry, save_entry, tensor_digest
 from nas._runview import RunView, child_files
 from nas.attacks import resolve_attack
 from nas.cli import UserError
@@ -69,26 +69,35 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, 
     ``defense="none"`` with the reference's architecture is an independently initialised CE
     copy of the reference (the paper's "Ref. Net." column); with the run's defense it is the
     "Ref. Net.+GM" baseline; another architecture gives e.g. "HE. Net.+GM" (paper Table 4).
+    Cached as one all-or-nothing entry keyed by the run's reference key, the digest of the
+    training images and labels and the training settings (:mod:`nas._cache`).
     """
     info = ws.splits.info
     args = settings.defense_args if defense == settings.defense else ()
     trained_with = dataclasses.replace(settings, defense=defense, defense_args=args)
-    key = digest({"reference": ws.reference_key, "arch": arch, "defense": defense,
-                  "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
-                  "batch": settings.batch_size, "lr": settings.lr})
-    path = cache_root(settings.cache_dir) / "report" / f"{arch}-{defense}-{key}.pt"
+    content = {"reference": ws.reference_key, "arch": arch, "defense": defense,
+               "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
+               "batch": settings.batch_size, "lr": settings.lr,
+               "train": tensor_digest(ws.splits.x_train, ws.splits.y_train)}
+    path = cache_root(settings.cache_dir) / "report" / f"{arch}-{defense}-{digest(content)}.pt"
     model = build_reference(arch, info)
-    if path.exists():
-        return load_weights(model, path).eval()
+    entry = load_entry(path, content, log=log)
+    if entry is not None:
+        try:
+            model.load_state_dict(entry[0])
+            return model.eval()
+        except RuntimeError as exc:
+            discard(path, f"does not fit {arch} ({first_line(exc)})", log)
     log(f"training {arch} with {defense} for {epochs} epochs (cached once)")
     result, trained = evaluate_module(lambda: build_reference(arch, info), settings=trained_with,
                                       epochs=epochs, seed=settings.seed, workspace=ws, split="test",
                                       progress=progress, log=log)
     if trained is None:
         raise UserError(f"{arch} trained with {defense} diverged ({result.reason})")
-    atomic_torch_save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(result.to_dict(), indent=2))
-    return trained.eval()
+    state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
+    save_entry(path, content, state, result.to_dict())
+    model.load_state_dict(state)  # as a later report loads it
+    return model.eval()
 
 
 def eval_subset(ws: Workspace, size: int, seed: int) -> torch.Tensor:

@@ -178,3 +178,29 @@ def test_a_pickled_weights_file_is_refused_without_advice_to_load_it_anyway(tmp_
     assert "cannot read weights" in msg and "\n" not in msg
     for advice in ("weights_only", "still be loaded", "trust", "safe_globals"):
         assert advice not in msg
+
+
+def test_report_baselines_are_keyed_by_the_training_images_and_rebuilt_when_corrupt(tmp_path):
+    """Issue 11.1 for the report's baselines: one weights file, two training sets, two baselines."""
+    from nas._report_models import baseline
+
+    torch.manual_seed(0)
+    torch.save(build_reference("he-ref", dataset_info("synthetic")).state_dict(), tmp_path / "w.pt")
+    msgs: list[str] = []
+    spaces = []
+    for size in (100, 50):
+        s = _settings(tmp_path / "cache", train_size=size, reference_weights=str(tmp_path / "w.pt"),
+                      defense="none")
+        ws = prepare(s, progress=False, log=lambda _m: None)
+        spaces.append((ws, s))
+        baseline(ws, s, "he-baseline", "none", 1, msgs.append, False)
+    assert sum("training he-baseline" in m for m in msgs) == 2  # not reused across images
+    (entry,) = [p for p in (tmp_path / "cache" / "report").glob("*.pt")
+                if p.stat().st_mtime_ns == max(q.stat().st_mtime_ns
+                                               for q in (tmp_path / "cache" / "report").glob("*.pt"))]
+    entry.write_bytes(entry.read_bytes()[:200])
+    msgs.clear()
+    ws, s = spaces[1]
+    baseline(ws, s, "he-baseline", "none", 1, msgs.append, False)
+    assert any("corrupt" in m and str(entry) in m for m in msgs)
+    assert any("training he-baseline" in m for m in msgs)
