@@ -204,3 +204,21 @@ def test_report_baselines_are_keyed_by_the_training_images_and_rebuilt_when_corr
     baseline(ws, s, "he-baseline", "none", 1, msgs.append, False)
     assert any("corrupt" in m and str(entry) in m for m in msgs)
     assert any("training he-baseline" in m for m in msgs)
+
+
+SHARED = Path(os.environ.get("NAS_DATA_ROOT") or ROOT.parent / "shared" / "data")
+
+
+@pytest.mark.skipif(not all((SHARED / d / "raw").is_dir() for d in ("MNIST", "FashionMNIST")),
+                    reason="no local MNIST / Fashion-MNIST")
+def test_one_weights_file_on_two_same_shaped_datasets_keeps_their_sets_apart(tmp_path):
+    """Issue 11.1, second case: MNIST then Fashion-MNIST (both 1x28x28) with one weights file."""
+    info = dataset_info("mnist")
+    torch.manual_seed(0)
+    torch.save(build_reference("he-ref", info).state_dict(), tmp_path / "w.pt")
+    for dataset in ("mnist", "fashion-mnist"):
+        ws = prepare(_settings(tmp_path / "cache", dataset=dataset, data_root=str(SHARED),
+                               reference_weights=str(tmp_path / "w.pt")),
+                     progress=False, log=lambda _m: None)
+        for split in ("val", "test"):
+            assert _distance(ws, split) <= ws.attack.eps + 1e-6, (dataset, split)
