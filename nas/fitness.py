@@ -18,6 +18,7 @@ image, :func:`nas.transfer.fooling_rate`).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -103,7 +104,7 @@ class ChildResult:
 
     ``macs``: multiply-accumulate operations of one forward pass of one image (the one cost
     measure of the project, as ``genome.count_macs``). ``fooling_rate``: ``nan`` when no
-    image is eligible (:func:`nas.transfer.fooling_rate`). ``val_*``: fitness, clean and
+    image is eligible (:func:`nas.transfer.fooling_rate`; ``null`` in JSON). ``val_*``: fitness, clean and
     adversarial accuracy on the validation split, measured as well when the scored split is
     another one under ``--fitness-split val`` (refinement scores the test split; finalists
     are ranked by these, never by the test numbers); ``None`` otherwise.
@@ -124,7 +125,12 @@ class ChildResult:
     val_adv_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-able dict; an undefined (``nan``) fooling rate is ``None`` (``null`` in JSON:
+        run files stay standard JSON and compare equal across runs)."""
+        out = asdict(self)
+        if math.isnan(out["fooling_rate"]):
+            out["fooling_rate"] = None
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChildResult:
@@ -133,6 +139,8 @@ class ChildResult:
         data = dict(data)
         if "macs" not in data and "flops" in data:
             data["macs"] = int(data["flops"]) // 2
+        if data.get("fooling_rate") is None:
+            data["fooling_rate"] = float("nan")
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @classmethod

@@ -155,7 +155,8 @@ def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str 
         "type": "child_finished", "id": ind.child_id, "parent": ind.parent,
         "generation": ind.generation, "hash": ind.hash, "spectrum": list(ind.spectrum),
         "epochs": task.epochs, "seed": task.seed, "reused": reused_from is not None,
-        "reused_from": reused_from, "reused_what": "metrics" if reused_from else None,
+        "reused_from": reused_from,
+        "reused_what": "metrics and weights" if reused_from else None,
         "metrics": metrics,
     }
 
@@ -166,8 +167,9 @@ class ChildEvaluator:
     For every child, in order: a ``child_finished`` line already in the log answers it (a
     resume never retrains a finished child); a child whose canonical hash was evaluated
     before *with the same epochs* reuses that result (``reused: true``, ``reused_from``: its
-    id, ``reused_what: "metrics"``; :func:`nas.ga.reuse_key`); the rest are dispatched through
-    :func:`evaluate_tasks`. Duplicates inside one batch wait for their first occurrence.
+    id, ``reused_what: "metrics and weights"``; :func:`nas.ga.reuse_key`); the rest are
+    dispatched through :func:`evaluate_tasks`. Duplicates inside one batch wait for their
+    first occurrence.
     """
 
     def __init__(self, log: EventLog, run_dir: str | os.PathLike[str], search: Any,

@@ -90,7 +90,10 @@ def test_fooling_rate_without_eligible_images_has_one_definition_nan():
     from nas.transfer import fooling_rate
 
     assert math.isnan(fooling_rate(0, 0))  # the report's definition
-    assert math.isnan(ChildResult.failed("failed", "boom", 1, 0.0).fooling_rate)
+    failed = ChildResult.failed("failed", "boom", 1, 0.0)
+    assert math.isnan(failed.fooling_rate)
+    assert json.loads(json.dumps(failed.to_dict()))["fooling_rate"] is None  # standard JSON
+    assert math.isnan(ChildResult.from_dict(failed.to_dict()).fooling_rate)
 
 
 def test_evaluate_genome_trains_scores_and_writes_files(workspace, small_settings, tmp_path):

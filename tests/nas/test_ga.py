@@ -177,7 +177,7 @@ def test_a_seen_architecture_is_reused_only_when_trained_with_the_same_epochs(tm
         source = by_id[e["reused_from"]]
         assert (source["hash"], source["epochs"]) == (e["hash"], e["epochs"]), e["id"]
         assert e["metrics"]["epochs"] == e["epochs"]
-    assert all(e["reused_what"] == "metrics" for e in reused)
+    assert all(e["reused_what"] == "metrics and weights" for e in reused)
     budgets = {}
     for e in events:
         if not e["reused"]:
