@@ -55,6 +55,7 @@ class StylizedPairing(Defense):
     """
 
     needs = frozenset()
+    indexed_inputs = True  # stylized copies are looked up by batch.index
 
     def __init__(
         self,

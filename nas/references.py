@@ -191,8 +191,7 @@ def he_baseline(info: DatasetInfo) -> nn.Module:
 # --------------------------------------------------------------------------- train + cache
 
 
-def reference_key(name: str, splits: Splits, *, epochs: int, batch_size: int, lr: float,
-                  seed: int) -> dict[str, Any]:
+def reference_key(name: str, splits: Splits, *, config: TrainConfig, seed: int) -> dict[str, Any]:
     """Everything that determines a trained reference (the cache key's content).
 
     ``architecture`` fingerprints the parameter names and shapes, so a changed definition
@@ -202,8 +201,8 @@ def reference_key(name: str, splits: Splits, *, epochs: int, batch_size: int, lr
     return {"reference": name, "architecture": digest(shapes), "dataset": splits.info.name,
             "train_size": len(splits.y_train),
             "val_size": len(splits.y_val), "train_digest": digest(splits.y_train.tolist()),
-            "input_shape": list(splits.info.input_shape), "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "seed": seed, "torch": torch.__version__}
+            "input_shape": list(splits.info.input_shape), "training": config.key(),
+            "seed": seed, "torch": torch.__version__}
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -224,15 +223,16 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def get_reference(
-    name: str, splits: Splits, cache: Path, *, epochs: int, batch_size: int = 128,
-    lr: float = 1e-3, seed: int = 0, device: str = "auto", weights: str | None = None,
-    progress: bool = False, log: Callable[[str], None] = print,
+    name: str, splits: Splits, cache: Path, *, config: TrainConfig, seed: int = 0,
+    weights: str | None = None, log: Callable[[str], None] = print,
 ) -> tuple[nn.Module, str, dict[str, Any]]:
     """The trained reference (eval mode), its cache key and its sidecar metadata.
 
     Loads ``weights`` when given; else loads the cached training result; else trains with CE
-    for ``epochs`` (seed derived from ``("reference", seed)`` so it differs from any child's
-    stream) and caches ``references/<name>-<key>.pt`` + ``.json``.
+    as ``config`` says (recipe, epochs; with ``config.patience`` to the validation plateau,
+    keeping the best-on-validation weights; seed derived from ``("reference", seed)`` so it
+    differs from any child's stream) and caches ``references/<name>-<key>.pt`` + ``.json``.
+    The whole ``config`` (but device and progress) enters the key.
     """
     model = build_reference(name, splits.info)
     if weights:
@@ -240,23 +240,26 @@ def get_reference(
         key = f"{name}-file-{hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]}"
         meta: dict[str, Any] = {"reference": name, "weights": str(weights)}
         return model.eval(), key, meta
-    content = reference_key(name, splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    content = reference_key(name, splits, config=config, seed=seed)
     key = f"{name}-{splits.info.name}-{digest(content)}"
     path = cache / "references" / f"{key}.pt"
     if path.exists():
         load_weights(model, path)
         meta = json.loads(path.with_suffix(".json").read_text())
         return model.eval(), key, meta
-    log(f"training reference {name} on {splits.info.name} for {epochs} epochs (cached once)")
+    plateau = f" to its validation plateau (at most {config.epochs} epochs, patience " \
+        f"{config.patience})" if config.patience and len(splits.y_val) else f" for {config.epochs} epochs"
+    log(f"training reference {name} on {splits.info.name}{plateau}, recipe "
+        f"{config.recipe.name} (cached once)")
     outcome = train(lambda: build_reference(name, splits.info), create_defense("none"),
                     splits.x_train, splits.y_train, num_classes=splits.info.num_classes,
-                    config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                       device=device, progress=progress),
-                    seed=derive_seed("reference", seed), log=log)
+                    config=config, seed=derive_seed("reference", seed), log=log,
+                    val=(splits.x_val, splits.y_val) if len(splits.y_val) else None)
     if outcome.status != "ok":
         raise UserError(f"reference {name} diverged while training ({outcome.reason})")
     model = outcome.model.eval()
-    meta = dict(content, seconds=round(outcome.seconds, 2))
+    meta = dict(content, seconds=round(outcome.seconds, 2), epochs_run=outcome.epochs,
+                best_epoch=outcome.best_epoch or outcome.epochs)
     for split in ("val", "test"):
         x, y = splits.split(split)
         if len(y):
