@@ -27,6 +27,12 @@ from nas.cli import UserError, run
 from nas.data import DatasetInfo, dataset_info
 
 
+#: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
+#: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
+#: (docs/experiments.md).
+TRAIN_CAP = 40
+
+
 def resolve_architecture(spec: str, info: DatasetInfo) -> tuple[str, Callable[[], nn.Module]]:
     """``(label, factory)`` for a reference name, a named genome, a genome JSON path or a
     finalist of a run (``runs/<name>:best``, ``:<rank>``, ``:<child id>``).
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("arch", metavar="ARCH", help="reference name, named genome or genome .json")
     p.add_argument("--reference", default=d.reference, help="reference network (attack source)")
-    p.add_argument("--reference-epochs", type=int, default=d.reference_epochs,
+    p.add_argument("--reference-epochs", type=int, default=TRAIN_CAP,
                    help="most CE epochs of the reference (trained once to its validation "
                    "plateau, cached)")
     p.add_argument("--reference-patience", type=int, default=d.reference_patience,
@@ -97,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training epochs of ARCH (default: to its validation plateau, at most "
                    "--max-epochs, stopping after --patience epochs without improvement, "
                    "keeping the best-on-validation weights)")
-    p.add_argument("--max-epochs", type=int, default=100, help="epoch cap without --epochs")
+    p.add_argument("--max-epochs", type=int, default=TRAIN_CAP,
+                   help="epoch cap without --epochs (the one-cycle schedule spans it)")
     p.add_argument("--patience", type=int, default=10,
                    help="epochs without a better validation accuracy before stopping "
                    "(without --epochs)")
