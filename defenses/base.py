@@ -55,6 +55,8 @@ class TrainContext:
             unless declared.
         cache_dir: directory a defense may cache precomputed data in (or ``None``).
         log: callable taking one message string (goes to the run log / stderr).
+        label_smoothing: label smoothing of the training recipe for the CE training term
+            (``none`` and ``gm`` apply it; input gradients stay those of the plain CE).
     """
 
     epoch: int = 0
@@ -65,6 +67,7 @@ class TrainContext:
     adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     cache_dir: str | None = None
     log: Callable[[str], None] = print
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -81,6 +84,9 @@ class Defense:
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: ``True`` when ``loss`` looks up precomputed per-image data by ``batch.index``: the loop
+    #: then never augments the inputs (the looked-up data would no longer match them).
+    indexed_inputs: ClassVar[bool] = False
 
     def hparams(self) -> dict[str, Any]:
         """The constructor's keyword arguments as stored (JSON-able)."""

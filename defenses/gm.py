@@ -21,6 +21,9 @@ Implementation (the hot path of the search, one forward of the child):
 3. ``cos_i = <g_c, g_r> / sqrt((|g_c|^2 + eps^2)(|g_r|^2 + eps^2))`` per sample (eps guard keeps
    the value and its derivative finite for vanishing gradients).
 4. ``loss = ce_sum / N + lambda * mean_i cos_i``; the CE value reuses the forward of step 1.
+   With a training recipe's label smoothing (``ctx.label_smoothing`` > 0) the CE *training*
+   term is the label-smoothed CE of the same logits; the input gradients of eq. 1 stay those
+   of the plain CE (the reference's are plain CE too).
 
 The default ``lam = 1.0`` is backed by a sweep over 0.1-10 on two architectures (docs/fitness.md,
 "lambda"); the paper leaves lambda to be tuned per dataset.
@@ -74,7 +77,10 @@ class GradientMisalignment(Defense):
         (g_child,) = torch.autograd.grad(ce_sum, x, create_graph=True)  # (N, C, H, W)
         g_ref = ctx.reference_grad(batch.x, batch.y, batch.index).to(g_child.dtype)
         cos = misalignment(g_child, g_ref.detach(), self.eps)  # (N,)
-        ce = ce_sum / x.shape[0]
+        if ctx.label_smoothing:
+            ce = F.cross_entropy(logits, batch.y, label_smoothing=ctx.label_smoothing)
+        else:
+            ce = ce_sum / x.shape[0]
         gm = cos.mean()
         loss = ce + self.lam * gm
         return DefenseOutput(loss=loss, logits=logits,

@@ -11,12 +11,12 @@ from defenses.registry import register_defense
 
 @register_defense("none")
 class PlainCE(Defense):
-    """L = CE(f(x), y), mean over the batch."""
+    """L = CE(f(x), y), mean over the batch (label-smoothed by ``ctx.label_smoothing``)."""
 
     def __init__(self) -> None:
         pass
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
         logits = model(batch.x)  # (N, K)
-        ce = F.cross_entropy(logits, batch.y)
+        ce = F.cross_entropy(logits, batch.y, label_smoothing=ctx.label_smoothing)
         return DefenseOutput(loss=ce, logits=logits, logs={"ce": float(ce.detach())})

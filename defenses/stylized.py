@@ -58,6 +58,7 @@ class StylizedPairing(Defense):
     """
 
     needs = frozenset()
+    indexed_inputs = True  # stylized copies are looked up by batch.index
 
     def __init__(
         self,

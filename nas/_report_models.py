@@ -78,6 +78,7 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, 
     content = {"reference": ws.reference_key, "arch": arch, "defense": defense,
                "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
                "batch": settings.batch_size, "lr": settings.lr,
+               "recipe": settings.training_recipe().to_dict(),
                "train": tensor_digest(ws.splits.x_train, ws.splits.y_train)}
     path = cache_root(settings.cache_dir) / "report" / f"{arch}-{defense}-{digest(content)}.pt"
     model = build_reference(arch, info)
@@ -116,9 +117,10 @@ def sources(names: tuple[str, ...], ws: Workspace, settings: FitnessSettings, op
         if name in ("own", settings.reference):
             out[f"{settings.reference} (own reference)"] = ws.reference
             continue
-        model, _, _ = get_reference(name, ws.splits, cache_root(settings.cache_dir), epochs=epochs,
-                                    batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
-                                    device=opts.device, progress=opts.progress, log=log)
+        config = dataclasses.replace(settings.reference_config(progress=opts.progress),
+                                     epochs=epochs, device=opts.device)
+        model, _, _ = get_reference(name, ws.splits, cache_root(settings.cache_dir),
+                                    config=config, seed=settings.seed, log=log)
         out[name] = model.eval()
     return out
 

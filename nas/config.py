@@ -123,24 +123,28 @@ EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
 # --------------------------------------------------------------------------------------------
 # PRESETS, applied over the dataclass defaults; ``paper`` is used when none is chosen.
 # >>> QUICK PRESET NUMBERS: the README's main job (resnet34 reference, Fashion-MNIST, 2 CPU
-# >>> cores). Measured: ~3 min to train the reference and build the cached adversarial sets,
-# >>> ~7.5 min for 16 children on 2 workers, ~2.5 min to refine 4 finalists (docs/search.md).
-# >>> 5,000 training images so children take enough GM steps; <= 32 channels and <= 16 nodes
-# >>> keep a child under ~2 minutes. Change them here and only here.
+# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/recipe.py) for the
+# >>> reference, the children and the refinement; the reference trains with bf16 autocast on
+# >>> CPUs that compute bf16 natively, to its validation plateau within 8 epochs (the one-cycle
+# >>> schedule spans the cap). 5,000 training images; <= 32 channels and <= 16 nodes keep a
+# >>> child under ~1 minute. Measured in docs/fitness.md and docs/experiments.md. Change them
+# >>> here and only here.
 QUICK: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "train_size": 5000,
     "val_size": 500,
     "test_size": 500,
-    "reference_epochs": 3,
+    "recipe": "cpu",
+    "reference_epochs": 8,
+    "reference_patience": 3,
     "steps": 10,
     "population": 4,
     "children": 1,
     "generations": 3,
-    "epochs": 2,
+    "epochs": 3,
     "epochs_step": 1,
     "epochs_every": 2,
-    "refine_epochs": 6,
+    "refine_epochs": 10,
     "max_channels": 32,
     "max_nodes": 16,
     "workers": 2,
@@ -170,12 +174,18 @@ SMOKE: dict[str, Any] = {
 }
 # ``paper``: CIFAR-10 with a ResNet-34 reference (paper §4 full-dataset experiment); the search
 # settings are the SearchSettings defaults. 5000 training images are held out for the fitness.
+# The paper's training recipe (Adam, PyTorch defaults, constant rate); the paper does not say
+# how long its references trained: ours train to their validation plateau (patience 10), at
+# most 100 epochs (docs/experiments.md states the same).
 PAPER: dict[str, Any] = {
     "dataset": "cifar10",
     "train_size": 45000,
     "val_size": 5000,
     "test_size": 10000,
     "reference": "resnet34",
+    "reference_epochs": 100,
+    "reference_patience": 10,
+    "recipe": "paper",
     "batch_size": 128,
 }
 PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER, "quick": QUICK, "smoke": SMOKE}

@@ -43,10 +43,12 @@ from nas._cache import (
 )
 from nas.attacks import AttackSettings, resolve_attack, transferred_set
 from nas.data import Splits, cache_root, load_splits
+from nas.recipe import Recipe, get_recipe
 from nas.references import get_reference
 from nas.training import (
     CachedReferenceGrad,
     TrainConfig,
+    cpu_has_native_bf16,
     predict,
     reference_gradients,
     resolve_device,
@@ -62,14 +64,41 @@ class FitnessSettings:
     ``eps`` / ``step_size`` / ``steps`` ``None`` mean the per-dataset default of the attack
     (nas.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g. ``(("lam", 1.0),)``.
     ``fitness_split`` is ``"val"`` (held out from training) or ``"test"`` (paper protocol).
+    ``recipe`` names the training recipe (nas.recipe.RECIPES) of the reference, the children,
+    the refinement and the baselines; ``lr`` ``None`` keeps the recipe's peak rate. The
+    reference trains to its validation plateau: at most ``reference_epochs``, stopping after
+    ``reference_patience`` epochs without improvement (0: exactly ``reference_epochs``);
+    ``reference_amp`` ``"auto"`` = bf16 autocast where the device computes bf16 natively
+    (CUDA with bf16, CPUs with AVX512-BF16 / AMX), ``"off"`` / ``"bf16"`` force it.
     """
+
+    def training_recipe(self) -> Recipe:
+        """The resolved :class:`Recipe` (``lr`` applied)."""
+        return get_recipe(self.recipe).with_lr(self.lr)
+
+    def reference_config(self, *, progress: bool = False) -> TrainConfig:
+        """How the reference is trained (CE, the recipe, to the validation plateau)."""
+        amp = self.reference_amp
+        if amp == "auto":
+            amp = "bf16" if resolve_device(self.device).type == "cpu" and cpu_has_native_bf16() else "auto"
+        return TrainConfig(epochs=self.reference_epochs, batch_size=self.batch_size,
+                           recipe=self.training_recipe(), patience=self.reference_patience,
+                           device=self.device, amp=amp, progress=progress)
+
+    def child_config(self, epochs: int, *, patience: int = 0, progress: bool = False) -> TrainConfig:
+        """How a child / finalist / baseline is trained for ``epochs`` with the recipe."""
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size,
+                           recipe=self.training_recipe(), patience=patience,
+                           device=self.device, progress=progress)
 
     dataset: str = "fashion-mnist"
     train_size: int = 10000
     val_size: int = 1000
     test_size: int = 1000
     reference: str = "resnet34"
-    reference_epochs: int = 10
+    reference_epochs: int = 100
+    reference_patience: int = 10
+    reference_amp: str = "auto"
     reference_weights: str | None = None
     attack: str = "pgd-linf"
     eps: float | None = None
@@ -78,7 +107,8 @@ class FitnessSettings:
     defense: str = "gm"
     defense_args: tuple[tuple[str, Any], ...] = ()
     batch_size: int = 128
-    lr: float = 1e-3
+    recipe: str = "paper"
+    lr: float | None = None
     device: str = "auto"
     fitness_split: str = "val"
     data_root: str | None = None
@@ -195,9 +225,8 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
                          cache_dir=settings.cache_dir, log=log)
     device = resolve_device(settings.device)
     reference, ref_key, meta = get_reference(
-        settings.reference, splits, cache, epochs=settings.reference_epochs,
-        batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
-        device=settings.device, weights=settings.reference_weights, progress=progress, log=log)
+        settings.reference, splits, cache, config=settings.reference_config(progress=progress),
+        seed=settings.seed, weights=settings.reference_weights, log=log)
     reference = reference.to(device).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -289,9 +318,13 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def evaluate_module(
     factory: Callable[[], nn.Module], *, settings: FitnessSettings, epochs: int, seed: int,
     workspace: Workspace | None = None, split: str | None = None, out_dir: str | None = None,
-    progress: bool = False, log: Callable[[str], None] = print,
+    progress: bool = False, log: Callable[[str], None] = print, patience: int = 0,
 ) -> tuple[ChildResult, nn.Module | None]:
     """Train any architecture with ``settings.defense`` and score it (eq. 4).
+
+    With ``patience`` > 0, ``epochs`` is a cap: training stops at the validation plateau and
+    keeps the best-on-validation weights (``nas.train`` without ``--epochs``); the result's
+    ``epochs`` is the epoch whose weights were kept.
 
     Returns the result and the trained module (``None`` when training diverged). Raises on
     programming errors; :func:`evaluate_genome` turns every exception into a ``failed`` result.
@@ -301,14 +334,16 @@ def evaluate_module(
     start = time.perf_counter()
     defense = create_defense(settings.defense, **dict(settings.defense_args))
     device = resolve_device(settings.device)
-    config = TrainConfig(epochs=epochs, batch_size=settings.batch_size, lr=settings.lr,
-                         device=settings.device, progress=progress)
+    config = settings.child_config(epochs, patience=patience, progress=progress)
     info = ws.splits.info
+    val = (ws.splits.x_val, ws.splits.y_val) if patience and len(ws.splits.y_val) else None
     outcome = train(factory, defense, ws.splits.x_train, ws.splits.y_train, config=config,
                     seed=derive_seed("child", seed), num_classes=info.num_classes,
                     reference_grad=CachedReferenceGrad(ws.reference_grads, device),
                     adversary=_adversary(ws), cache_dir=str(cache_root(settings.cache_dir)),
-                    log=log)
+                    log=log, val=val)
+    if val is not None:
+        epochs = outcome.best_epoch or outcome.epochs
     model = outcome.model
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, info.input_shape)

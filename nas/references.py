@@ -232,7 +232,10 @@ def reference_key(name: str, splits: Splits, training: dict[str, Any]) -> dict[s
     return {"reference": name, "architecture": digest(shapes), "dataset": splits.info.name,
             "input_shape": list(splits.info.input_shape),
             "train": tensor_digest(splits.x_train, splits.y_train),
-            "train_size": len(splits.y_train), "training": training, "torch": torch.__version__}
+            "train_size": len(splits.y_train), "training": training, "torch": torch.__version__,
+            # early stopping picks the weights on the validation split: it determines them too
+            **({"val": tensor_digest(splits.x_val, splits.y_val)}
+               if training.get("patience") and len(splits.y_val) else {})}
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -286,16 +289,17 @@ def _load_cached(name: str, splits: Splits, path: Path, content: dict[str, Any],
 
 
 def get_reference(
-    name: str, splits: Splits, cache: Path, *, epochs: int, batch_size: int = 128,
-    lr: float = 1e-3, seed: int = 0, device: str = "auto", weights: str | None = None,
-    progress: bool = False, log: Callable[[str], None] = print,
+    name: str, splits: Splits, cache: Path, *, config: TrainConfig, seed: int = 0,
+    weights: str | None = None, log: Callable[[str], None] = print,
 ) -> tuple[nn.Module, str, dict[str, Any]]:
     """The trained reference (eval mode), its cache key and its metadata.
 
     Loads ``weights`` when given; else loads the cached training result; else trains with CE
-    for ``epochs`` (seed derived from ``("reference", seed)`` so it differs from any child's
-    stream) and caches ``references/<name>-<dataset>-<key>.pt`` (one file: weights + metadata,
-    :func:`nas._cache.save_entry`). A freshly trained reference is returned exactly as a later
+    as ``config`` says (recipe, epochs; with ``config.patience`` to the validation plateau,
+    keeping the best-on-validation weights; seed derived from ``("reference", seed)`` so it
+    differs from any child's stream) and caches ``references/<name>-<dataset>-<key>.pt`` (one
+    file: weights + metadata, :func:`nas._cache.save_entry`). The whole ``config`` (but device
+    and progress) enters the key. A freshly trained reference is returned exactly as a later
     run loads it (a fresh build holding the stored tensors), so everything computed from it
     (adversarial sets, input gradients) is the same on both paths.
     """
@@ -305,8 +309,6 @@ def get_reference(
         key = f"{name}-file-{hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]}"
         meta: dict[str, Any] = {"reference": name, "weights": str(weights)}
         return model.eval(), key, meta
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                         progress=progress)
     train_seed = derive_seed("reference", seed)
     content = reference_key(name, splits, {**training_fields(config), "seed": train_seed})
     key = f"{name}-{splits.info.name}-{digest(content)}"
@@ -314,14 +316,21 @@ def get_reference(
     cached = _load_cached(name, splits, path, content, log)
     if cached is not None:
         return cached[0], key, cached[1]
-    log(f"training reference {name} on {splits.info.name} for {epochs} epochs (cached once)")
+    use_val = bool(config.patience and len(splits.y_val))
+    plateau = (f" to its validation plateau (at most {config.epochs} epochs, patience "
+               f"{config.patience})" if use_val else f" for {config.epochs} epochs")
+    log(f"training reference {name} on {splits.info.name}{plateau}, recipe "
+        f"{config.recipe.name} (cached once)")
     outcome = train(lambda: build_reference(name, splits.info), create_defense("none"),
                     splits.x_train, splits.y_train, num_classes=splits.info.num_classes,
-                    config=config, seed=train_seed, log=log)
+                    config=config, seed=train_seed, log=log,
+                    val=(splits.x_val, splits.y_val) if use_val else None)
     if outcome.status != "ok":
         raise UserError(f"reference {name} diverged while training ({outcome.reason})")
     state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
     model.load_state_dict(state)  # the layout every later run loads (module doc)
-    meta = dict(content, seconds=round(outcome.seconds, 2), **_eval_accuracies(model.eval(), splits))
+    meta = dict(content, seconds=round(outcome.seconds, 2), epochs_run=outcome.epochs,
+                best_epoch=outcome.best_epoch or outcome.epochs,
+                **_eval_accuracies(model.eval(), splits))
     save_entry(path, content, state, meta)
     return model.eval(), key, meta

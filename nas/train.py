@@ -27,6 +27,12 @@ from nas.cli import UserError, run
 from nas.data import DatasetInfo, dataset_info
 
 
+#: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
+#: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
+#: (docs/experiments.md).
+TRAIN_CAP = 40
+
+
 def resolve_architecture(spec: str, info: DatasetInfo) -> tuple[str, Callable[[], nn.Module]]:
     """``(label, factory)`` for a reference name, a named genome, a genome JSON path or a
     finalist of a run (``runs/<name>:best``, ``:<rank>``, ``:<child id>``).
@@ -76,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("arch", metavar="ARCH", help="reference name, named genome or genome .json")
     p.add_argument("--reference", default=d.reference, help="reference network (attack source)")
-    p.add_argument("--reference-epochs", type=int, default=d.reference_epochs,
-                   help="CE epochs of the reference (trained once, cached)")
+    p.add_argument("--reference-epochs", type=int, default=TRAIN_CAP,
+                   help="most CE epochs of the reference (trained once to its validation "
+                   "plateau, cached)")
+    p.add_argument("--reference-patience", type=int, default=d.reference_patience,
+                   help="epochs without a better validation accuracy before the reference "
+                   "stops (0: exactly --reference-epochs)")
     p.add_argument("--reference-weights", default=None, help="state_dict file of the reference")
     p.add_argument("--defense", default="gm", help="training objective (defenses registry)")
     p.add_argument("--defense-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -89,9 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, default=d.test_size, help="test images")
     p.add_argument("--data-root", default=None, help="read-only directory with raw dataset files")
     p.add_argument("--cache-dir", default=None, help="cache directory (default $NAS_CACHE_DIR)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs of ARCH")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs of ARCH (default: to its validation plateau, at most "
+                   "--max-epochs, stopping after --patience epochs without improvement, "
+                   "keeping the best-on-validation weights)")
+    p.add_argument("--max-epochs", type=int, default=TRAIN_CAP,
+                   help="epoch cap without --epochs (the one-cycle schedule spans it)")
+    p.add_argument("--patience", type=int, default=10,
+                   help="epochs without a better validation accuracy before stopping "
+                   "(without --epochs)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--recipe", default="cpu",
+                   help="training recipe of ARCH and the reference: cpu (docs/fitness.md) or "
+                   "paper (Adam, PyTorch defaults, constant rate)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the "
+                   "recipe's)")
     p.add_argument("--attack", default=d.attack, help="attack generating the transferred set")
     p.add_argument("--eps", type=float, default=None, help="attack radius (default per dataset)")
     p.add_argument("--step-size", type=float, default=None, help="attack step size")
@@ -112,7 +134,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     return FitnessSettings(
         dataset=args.dataset, train_size=args.train_size, val_size=args.val_size,
         test_size=args.test_size, reference=args.reference,
-        reference_epochs=args.reference_epochs, reference_weights=args.reference_weights,
+        reference_epochs=args.reference_epochs, reference_patience=args.reference_patience,
+        reference_weights=args.reference_weights, recipe=args.recipe,
         attack=args.attack, eps=args.eps, step_size=args.step_size, steps=args.steps,
         defense=args.defense, defense_args=parse_defense_args(args.defense_arg, args.lam),
         batch_size=args.batch_size, lr=args.lr, device=args.device, fitness_split="val",
@@ -129,19 +152,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nas.fitness import check_defense, evaluate_module, prepare
 
     args = build_parser().parse_args(argv)
-    if args.epochs < 1:
-        raise UserError("--epochs must be at least 1")
+    if (args.epochs is not None and args.epochs < 1) or args.max_epochs < 1 or args.patience < 1:
+        raise UserError("--epochs, --max-epochs and --patience must be at least 1")
+    if args.epochs is None and args.val_size < 1:
+        raise UserError("training to the validation plateau needs --val-size > 0 (or give --epochs)")
     settings = settings_from_args(args)
     check_defense(settings)  # fail fast on bad names and hyper-parameters
+    settings.training_recipe()  # fail fast on an unknown recipe
     label, factory = resolve_architecture(args.arch, dataset_info(settings.dataset))
     progress = not args.no_progress and sys.stderr.isatty()
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
 
     ws = prepare(settings, progress=progress, log=log)
-    result, _ = evaluate_module(factory, settings=settings, epochs=args.epochs, seed=args.seed,
-                                workspace=ws, split="test", out_dir=args.out, progress=progress,
-                                log=log)
+    result, _ = evaluate_module(factory, settings=settings, epochs=args.epochs or args.max_epochs,
+                                seed=args.seed, workspace=ws, split="test", out_dir=args.out,
+                                progress=progress, log=log,
+                                patience=0 if args.epochs else args.patience)
     if args.out:
         _add_context(Path(args.out) / "metrics.json", label, ws, settings)
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
@@ -154,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("status", result.status + (f" ({result.reason})" if result.reason else "")),
         ("clean acc (test)", pct(result.clean_acc)), ("adv acc (test)", pct(result.adv_acc)),
         ("fitness", pct(result.fitness)), ("fooling rate", pct(result.fooling_rate)),
+        ("reference epochs", str(ws.reference_meta.get("best_epoch", "-"))),
         ("epochs / seconds", f"{result.epochs} / {result.seconds:.1f}"),
     ]))
     return 0 if result.status == "ok" else 1

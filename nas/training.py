@@ -2,9 +2,12 @@
 
 :func:`train` calls the defense contract of ``defenses/base.py``: ``wrap`` (build the module
 to train from a factory), ``prepare`` (once, with the uint8 training set), then ``loss`` every
-step, followed by ``backward`` and an Adam step (PyTorch defaults, paper §4: batch 128, no
-tuning). Batches are sliced from in-memory uint8 tensors with a seeded torch Generator; a
-non-finite loss stops training with status ``"diverged"``.
+step, followed by ``backward`` and an optimizer step of the :class:`nas.recipe.Recipe` in
+``TrainConfig.recipe`` (``paper``: Adam with PyTorch defaults, constant rate, batch 128, paper
+§4). Batches are sliced from in-memory uint8 tensors with a seeded torch Generator; a
+non-finite loss stops training with status ``"diverged"``. Given a validation split and a
+``patience``, training stops when validation accuracy has not improved for ``patience``
+epochs (or at ``epochs``) and the best-on-validation weights are kept.
 
 Reference gradients (``TrainContext.reference_grad``) are the input gradients of the
 reference's *summed* CE loss in eval mode, detached. Without augmentation they are a pure
@@ -30,15 +33,23 @@ from defenses.base import Batch, Defense, TrainContext
 from nas.allocator import keep_freed_memory
 from nas.cli import UserError
 from nas.double_backward import use_fast_double_backward
+from nas.recipe import PAPER_RECIPE, Recipe, WeightAverage, random_shift
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: epochs, batch size, Adam learning rate, device, bf16 autocast, progress."""
+    """How to train: epochs (the cap when ``patience`` > 0), batch size, recipe, early
+    stopping, device, bf16 autocast, progress.
+
+    ``patience`` > 0 with a validation split passed to :func:`train`: stop once validation
+    accuracy has not improved for ``patience`` epochs and keep the best weights; the
+    learning-rate schedule always spans ``epochs``.
+    """
 
     epochs: int
     batch_size: int = 128
-    lr: float = 1e-3
+    recipe: Recipe = PAPER_RECIPE
+    patience: int = 0
     device: str = "auto"
     amp: str = "auto"  # "auto" (bf16 on CUDA with bf16 support) | "bf16" | "off"
     progress: bool = False
@@ -54,6 +65,9 @@ class TrainOutcome:
     steps: int = 0
     seconds: float = 0.0
     logs: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
+    best_epoch: int = 0  # 1-based epoch whose weights were kept (early stopping)
+    val_acc: float | None = None  # validation accuracy of the kept weights
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -66,6 +80,16 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda") from None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), per /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -185,6 +209,7 @@ def train(
     y_train: torch.Tensor, *, config: TrainConfig, seed: int, num_classes: int,
     reference_grad: Callable | None = None, adversary: Callable | None = None,
     cache_dir: str | None = None, log: Callable[[str], None] = print,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainOutcome:
     """Build (``defense.wrap``) and train a module with ``defense`` on a uint8 training set.
 
@@ -193,10 +218,13 @@ def train(
         defense: the training objective; ``reference_grad`` / ``adversary`` are passed to it
             through the :class:`TrainContext` when it declares them in ``needs``.
         x_train: uint8 (N, C, H, W); y_train: long (N,), on CPU.
-        config: epochs, batch size, learning rate, device, autocast, progress bar.
-        seed: seeds parameter initialisation and the batch order (torch Generator).
+        config: epochs, batch size, recipe, early stopping, device, autocast, progress bar.
+        seed: seeds parameter initialisation, the batch order and the augmentation (one
+            torch Generator).
+        val: validation split (uint8 images, labels) for early stopping (``config.patience``).
     """
     device = resolve_device(config.device)
+    recipe = config.recipe
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:
         torch.manual_seed(seed)  # seed it inside a fork so the caller's state is untouched
@@ -205,34 +233,93 @@ def train(
     ctx = build_context(defense, device=device, generator=generator,
                         reference_grad=reference_grad, adversary=adversary,
                         cache_dir=cache_dir, log=log)
+    ctx.label_smoothing = recipe.label_smoothing
     defense.prepare(x_train, y_train, ctx)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    shift = recipe.shift if augmentable(defense, ctx) else 0
+    if recipe.shift and not shift:
+        log(f"recipe {recipe.name}: no input shifts for {defense.name} (it looks up "
+            "precomputed per-image data: cached reference gradients or stylized images)")
+    n_batches = math.ceil(len(x_train) / config.batch_size) * config.epochs
+    optimizer = recipe.optimizer_for(model.parameters())
+    scheduler = recipe.scheduler_for(optimizer, n_batches)
+    average = WeightAverage(model, recipe.ema) if recipe.ema else None
+    stopper = _EarlyStopping(config.patience, val, device) if config.patience and val else None
     amp = _autocast(device, config.amp)
     outcome, start = TrainOutcome(model=model), time.perf_counter()
     model.train()
-    n_batches = math.ceil(len(x_train) / config.batch_size) * config.epochs
     bar = tqdm(total=n_batches, desc="train", disable=not config.progress, leave=False)
     x_dev, y_dev = x_train.to(device), y_train.to(device)
     for epoch in range(config.epochs):
         ctx.epoch = epoch
         for idx in torch.randperm(len(x_train), generator=generator).split(config.batch_size):
             idx_dev = idx.to(device)
-            batch = Batch(x=to_training_layout(x_dev[idx_dev].float().div_(255.0)),
-                          y=y_dev[idx_dev], index=idx_dev)
+            x = x_dev[idx_dev].float().div_(255.0)  # (B, C, H, W)
+            if shift:
+                x = random_shift(x, shift, generator)
+            batch = Batch(x=to_training_layout(x), y=y_dev[idx_dev], index=idx_dev)
             loss, logs = train_step(model, defense, optimizer, batch, ctx, amp)
             if not torch.isfinite(loss):
                 outcome.status, outcome.reason = "diverged", f"non-finite loss at step {ctx.step}"
                 bar.close()
                 outcome.seconds = time.perf_counter() - start
                 return outcome
+            if scheduler is not None:
+                scheduler.step()
+            if average is not None:
+                average.update(model)
             ctx.step += 1
             outcome.logs = logs
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+        outcome.epochs = epoch + 1
+        if stopper is not None and stopper.after_epoch(model, average, epoch + 1):
+            break
     bar.close()
+    if average is not None:
+        model.load_state_dict(average.averaged())
+    if stopper is not None:
+        stopper.restore(model)
+        outcome.best_epoch, outcome.val_acc = stopper.best_epoch, stopper.best
+        log(f"early stopping: {outcome.epochs} epochs run, kept epoch {stopper.best_epoch} "
+            f"(validation accuracy {stopper.best:.4f})")
     outcome.steps, outcome.seconds = ctx.step, time.perf_counter() - start
     model.eval()
     return outcome
+
+
+def augmentable(defense: Defense, ctx: TrainContext) -> bool:
+    """Whether inputs may be augmented for ``defense``: not when it looks up precomputed
+    per-image data by ``batch.index`` (cached reference gradients; ``indexed_inputs``)."""
+    if getattr(defense, "indexed_inputs", False):
+        return False
+    return not ("reference_grad" in defense.needs
+                and isinstance(ctx.reference_grad, CachedReferenceGrad))
+
+
+class _EarlyStopping:
+    """Validation accuracy after every epoch; remembers the best weights (CPU copy)."""
+
+    def __init__(self, patience: int, val: tuple[torch.Tensor, torch.Tensor],
+                 device: torch.device) -> None:
+        self.patience, (self.x, self.y), self.device = patience, val, device
+        self.best, self.best_epoch, self.state = -1.0, 0, None
+
+    def after_epoch(self, model: nn.Module, average: WeightAverage | None, epoch: int) -> bool:
+        """Record this epoch; ``True`` when training should stop."""
+        if average is not None:
+            live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(average.averaged())
+        acc = float((predict(model, self.x, device=self.device) == self.y).float().mean())
+        if acc > self.best:
+            self.best, self.best_epoch = acc, epoch
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if average is not None:
+            model.load_state_dict(live)
+        return epoch - self.best_epoch >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from nas.cli import UserError
 from nas.data import dataset_info, load_splits
 from nas.fitness import FitnessSettings, prepare
 from nas.references import build_reference, get_reference, load_weights
-from nas.training import reference_gradients
+from nas.training import TrainConfig, reference_gradients
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,10 +138,10 @@ def test_a_kill_while_writing_an_entry_leaves_none_and_the_next_run_builds_it(tm
 def test_fresh_and_cached_reference_give_bitwise_equal_gradients(tmp_path):
     """Issue 12.7: a run that resumed after the reference was cached computed other gradients."""
     splits = load_splits("synthetic", train_size=100, val_size=20, test_size=20, seed=0)
-    fresh, key1, _ = get_reference("he-ref", splits, tmp_path, epochs=1, batch_size=50,
-                                   device="cpu", log=lambda _m: None)
-    cached, key2, _ = get_reference("he-ref", splits, tmp_path, epochs=1, batch_size=50,
-                                    device="cpu", log=lambda _m: pytest.fail("retrained"))
+    cfg = TrainConfig(epochs=1, batch_size=50, device="cpu")
+    fresh, key1, _ = get_reference("he-ref", splits, tmp_path, config=cfg, log=lambda _m: None)
+    cached, key2, _ = get_reference("he-ref", splits, tmp_path, config=cfg,
+                                    log=lambda _m: pytest.fail("retrained"))
     assert key1 == key2
     g1 = reference_gradients(fresh, splits.x_train, splits.y_train)
     g2 = reference_gradients(cached, splits.x_train, splits.y_train)
@@ -157,11 +157,18 @@ def test_reference_key_takes_the_whole_training_configuration(tmp_path):
     key = reference_key("he-ref", splits, training_fields(base))
     assert key == reference_key("he-ref", splits, training_fields(
         dataclasses.replace(base, progress=True)))  # display only
-    for change in ({"amp": "off"}, {"lr": 0.01}, {"batch_size": 64}):
-        assert key != reference_key("he-ref", splits, training_fields(dataclasses.replace(base, **change)))
-    assert key != reference_key("he-ref", splits, {**training_fields(base), "patience": 3})
+    faster = dataclasses.replace(base.recipe, lr=base.recipe.lr * 10)
+    for change in ({"amp": "off"}, {"recipe": faster}, {"batch_size": 64}, {"patience": 3}):
+        changed = training_fields(dataclasses.replace(base, **change))
+        assert key != reference_key("he-ref", splits, changed)
     other = load_splits("synthetic", train_size=100, val_size=20, test_size=20, seed=1)
     assert key != reference_key("he-ref", other, training_fields(base))  # other images
+    # early stopping picks the weights on the validation split: then it is part of the key
+    other_val = dataclasses.replace(splits, x_val=other.x_val, y_val=other.y_val)
+    assert key == reference_key("he-ref", other_val, training_fields(base))
+    stopping = training_fields(dataclasses.replace(base, patience=3))
+    assert (reference_key("he-ref", splits, stopping)
+            != reference_key("he-ref", other_val, stopping))
 
 
 class Payload:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torchvision.models as tvm
@@ -9,7 +11,9 @@ from torch import nn
 
 from nas.cli import UserError
 from nas.data import dataset_info
+from nas.recipe import CPU_RECIPE
 from nas.references import build_reference, get_reference, list_references, load_weights
+from nas.training import TrainConfig
 
 
 def _count(m: nn.Module) -> int:
@@ -67,27 +71,43 @@ def test_rgb_32px_references_build():
 
 def test_reference_is_trained_once_and_cached(synthetic_splits, tmp_path):
     msgs: list[str] = []
-    m1, key1, meta = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
-                                   batch_size=100, device="cpu", log=msgs.append)
+    cfg = TrainConfig(epochs=1, batch_size=100, device="cpu")
+    m1, key1, meta = get_reference("he-ref", synthetic_splits, tmp_path, config=cfg,
+                                   log=msgs.append)
     assert len(msgs) == 1 and "training reference" in msgs[0]
     assert 0.0 <= meta["val_acc"] <= 1.0 and meta["training"]["epochs"] == 1
     assert (tmp_path / "references" / f"{key1}.pt").exists()  # one file: weights + metadata
     assert not (tmp_path / "references" / f"{key1}.json").exists()
-    m2, key2, _ = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
-                                batch_size=100, device="cpu", log=msgs.append)
+    m2, key2, _ = get_reference("he-ref", synthetic_splits, tmp_path, config=cfg,
+                                log=msgs.append)
     assert key1 == key2 and len(msgs) == 1  # loaded, not retrained
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
-    _, key3, _ = get_reference("he-ref", synthetic_splits, tmp_path, epochs=2,
-                               batch_size=100, device="cpu", log=msgs.append)
+    _, key3, _ = get_reference("he-ref", synthetic_splits, tmp_path,
+                               config=dataclasses.replace(cfg, epochs=2), log=msgs.append)
     assert key3 != key1  # the epoch count is part of the key
+    _, key4, _ = get_reference("he-ref", synthetic_splits, tmp_path,
+                               config=dataclasses.replace(cfg, recipe=CPU_RECIPE),
+                               log=msgs.append)
+    assert key4 not in (key1, key3)  # and so is the recipe
+
+
+def test_reference_trains_to_its_validation_plateau(synthetic_splits, tmp_path):
+    cfg = TrainConfig(epochs=6, batch_size=50, patience=1, recipe=CPU_RECIPE, device="cpu")
+    msgs: list[str] = []
+    model, _, meta = get_reference("he-ref", synthetic_splits, tmp_path, config=cfg,
+                                   log=msgs.append)
+    assert 1 <= meta["best_epoch"] <= meta["epochs_run"] <= 6
+    assert any("validation plateau" in m for m in msgs)
+    assert any("early stopping" in m for m in msgs)
 
 
 def test_reference_weights_file_and_mismatch(synthetic_splits, tmp_path):
     info = synthetic_splits.info
     src = build_reference("he-ref", info)
     torch.save(src.state_dict(), tmp_path / "w.pt")
-    model, _, meta = get_reference("he-ref", synthetic_splits, tmp_path, epochs=1,
+    model, _, meta = get_reference("he-ref", synthetic_splits, tmp_path,
+                                   config=TrainConfig(epochs=1),
                                    weights=str(tmp_path / "w.pt"), log=lambda m: None)
     assert meta["weights"].endswith("w.pt")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),

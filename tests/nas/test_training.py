@@ -10,6 +10,7 @@ from torch import nn
 from defenses import create_defense
 from defenses.base import Defense, DefenseOutput
 from nas.cli import UserError
+from nas.recipe import PAPER_RECIPE
 from nas.training import (
     CachedReferenceGrad,
     LiveReferenceGrad,
@@ -34,7 +35,7 @@ class NanLoss(Defense):
 def _train(factory, splits, defense="none", seed=0, epochs=2, **kw):
     return train(factory, create_defense(defense) if isinstance(defense, str) else defense,
                  splits.x_train, splits.y_train, config=TrainConfig(epochs=epochs, batch_size=50,
-                 lr=3e-3, device="cpu"), seed=seed, num_classes=10, **kw)
+                 recipe=PAPER_RECIPE.with_lr(3e-3), device="cpu"), seed=seed, num_classes=10, **kw)
 
 
 def test_training_learns_and_is_deterministic_per_seed(small_net_factory, synthetic_splits):

@@ -1,0 +1,124 @@
+"""``python -m nas.fidelity``: does a child's fitness at the search's budget rank like its
+fitness at a larger budget? (low-fidelity check of docs/fitness.md, "Child budget")
+
+Samples ``--children`` children of the real search space (a sampled genome mutated as the
+search mutates, under the preset's caps), trains each with the preset's defense and recipe
+for ``--epochs`` and for ``--factor`` x ``--epochs`` epochs (same seed), scores both on the
+fitness split and prints the Spearman rank correlation of clean accuracy, transferred
+accuracy and fitness between the two budgets. Every finished (child, budget) is appended to
+``--out`` (JSON lines) and skipped when the command is run again, so an interrupted
+measurement continues where it stopped::
+
+    python -m nas.fidelity --preset quick --reference he-ref --train-size 10000 \\
+        --val-size 1000 --test-size 1000 --children 20 --epochs 3 --factor 4 --out fid.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nas import config as cfgmod
+from nas.cli import UserError, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nas.fidelity", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default="quick", choices=sorted(cfgmod.PRESETS),
+                   help="preset giving the search space caps, defense, recipe and batch size")
+    p.add_argument("--reference", default=None, help="reference network (default: the preset's)")
+    p.add_argument("--dataset", default=None, help="dataset (default: the preset's)")
+    p.add_argument("--train-size", type=int, default=None, help="training images")
+    p.add_argument("--val-size", type=int, default=None, help="validation images (fitness split)")
+    p.add_argument("--test-size", type=int, default=None, help="test images")
+    p.add_argument("--recipe", default=None, help="training recipe (default: the preset's)")
+    p.add_argument("--children", type=int, default=20, help="children to sample")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="the child budget to check (default: the preset's first-generation epochs)")
+    p.add_argument("--factor", type=int, default=4, help="the larger budget is factor x epochs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled children")
+    p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file of the results")
+    return p
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN for fewer than 3 pairs."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic) if len(a) >= 3 else float("nan")
+
+
+def sample_children(n: int, seed: int, search: cfgmod.SearchSettings,
+                    input_shape: tuple[int, int, int]) -> list[str]:
+    """``n`` children as the search makes them: a sampled genome, then 4-5 mutations."""
+    from nas.ga import genome_ops
+
+    ops = genome_ops(search, input_shape)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        parent = ops.sample(rng)
+        count = int(rng.integers(search.mutations_min, search.mutations_max + 1))
+        out.append(ops.mutate(parent, rng, count))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from nas.data import dataset_info
+    from nas.fitness import evaluate_genome, prepare
+
+    args = build_parser().parse_args(argv)
+    if args.children < 3 or args.factor < 2:
+        raise UserError("--children must be >= 3 and --factor >= 2")
+    flags = {"reference": args.reference, "dataset": args.dataset, "train_size": args.train_size,
+             "val_size": args.val_size, "test_size": args.test_size, "recipe": args.recipe}
+    cfg = cfgmod.resolve(flags, preset=args.preset, config_file=None, run_dir="")
+    settings, search = cfg.fitness, cfg.search
+    low = args.epochs or search.epochs
+    budgets = (low, args.factor * low)
+    prepare(settings, log=lambda m: print(m, file=sys.stderr))
+    genomes = sample_children(args.children, args.seed, search,
+                              dataset_info(settings.dataset).input_shape)
+    out = Path(args.out)
+    done = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["child"], r["epochs"])] = r
+    with out.open("a", encoding="utf-8") as f:
+        for i, genome in enumerate(genomes):  # both budgets of a child, then the next child
+            for epochs in budgets:
+                if (i, epochs) in done:
+                    continue
+                res = evaluate_genome(genome, settings=settings, epochs=epochs, seed=i)
+                row = {"child": i, "epochs": epochs, "fitness": res.fitness,
+                       "clean": res.clean_acc, "adv": res.adv_acc, "status": res.status,
+                       "seconds": res.seconds, "params": res.params}
+                done[(i, epochs)] = row
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                print(json.dumps(row), file=sys.stderr)
+    print(json.dumps(summary(done, budgets, args.children)))
+    return 0
+
+
+def summary(done: dict, budgets: tuple[int, int], children: int) -> dict:
+    """Spearman correlations and means of the two budgets over the children measured."""
+    ids = [i for i in range(children) if (i, budgets[0]) in done and (i, budgets[1]) in done]
+    report = {"budgets": budgets, "children": len(ids)}
+    for metric in ("clean", "adv", "fitness"):
+        a = [done[(i, budgets[0])][metric] for i in ids]
+        b = [done[(i, budgets[1])][metric] for i in ids]
+        report[f"spearman_{metric}"] = round(spearman(a, b), 3)
+        report[f"mean_{metric}"] = [round(float(np.mean(a)), 4), round(float(np.mean(b)), 4)]
+    return report
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
