@@ -269,7 +269,8 @@ class EventLog:
         self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        kill_point(f"event:{event['type']}:{len(self.events)}")
+        if _KILL_AT:  # test hook: event:<type>:<index in the log>
+            kill_point(f"event:{event['type']}:{len(self.events)}")
         self.events.append(event)
         if key is not None:
             self._by_key[key] = event

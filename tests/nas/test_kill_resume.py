@@ -114,3 +114,18 @@ def test_two_resumes_started_together_one_is_refused(reference, cache, tmp_path)
     refused = results[1][1].strip().splitlines()
     assert len(refused) == 1 and "in use by another process" in refused[0]
     assert comparable(tmp_path / "k") == comparable(ref)
+
+
+@pytest.mark.parametrize("point", ["create:config", pytest.param("create:locked", marks=pytest.mark.slow),
+                                   pytest.param("create:events", marks=pytest.mark.slow)])
+def test_a_search_killed_while_its_run_folder_is_made_starts_again_with_the_same_command(
+        point, reference, cache, tmp_path):
+    """Issue windows: killed after children/ or after config.json, before events.jsonl."""
+    argv = smoke(tmp_path, cache, "k")
+    proc = subprocess.run([sys.executable, "-m", "nas.evolve", *argv], cwd=ROOT, timeout=300,
+                          env={**ENV, "NAS_TEST_KILL_AT": point}, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "k").exists()
+    assert run(main, argv) == 0
+    assert comparable(tmp_path / "k") == comparable(reference[0])
+    assert leftovers(tmp_path) == []
