@@ -36,8 +36,8 @@ from nas.rundir import (
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.export``."""
     p = ArgumentParser(prog="python -m nas.export",
-                                description="Export evolved networks of a run as standalone "
-                                "PyTorch modules + weights + genome JSON.")
+                       description="Export evolved networks of a run as standalone "
+                       "PyTorch modules + weights + genome JSON.")
     p.add_argument("run", help="run directory (runs/<name>)")
     p.add_argument("--out", required=True, help="output directory (created; files are replaced)")
     which = p.add_mutually_exclusive_group()

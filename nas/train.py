@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = FitnessSettings()
     p = ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("arch", metavar="ARCH", help="reference name, named genome or genome .json")
     p.add_argument("--reference", default=d.reference, help="reference network (attack source)")
     p.add_argument("--reference-epochs", type=positive_int, default=d.reference_epochs,
