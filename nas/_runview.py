@@ -103,6 +103,11 @@ def _read_json(path: Path) -> Any:
         raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a dict, else an empty one (a hand-edited file reads as no metrics)."""
+    return value if isinstance(value, dict) else {}
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Events of ``events.jsonl`` (:func:`nas.rundir.read_events`); a torn last line is ignored."""
     return rundir.read_events(path)[0]
@@ -141,13 +146,18 @@ def _final(path: Path, children: dict[str, dict[str, Any]],
         return [], False
     data = _read_json(src)
     items = data if isinstance(data, list) else (
-        data.get("population") or data.get("finalists") or data.get("members") or [])
+        (data.get("population") or data.get("finalists") or data.get("members") or [])
+        if isinstance(data, dict) else None)
+    if not isinstance(items, list) or not all(
+            isinstance(i, str) or (isinstance(i, dict) and isinstance(i.get("id"), str))
+            for i in items):
+        raise UserError(f"{src} is not a population (expected a list of members with an \"id\")")
     out = []
     for item in items:
         item = {"id": item} if isinstance(item, str) else dict(item)
         child = children.get(str(item.get("id")), {})
-        search = item.get("metrics") or child.get("metrics") or {}
-        test = item.get("test") if finished else None
+        search = _mapping(item.get("metrics")) or _mapping(child.get("metrics"))
+        test = _mapping(item.get("test")) if finished else None
         out.append({**item, "spectrum": item.get("spectrum") or child.get("spectrum"),
                     "search_metrics": search, "metrics": test or search,
                     "split": "test" if test else "fitness",

@@ -36,7 +36,7 @@ from defenses import create_defense, list_defenses
 from defenses.base import Batch, Defense
 from nas.allocator import keep_freed_memory
 from nas.attacks import resolve_attack, run_attack
-from nas.cli import run
+from nas.cli import ArgumentParser, positive_int, run
 from nas.data import dataset_info
 from nas.references import build_reference
 from nas.training import (
@@ -53,14 +53,14 @@ from nas.training import (
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every flag documented)."""
-    p = argparse.ArgumentParser(prog="python -m nas.bench", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m nas.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short smoke version (seconds)")
     p.add_argument("--json", action="store_true", help="print one JSON object for machines")
     p.add_argument("--dataset", default="fashion-mnist", help="image shape / normalisation")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 128, 16 quick)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 9, 2 quick)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default 128, 16 quick)")
+    p.add_argument("--reps", type=positive_int, default=None, help="timed repetitions (default 9, 2 quick)")
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     return p
 
 

@@ -15,13 +15,23 @@ every field of ``nas.fitness.FitnessSettings`` say which section a key belongs t
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.cli import UserError
+from nas.cli import (
+    UserError,
+    finite_float,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,11 @@ class ExecSettings:
     backend: str = "loky"
     scheduler: str | None = None
     progress: bool = True
+
+    def check(self) -> None:
+        """Raise :class:`UserError` on an execution no search can run with."""
+        if self.backend == "dask" and not self.scheduler:
+            raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's address)")
 
 
 @dataclass(frozen=True)
@@ -191,6 +206,88 @@ PAPER: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER, "quick": QUICK, "smoke": SMOKE}
 
 
+# --------------------------------------------------------------------------------------------
+# VALIDATION of every value, whatever layer it comes from (a flag is already checked by argparse
+# with the same functions; a config file or a stored config.json is checked here).
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _switch(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _backend(value: Any) -> str:
+    if value not in ("loky", "dask"):
+        raise argparse.ArgumentTypeError(f"must be loky or dask, got {value!r}")
+    return value
+
+
+def _defense_args(value: Any) -> Any:
+    pairs = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(str(k), v) for k, v in pairs]
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected an object of key: value, got {value!r}") from None
+    for key, v in pairs:
+        if isinstance(v, float):
+            try:
+                finite_float(v)
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+    return value
+
+
+#: key -> checker (the argparse type of its flag): every value of every layer passes through it.
+RULES: dict[str, Callable[[Any], Any]] = {
+    # search
+    "population": positive_int, "children": positive_int, "generations": nonneg_int,
+    "min_distance": nonneg_float, "mutations_min": positive_int, "mutations_max": positive_int,
+    "epochs": positive_int, "epochs_step": nonneg_int, "epochs_every": positive_int,
+    "refine_epochs": nonneg_int, "seed": nonneg_int, "sequential": _switch,
+    "max_channels": positive_int, "max_nodes": positive_int,
+    # execution
+    "workers": positive_int, "backend": _backend, "scheduler": _optional(_text), "progress": _switch,
+    # fitness
+    "dataset": _text, "train_size": positive_int, "val_size": nonneg_int, "test_size": positive_int,
+    "reference": _text, "reference_epochs": positive_int, "reference_patience": nonneg_int,
+    "reference_weights": _optional(_text), "recipe": _text,
+    "attack": _text, "eps": _optional(unit_float), "step_size": _optional(positive_float),
+    "steps": _optional(positive_int), "defense": _text, "defense_args": _defense_args,
+    "batch_size": positive_int, "lr": _optional(positive_float), "device": _text, "fitness_split": _text,
+    "data_root": _optional(_text), "cache_dir": _optional(_text),
+}
+
+
+def check_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every known key checked by :data:`RULES`.
+
+    Raises:
+        UserError: one line naming the first bad key and its flag.
+    """
+    out = dict(values)
+    for key, value in values.items():
+        rule = RULES.get(key)
+        if rule is None:
+            continue
+        try:
+            out[key] = rule(value)
+        except argparse.ArgumentTypeError as exc:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"setting {key} ({flag}): {exc}") from None
+    return out
+
+
 def fitness_keys() -> frozenset[str]:
     """Field names of ``nas.fitness.FitnessSettings``."""
     from nas.fitness import FitnessSettings
@@ -228,8 +325,11 @@ def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | Non
         run_dir: the run directory the search writes.
     """
     from_file = load_config_file(config_file) if config_file else {}
-    preset = preset or from_file.pop("preset", None) or "paper"
-    from_file.pop("preset", None)
+    file_preset = from_file.pop("preset", None)
+    if file_preset is not None and (not isinstance(file_preset, str) or file_preset not in PRESETS):
+        raise UserError(f"config file {config_file}: unknown preset {file_preset!r}; valid: "
+                        f"{', '.join(sorted(PRESETS))}")
+    preset = preset or file_preset or "paper"
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
     values: dict[str, Any] = {**PRESETS[preset], **from_file}
@@ -245,6 +345,7 @@ def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
     """An :class:`EvolveConfig` from flat key -> value pairs (missing keys take defaults)."""
     from nas.fitness import FitnessSettings
 
+    values = check_values(values)
     fkeys = fitness_keys()
     fit = {k: v for k, v in values.items() if k in fkeys}
     if "defense_args" in fit:
@@ -252,6 +353,7 @@ def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
     search = SearchSettings(**{k: v for k, v in values.items() if k in SEARCH_KEYS})
     search.check()
     execution = ExecSettings(**{k: v for k, v in values.items() if k in EXEC_KEYS})
+    execution.check()
     try:
         fitness = FitnessSettings(**fit)
     except (TypeError, ValueError) as exc:
@@ -261,7 +363,12 @@ def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
 
 def from_dict(data: dict[str, Any], *, run_dir: str) -> EvolveConfig:
     """Rebuild an :class:`EvolveConfig` from its ``to_dict`` form (a run's config.json)."""
-    flat = {**data.get("search", {}), **data.get("fitness", {}), **data.get("execution", {})}
+    sections = [data.get(k, {} if k == "execution" else None) if isinstance(data, dict) else None
+                for k in ("search", "fitness", "execution")]
+    if not all(isinstance(section, dict) for section in sections):
+        raise UserError(f"{run_dir or 'the stored configuration'}: config.json does not hold a run "
+                        "configuration (search / fitness / execution objects)")
+    flat = {k: v for section in sections for k, v in section.items()}
     return build(flat, run_dir=run_dir)
 
 

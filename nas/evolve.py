@@ -23,7 +23,16 @@ from typing import Any
 
 from nas import config as cfgmod
 from nas._runview import ranking_note, selection_fitness
-from nas.cli import UserError, run
+from nas.cli import (
+    ArgumentParser,
+    UserError,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    run,
+    unit_float,
+)
 from nas.config import EvolveConfig
 from nas.ga import (
     GenomeOps,
@@ -33,8 +42,17 @@ from nas.ga import (
     initial_population,
     steady_state,
 )
-from nas.parallel import ChildEvaluator
-from nas.rundir import FINAL, POPULATION, EventLog, create_run, load_config, open_run, write_json
+from nas.parallel import ChildEvaluator, check_scheduler
+from nas.rundir import (
+    FINAL,
+    POPULATION,
+    EventLog,
+    check_run_name,
+    create_run,
+    load_config,
+    open_run,
+    write_json,
+)
 
 __all__ = ["build_parser", "main", "run_search", "Progress"]
 
@@ -200,37 +218,37 @@ def _defaults() -> dict[str, Any]:
 
 # (flag, type, help); the key is the flag name with "_"; the default comes from the dataclasses.
 _SEARCH_FLAGS = [
-    ("--population", int, "s, candidates in the population (paper Alg. 1; §4: four or five)"),
-    ("--children", int, "n, children per candidate per generation (paper §4: two)"),
-    ("--generations", int, "g, generations (paper §4: 50)"),
-    ("--min-distance", float, "d, min pairwise spectrum distance (eq. 3) of the initial population (paper §4: 4)"),
-    ("--mutations-min", int, "fewest mutation operators per child (aggressive mutation, paper §4: 4-5)"),
-    ("--mutations-max", int, "most mutation operators per child"),
-    ("--epochs", int, "training epochs of a child (paper §4: 20)"),
-    ("--epochs-step", int, "epochs added every --epochs-every generations (paper §4: +5)"),
-    ("--epochs-every", int, "generations between epoch increments (paper §4: 10)"),
-    ("--refine-epochs", int, "epochs the final population is trained for before the test report (paper §4: 1000; 0 = skip)"),
-    ("--seed", int, "run seed: every random draw and child seed derives from (seed, generation, child)"),
-    ("--max-channels", int, "channel cap of the search space"),
-    ("--max-nodes", int, "node cap of a genome"),
+    ("--population", positive_int, "s, candidates in the population (paper Alg. 1; §4: four or five)"),
+    ("--children", positive_int, "n, children per candidate per generation (paper §4: two)"),
+    ("--generations", nonneg_int, "g, generations (paper §4: 50)"),
+    ("--min-distance", nonneg_float, "d, min pairwise spectrum distance (eq. 3) of the initial population (paper §4: 4)"),
+    ("--mutations-min", positive_int, "fewest mutation operators per child (aggressive mutation, paper §4: 4-5)"),
+    ("--mutations-max", positive_int, "most mutation operators per child"),
+    ("--epochs", positive_int, "training epochs of a child (paper §4: 20)"),
+    ("--epochs-step", nonneg_int, "epochs added every --epochs-every generations (paper §4: +5)"),
+    ("--epochs-every", positive_int, "generations between epoch increments (paper §4: 10)"),
+    ("--refine-epochs", nonneg_int, "epochs the final population is trained for before the test report (paper §4: 1000; 0 = skip)"),
+    ("--seed", nonneg_int, "run seed: every random draw and child seed derives from (seed, generation, child)"),
+    ("--max-channels", positive_int, "channel cap of the search space"),
+    ("--max-nodes", positive_int, "node cap of a genome"),
 ]
 _FITNESS_FLAGS = [
     ("--dataset", str, "dataset: fashion-mnist, mnist, kmnist, cifar10 (paper), synthetic"),
-    ("--train-size", int, "training images (balanced per class; paper §4.2 reduced sets)"),
-    ("--val-size", int, "validation images held out from training (the fitness split)"),
-    ("--test-size", int, "test images (final report only)"),
+    ("--train-size", positive_int, "training images (balanced per class; paper §4.2 reduced sets)"),
+    ("--val-size", nonneg_int, "validation images held out from training (the fitness split)"),
+    ("--test-size", positive_int, "test images (final report only)"),
     ("--reference", str, "reference network: resnet34 (paper), resnet18, vgg16_bn, densenet121, squeezenet1_1, he-ref, he-baseline"),
-    ("--reference-epochs", int, "most CE epochs of the reference (trained to its validation plateau, cached)"),
-    ("--reference-patience", int, "stop the reference after this many epochs without a better validation accuracy (0: train exactly --reference-epochs)"),
+    ("--reference-epochs", positive_int, "most CE epochs of the reference (trained to its validation plateau, cached)"),
+    ("--reference-patience", nonneg_int, "stop the reference after this many epochs without a better validation accuracy (0: train exactly --reference-epochs)"),
     ("--reference-weights", str, "load the reference's weights from this file instead of training"),
     ("--attack", str, "attack making the transferred examples: fgsm, bim, pgd-linf (paper), pgd-l2, mim"),
-    ("--eps", float, "attack budget in pixel space [0, 1]"),
-    ("--step-size", float, "attack step size"),
-    ("--steps", int, "attack iterations"),
+    ("--eps", unit_float, "attack budget in pixel space [0, 1]"),
+    ("--step-size", positive_float, "attack step size"),
+    ("--steps", positive_int, "attack iterations"),
     ("--defense", str, "training objective of the children: gm (paper §3.1), none, ot, ncen, cldl, stylized"),
-    ("--batch-size", int, "training batch size (paper §4: 128)"),
+    ("--batch-size", positive_int, "training batch size (paper §4: 128)"),
     ("--recipe", str, "training recipe of reference, children and refinement: paper (Adam, PyTorch defaults, constant rate, paper §4) or cpu (docs/fitness.md)"),
-    ("--lr", float, "peak learning rate (default: the recipe's)"),
+    ("--lr", positive_float, "peak learning rate (default: the recipe's)"),
     ("--device", str, "cpu, cuda or auto"),
     ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's protocol)"),
     ("--data-root", str, "read-only directory with the raw datasets (else NAS_DATA_ROOT)"),
@@ -264,7 +282,7 @@ def _defense_arg(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.evolve`` (every flag documented, defaults shown)."""
     d = _defaults()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m nas.evolve", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Neuroevolution search for networks adversarial examples do not transfer "
         "to (paper Algorithm 1 with GM training).",
@@ -287,9 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "current population) instead of evaluating a generation in parallel")
     g.add_argument("--defense-arg", action="append", type=_defense_arg, metavar="KEY=VALUE",
                    help="hyper-parameter of the defense, repeatable (e.g. lam=1.0, k=3)")
-    g.add_argument("--lambda", dest="lam", type=float, help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
+    g.add_argument("--lambda", dest="lam", type=nonneg_float, help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
     ex = p.add_argument_group("execution (may change on --resume)")
-    ex.add_argument("--workers", type=int, help=f"children evaluated at once (default: {d['workers']})")
+    ex.add_argument("--workers", type=positive_int, help=f"children evaluated at once (default: {d['workers']})")
     ex.add_argument("--backend", choices=["loky", "dask"], help="loky: local processes (default); dask: a Dask cluster")
     ex.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
     ex.add_argument("--no-progress", dest="progress", action="store_false", default=None,
@@ -341,6 +359,22 @@ def default_name(cfg: EvolveConfig) -> str:
             f"{getattr(fit, 'reference', 'ref')}-s{cfg.search.seed}")
 
 
+def new_run_dir(args: argparse.Namespace, cfg: EvolveConfig) -> str:
+    """``--run-dir``/``--name`` of a fresh search, checked before anything is trained or written.
+
+    Raises:
+        UserError: a bad ``--name``, ``--run-dir`` naming a file, or a run that already exists.
+    """
+    parent = Path(args.run_dir)
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"--run-dir {parent} is a file; it must be a folder (the parent of run folders)")
+    name = check_run_name(args.name) if args.name is not None else default_name(cfg)
+    path = parent / name
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"run directory {path} already exists; use --resume {path} or another --name")
+    return str(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nas.evolve``."""
     from nas.fitness import evaluate_genome, prepare
@@ -352,32 +386,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     config_file=args.config, run_dir=args.resume)
     else:
         cfg = cfgmod.resolve(flags, preset=args.preset, config_file=args.config, run_dir="")
-        name = args.name or default_name(cfg)
-        cfg = EvolveConfig(cfg.search, cfg.fitness, cfg.execution, str(Path(args.run_dir) / name))
-        if Path(cfg.run_dir).exists() and any(Path(cfg.run_dir).iterdir()):
-            raise UserError(f"run directory {cfg.run_dir} already exists; use --resume "
-                            f"{cfg.run_dir} or another --name")
+        cfg = EvolveConfig(cfg.search, cfg.fitness, cfg.execution, new_run_dir(args, cfg))
     check_names(cfg.fitness)
+    if cfg.execution.backend == "dask":
+        check_scheduler(cfg.execution.scheduler)  # a bad address must not leave a run behind
     show = cfg.execution.progress and sys.stderr.isatty()
     ops = genome_ops(cfg.search, input_shape_of(cfg))
     if not args.resume:  # fail fast, before the reference is trained: can Algorithm 1 line 1 run?
         initial_genomes(cfg.search, ops)
-    workspace = prepare(cfg.fitness, progress=show, log=print)
-    print(reference_line(cfg.fitness.reference, workspace.reference_acc))
-    if args.resume:
-        events = open_run(cfg.run_dir, log=print)
-    else:
-        events = create_run(cfg.run_dir, cfg.to_dict())
-        print(f"run directory: {cfg.run_dir}")
-    s = cfg.search
-    total = s.population * (1 + s.generations * s.children) + (s.population if s.refine_epochs else 0)
-    progress = Progress(total, workers=cfg.execution.workers, enabled=show)
+    # A resume locks the run before anything else (a second resume is refused at once); a new
+    # run is created, locked, only once the reference and the attack sets are ready.
+    events = open_run(cfg.run_dir, log=print) if args.resume else None
     try:
-        final = run_search(cfg, ops=ops, evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
-                           events=events, resumed=bool(args.resume), progress=progress, log=progress.write)
+        workspace = prepare(cfg.fitness, progress=show, log=print)
+        print(reference_line(cfg.fitness.reference, workspace.reference_acc))
+        if events is None:
+            events = create_run(cfg.run_dir, cfg.to_dict())
+            print(f"run directory: {cfg.run_dir}")
+        s = cfg.search
+        total = s.population * (1 + s.generations * s.children) + (s.population if s.refine_epochs else 0)
+        progress = Progress(total, workers=cfg.execution.workers, enabled=show)
+        try:
+            final = run_search(cfg, ops=ops, evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
+                               events=events, resumed=bool(args.resume), progress=progress,
+                               log=progress.write)
+        finally:
+            progress.close()
     finally:
-        progress.close()
-        events.close()
+        if events is not None:
+            events.close()
     print(final_table(final))
     print(reference_line(cfg.fitness.reference, workspace.reference_acc))
     print(best_line(final))

@@ -16,20 +16,28 @@ that do not fit the architecture), and every file is written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.cli import UserError, run
-from nas.rundir import CHILDREN, EVENTS, FINAL, atomic_write_text, load_config, read_events
+from nas.cli import ArgumentParser, UserError, check_out_dir, run
+from nas.rundir import (
+    CHILDREN,
+    EVENTS,
+    FINAL,
+    RunCorrupt,
+    atomic_write_text,
+    load_config,
+    read_events,
+    read_json,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.export``."""
-    p = argparse.ArgumentParser(prog="python -m nas.export",
-                                description="Export evolved networks of a run as standalone "
-                                "PyTorch modules + weights + genome JSON.")
+    p = ArgumentParser(prog="python -m nas.export",
+                       description="Export evolved networks of a run as standalone "
+                       "PyTorch modules + weights + genome JSON.")
     p.add_argument("run", help="run directory (runs/<name>)")
     p.add_argument("--out", required=True, help="output directory (created; files are replaced)")
     which = p.add_mutually_exclusive_group()
@@ -68,7 +76,18 @@ def select(run: Path, children: dict[str, dict[str, Any]], *, all_: bool,
         return [i for i, c in children.items() if "child" in c and not c["child"]["reused"]]
     if not (run / FINAL).is_file():
         raise UserError(f"{run} has no {FINAL} (the search has not finished); use --all or --ids")
-    return [m["id"] for m in json.loads((run / FINAL).read_text())["population"]]
+    final = read_json(run / FINAL)
+    members = final.get("population") if isinstance(final, dict) else None
+    if not isinstance(members, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("id"), str) for m in members):
+        raise RunCorrupt(f"{run / FINAL} is not a final population (expected "
+                         "{\"population\": [{\"id\": ...}, ...]})")
+    ids = [m["id"] for m in members]
+    missing = [i for i in ids if "child" not in children.get(i, {})]
+    if missing:
+        raise RunCorrupt(f"{run / FINAL} names children that {run / EVENTS} does not hold "
+                         f"({', '.join(missing)}); the run directory is incomplete")
+    return ids
 
 
 def weights_file(run: Path, child_id: str, children: dict[str, dict[str, Any]]) -> tuple[Path, dict]:
@@ -87,21 +106,22 @@ def weights_file(run: Path, child_id: str, children: dict[str, dict[str, Any]]) 
 
 
 def _load_checked(run: Path, child_id: str, wpath: Path, info: Any) -> tuple[Any, dict]:
-    """The genome and weights of a child, verified to load into the compiled network."""
-    import torch
+    """The genome and weights of a child, verified to load into the compiled network.
 
+    Weights go through :func:`nas.references.load_weights` (``weights_only``; an unreadable,
+    truncated or non-tensor file is one :class:`UserError`).
+    """
     import genome as gn
+    from nas.references import load_weights
 
-    g = gn.load(run / CHILDREN / child_id / "genome.json")
-    state = torch.load(wpath, map_location="cpu", weights_only=True)
+    genome_path = run / CHILDREN / child_id / "genome.json"
+    if not genome_path.is_file():
+        raise UserError(f"{genome_path} is missing; the run directory is incomplete")
+    g = gn.load(genome_path)
     model = gn.compile_genome(g, num_classes=info.num_classes, input_shape=info.input_shape,
                               mean=info.mean, std=info.std)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"weights of {child_id} do not fit its architecture (an ensemble "
-                        f"defense?): {str(exc).splitlines()[0]}") from None
-    return g, state
+    load_weights(model, wpath)
+    return g, model.state_dict()
 
 
 def readme(rows: list[dict[str, Any]], run: Path, dataset: str) -> str:
@@ -131,8 +151,12 @@ def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
     from nas.data import dataset_info
 
     run, out = Path(run), Path(out)
+    check_out_dir(out, "--out")
     config = load_config(run)
-    info = dataset_info(config["fitness"]["dataset"])
+    dataset = config.get("fitness", {}).get("dataset") if isinstance(config.get("fitness"), dict) else None
+    if not isinstance(dataset, str):
+        raise RunCorrupt(f"{run / 'config.json'} names no dataset (fitness.dataset)")
+    info = dataset_info(dataset)
     children = _children(run)
     chosen = select(run, children, all_=all_, ids=ids)
     if not chosen:

@@ -27,7 +27,15 @@ import numpy as np
 
 import genome as gn
 from genome.ops import ordered_inputs, topological_order
-from nas.cli import UserError, run
+from nas.cli import (
+    ArgumentParser,
+    UserError,
+    finite_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    run,
+)
 from search_spaces import (
     DEFAULT_SPACE,
     list_named_genomes,
@@ -59,40 +67,40 @@ def _add_shape_arg(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.genome`` (one sub-parser per verb)."""
     doc = __doc__ or ""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m nas.genome", description="\n\n".join(doc.split("\n\n")[:2]).replace("``", ""),
         epilog=doc[doc.index("Examples::"):].replace("Examples::", "examples:").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("sample", help="draw a random genome from the default search space")
-    p.add_argument("--seed", type=int, required=True, help="seed of the random generator")
+    p.add_argument("--seed", type=nonneg_int, required=True, help="seed of the random generator")
     _add_shape_arg(p)
     p.add_argument("--out", required=True, help="where to write the genome JSON")
     p = sub.add_parser("mutate", help="apply COUNT random mutations in a row (aggressive mutation)")
     _add_genome_arg(p)
-    p.add_argument("--seed", type=int, required=True, help="seed of the random generator")
-    p.add_argument("--count", type=int, default=4, help="number of mutations in a row (default 4)")
+    p.add_argument("--seed", type=nonneg_int, required=True, help="seed of the random generator")
+    p.add_argument("--count", type=positive_int, default=4, help="number of mutations in a row (default 4)")
     _add_shape_arg(p)
     p.add_argument("--out", required=True, help="where to write the child genome JSON")
     p = sub.add_parser("validate", help="check a genome; exit 0 when valid, 2 with the problems")
     _add_genome_arg(p)
     _add_shape_arg(p)
-    p.add_argument("--max-channels", type=int, default=DEFAULT_SPACE.max_channels,
+    p.add_argument("--max-channels", type=positive_int, default=DEFAULT_SPACE.max_channels,
                    help=f"channel cap (default {DEFAULT_SPACE.max_channels})")
-    p.add_argument("--max-nodes", type=int, default=DEFAULT_SPACE.max_nodes,
+    p.add_argument("--max-nodes", type=positive_int, default=DEFAULT_SPACE.max_nodes,
                    help=f"node cap (default {DEFAULT_SPACE.max_nodes})")
     p = sub.add_parser("describe", help="ops, shapes, spectrum, hash, parameters and MACs")
     _add_genome_arg(p)
     _add_shape_arg(p)
-    p.add_argument("--num-classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--num-classes", type=positive_int, default=10, help="number of classes (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p = sub.add_parser("export", help="write standalone PyTorch source (+ weights) for a genome")
     _add_genome_arg(p)
     _add_shape_arg(p)
-    p.add_argument("--num-classes", type=int, default=10, help="number of classes (default 10)")
-    p.add_argument("--mean", type=float, nargs="+", default=None,
+    p.add_argument("--num-classes", type=positive_int, default=10, help="number of classes (default 10)")
+    p.add_argument("--mean", type=finite_float, nargs="+", default=None,
                    help="normalisation mean (one value or one per channel; default 0)")
-    p.add_argument("--std", type=float, nargs="+", default=None,
+    p.add_argument("--std", type=positive_float, nargs="+", default=None,
                    help="normalisation std (one value or one per channel; default 1)")
     p.add_argument("--out", required=True, help="path of the .py file to write")
     p.add_argument("--weights", default=None,

@@ -11,6 +11,10 @@ the child's metrics dict comes out; the worker writes the child's files itself.
 
 Results come back *as they finish* (``return_as="generator_unordered"``) so the driver can
 log each finished child at once; a crash then loses only the children still in flight.
+
+A loky worker dies with its driver: each one watches its parent process (a daemon thread,
+:func:`die_with_parent`) and exits at once when the driver is gone, so a killed search leaves
+no worker training on, and none writes a child's files after the kill.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -32,6 +38,11 @@ from nas.rundir import EventLog, RunCorrupt, child_dir, write_json
 #: ``evaluate(genome_json, *, epochs, seed, out_dir, split) -> dict`` (JSON-able metrics).
 EvaluateFn = Callable[..., dict[str, Any]]
 BACKENDS = ("loky", "dask")
+#: Seconds a worker waits between two looks at its parent (how long it can outlive a killed driver).
+PARENT_POLL = 0.05
+#: Seconds to wait for a Dask scheduler to answer.
+CONNECT_TIMEOUT = 30.0
+_watched_parent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,34 @@ def worker_threads(workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, workers))
 
 
-def run_task(evaluate: EvaluateFn, task: Task, threads: int | None = None) -> tuple[str, dict[str, Any]]:
+def die_with_parent(parent: int) -> None:
+    """In a worker process: exit at once (``os._exit``) as soon as ``parent`` is no longer our
+    parent process, i.e. the driver died. Started once per worker process (a daemon thread)."""
+    global _watched_parent
+    if _watched_parent == parent:
+        return
+    if os.getppid() != parent:
+        os._exit(70)  # the driver is already gone: do not start the child
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="die-with-driver", daemon=True).start()
+    _watched_parent = parent
+
+
+def run_task(evaluate: EvaluateFn, task: Task, threads: int | None = None,
+             parent: int | None = None) -> tuple[str, dict[str, Any]]:
     """Worker entry point: set torch's thread count, evaluate, write the child's genome.json and
     metrics.json (weights are written by ``evaluate`` into ``out_dir``), return
-    ``(child_id, metrics)``."""
+    ``(child_id, metrics)``.
+
+    ``parent``: the driver's pid when this runs in a loky worker (the worker then dies with it).
+    """
+    if parent is not None:
+        die_with_parent(parent)
     if threads is not None:
         import torch
 
@@ -127,26 +162,43 @@ def evaluate_tasks(
             return_as="generator_unordered",
             pre_dispatch="n_jobs",
         )
-        yield from parallel(joblib.delayed(run_task)(evaluate, t, threads) for t in tasks)
+        parent = os.getpid() if backend == "loky" else None
+        yield from parallel(joblib.delayed(run_task)(evaluate, t, threads, parent) for t in tasks)
 
 
 def _dask_backend(scheduler: str | None):
     """Context: joblib's ``dask`` backend on a client connected to ``scheduler``."""
     import joblib
 
+    stack = ExitStack()
+    if scheduler is not None:
+        stack.callback(_connect(scheduler).close)
+    stack.enter_context(joblib.parallel_config(backend="dask"))
+    return stack
+
+
+def _connect(scheduler: str) -> Any:
+    """A ``distributed.Client`` connected to ``scheduler``; :class:`UserError` when it cannot be."""
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover
         raise UserError(f"--backend dask needs dask[distributed]: {exc}") from None
-    stack = ExitStack()
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=30)
-        except OSError as exc:
-            raise UserError(f"cannot connect to Dask scheduler {scheduler}: {exc}") from None
-        stack.callback(client.close)
-    stack.enter_context(joblib.parallel_config(backend="dask"))
-    return stack
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot connect to Dask scheduler {scheduler}: {first}") from None
+
+
+def check_scheduler(scheduler: str | None) -> None:
+    """Connect to the Dask scheduler once and disconnect (before a run folder is created).
+
+    Raises:
+        UserError: no address, or no scheduler answers there.
+    """
+    if not scheduler:
+        raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's address)")
+    _connect(scheduler).close()
 
 
 def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str | None) -> dict[str, Any]:

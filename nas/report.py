@@ -23,7 +23,7 @@ from typing import Any
 
 from nas._report_page import render
 from nas._runview import RunView, child_files, load_run
-from nas.cli import UserError, run
+from nas.cli import ArgumentParser, UserError, check_out_dir, nonneg_int, positive_int, run
 
 PAPER_SOURCES = ("resnet18", "vgg16_bn", "densenet121", "squeezenet1_1")
 ATTACKS = ("pgd-linf", "pgd-l2", "fgsm")
@@ -105,32 +105,32 @@ class ReportData:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m nas.report``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m nas.report",
         description="Build one self-contained HTML report (search progress, final population, "
                     "transfer matrix, fooling rates, integrated gradients) of a search run.")
     p.add_argument("run_dir", help="the run directory (runs/<name>) written by nas.evolve")
     p.add_argument("--out", help="output directory of index.html and its PNGs (default: <run_dir>/report)")
-    p.add_argument("--ig-images", type=int, default=4, metavar="N",
+    p.add_argument("--ig-images", type=nonneg_int, default=4, metavar="N",
                    help="test images whose integrated-gradients maps are drawn, one per class first "
                         "(0 = skip the section; default 4)")
-    p.add_argument("--ig-steps", type=int, default=64, help="integration steps of each IG map (default 64)")
+    p.add_argument("--ig-steps", type=positive_int, default=64, help="integration steps of each IG map (default 64)")
     p.add_argument("--transfer-from", default="own", metavar="LIST",
                    help="comma-separated networks the transfer matrix crafts examples on: 'own' (the "
                         "run's reference) and/or reference names (resnet18, vgg16_bn, densenet121, "
                         "squeezenet1_1, ...); 'paper' = own + those four. Each is trained with CE once "
                         "and cached. Default: own (cheap on CPU)")
-    p.add_argument("--source-epochs", type=int, help="CE epochs of the --transfer-from networks "
+    p.add_argument("--source-epochs", type=positive_int, help="CE epochs of the --transfer-from networks "
                                                      "(default: the run's reference epochs)")
     p.add_argument("--skip-transfer", action="store_true", help="leave out the transfer matrix and fooling rates")
     p.add_argument("--attacks", default=",".join(ATTACKS), metavar="LIST",
                    help=f"comma-separated attacks of the fooling-rate table (default {','.join(ATTACKS)})")
-    p.add_argument("--eval-size", type=int, default=500, metavar="N",
+    p.add_argument("--eval-size", type=nonneg_int, default=500, metavar="N",
                    help="test images used by the transfer matrix and fooling rates (0 = all; default 500)")
-    p.add_argument("--baseline-epochs", type=int, help="epochs of the baselines (reference "
+    p.add_argument("--baseline-epochs", type=positive_int, help="epochs of the baselines (reference "
                         "architecture with CE and with the run's defense, --baselines; default: the "
                         "run's --refine-epochs)")
-    p.add_argument("--max-finalists", type=int, default=0, metavar="N",
+    p.add_argument("--max-finalists", type=nonneg_int, default=0, metavar="N",
                    help="evaluate only the N best finalists (0 = all; default)")
     p.add_argument("--baselines", default="", metavar="LIST",
                    help="comma-separated registered architectures also trained with the run's defense "
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--link-images", action="store_true",
                    help="link the PNGs beside the page instead of embedding them")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts and subsets")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the attacks' random starts and subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return p
 
@@ -176,6 +176,8 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
     for flag in ("ig_images", "ig_steps", "eval_size", "max_finalists"):
         if getattr(args, flag) < (1 if flag == "ig_steps" else 0):
             raise UserError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'ig_steps' else 0}")
+    if args.out:
+        check_out_dir(args.out, "--out")
     return ReportOptions(
         run_dir=args.run_dir, out=args.out or str(Path(args.run_dir) / "report"),
         ig_images=args.ig_images, ig_steps=args.ig_steps, transfer_from=sources,

@@ -6,7 +6,15 @@ runs/<name>/events.jsonl     append-only log, one JSON line per event, flushed +
 runs/<name>/population.json  current population (temp file, then os.replace)
 runs/<name>/children/<id>/   genome.json, metrics.json, weights.pt (written by workers)
 runs/<name>/final.json       refined final population with its test-split metrics
+runs/<name>/.lock            held (flock) by the one process running or resuming the run
 ```
+
+A run folder comes into being in one step: :func:`create_run` builds it under a hidden
+temporary name (``.<name>.new-<pid>``) and renames it into place, so a kill during creation
+leaves no half-made run (only a hidden folder the next creation of that name removes). The
+process that runs or resumes a run holds an exclusive ``flock`` on ``.lock`` for the whole
+run; the operating system releases it when the process dies, so a kill never leaves a stale
+lock, and a second process on the same run is refused (:class:`RunLocked`).
 
 The log is the single source of truth. Every event has a *key* (``child_finished`` and
 ``refined``: the child id; ``replacement``: generation + child id; ``generation_finished``:
@@ -22,9 +30,13 @@ reports it; any other unreadable line is corruption and raises :class:`RunCorrup
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import platform
+import shutil
+import signal
 import time
 from collections.abc import Iterable
 from importlib import metadata
@@ -38,6 +50,7 @@ CONFIG = "config.json"
 POPULATION = "population.json"
 FINAL = "final.json"
 CHILDREN = "children"
+LOCK = ".lock"
 
 #: Fields that differ between two identical searches (wall-clock); ignored when comparing.
 TIMING_KEYS = frozenset({"time", "seconds", "elapsed", "eta"})
@@ -49,6 +62,73 @@ class RunCorrupt(UserError):
     """The run directory cannot be read safely (corrupt log, mismatching replay)."""
 
 
+class RunLocked(UserError):
+    """Another live process holds the run directory's lock."""
+
+
+#: Test hook: ``NAS_TEST_KILL_AT=<point>`` SIGKILLs the process at that named point (read once
+#: at import; production code pays one string comparison at a handful of points).
+_KILL_AT = os.environ.get("NAS_TEST_KILL_AT", "")
+
+
+def kill_point(name: str) -> None:
+    """Die by SIGKILL here when the test hook names this point (see :data:`_KILL_AT`)."""
+    if _KILL_AT and _KILL_AT == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.lock``, held until :meth:`release` or process death."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases the flock)."""
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def lock_run(path: str | os.PathLike[str]) -> RunLock:
+    """Take the run directory's exclusive lock without waiting.
+
+    Raises:
+        RunLocked: another process holds it (its pid is named when known).
+    """
+    path = Path(path)
+    fh = open(path / LOCK, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        fh.seek(0)
+        holder = fh.read().strip()
+        fh.close()
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise RunLocked(f"run directory {path} is in use by another process{who}; "
+                        "wait for it to finish or stop it, then --resume") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return RunLock(fh)
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name inside ``--run-dir`` (no separator, no ``..``, no leading dot).
+
+    Raises:
+        UserError: naming the bad ``--name``.
+    """
+    bad = (not name or name in (".", "..") or name.startswith(".") or "\0" in name
+           or "/" in name or (os.altsep is not None and os.altsep in name) or os.sep in name)
+    if bad:
+        raise UserError(f"--name {name!r} must be one folder name inside --run-dir "
+                        "(no '/', no '..', not starting with '.')")
+    return name
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file, fsync and ``os.replace``.
 
@@ -56,11 +136,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -143,15 +227,19 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], byt
 class EventLog:
     """Append-only, fsynced JSON-lines log with idempotent, replay-checked :meth:`emit`."""
 
-    def __init__(self, path: str | os.PathLike[str], events: Iterable[dict[str, Any]] = ()) -> None:
+    def __init__(self, path: str | os.PathLike[str], events: Iterable[dict[str, Any]] = (),
+                 *, lock: RunLock | None = None) -> None:
         self.path = Path(path)
         self.events = list(events)
         self._by_key = {k: e for e in self.events if (k := event_key(e)) is not None}
         self._fh = open(self.path, "a", encoding="utf-8")
+        self.lock = lock
 
     def close(self) -> None:
-        """Close the file handle."""
+        """Close the file handle and release the run's lock (when this log holds it)."""
         self._fh.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def has(self, key: tuple[Any, ...]) -> bool:
         """Whether an event with this key is already in the log."""
@@ -181,6 +269,8 @@ class EventLog:
         self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        if _KILL_AT:  # test hook: event:<type>:<index in the log>
+            kill_point(f"event:{event['type']}:{len(self.events)}")
         self.events.append(event)
         if key is not None:
             self._by_key[key] = event
@@ -188,54 +278,144 @@ class EventLog:
 
 
 def create_run(path: str | os.PathLike[str], config: dict[str, Any]) -> EventLog:
-    """Create a new run directory holding ``config.json`` and an empty log.
+    """Create a new run directory holding ``config.json`` and an empty log, in one step.
+
+    The folder is built under ``.<name>.new-<pid>`` beside ``path`` (locked by this process)
+    and renamed into place, so ``path`` either does not exist or is a complete run. Leftovers
+    of a creation that was killed (unlocked ``.<name>.new-*`` folders) are removed first.
+
+    Returns:
+        The run's event log; it holds the run's lock until it is closed.
 
     Raises:
-        UserError: ``path`` exists and is not empty (a run is never overwritten).
+        UserError: ``path`` exists and is not empty (a run is never overwritten), or is a file.
     """
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"run directory {path} already exists; use --resume {path} or another --name")
-    (path / CHILDREN).mkdir(parents=True, exist_ok=True)
-    write_json(path / CONFIG, {"config": config, "versions": package_versions()})
-    (path / EVENTS).touch()
-    return EventLog(path / EVENTS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_builds(path)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    lock = lock_run(tmp)
+    try:
+        kill_point("create:locked")
+        (tmp / CHILDREN).mkdir()
+        write_json(tmp / CONFIG, {"config": config, "versions": package_versions()})
+        kill_point("create:config")
+        with open(tmp / EVENTS, "w") as fh:
+            os.fsync(fh.fileno())
+        kill_point("create:events")
+        try:
+            os.rename(tmp, path)  # replaces an empty directory; fails on a non-empty one
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise UserError(f"run directory {path} already exists; use --resume {path} "
+                                "or another --name") from None
+            raise
+        _fsync_dir(path.parent)
+        kill_point("create:renamed")
+    except BaseException:
+        lock.release()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return EventLog(path / EVENTS, lock=lock)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_killed_builds(path: Path) -> None:
+    """Remove ``.<name>.new-*`` folders no live process holds (a creation killed midway)."""
+    prefix = f".{path.name}.new-"
+    for entry in path.parent.iterdir():
+        if not (entry.name.startswith(prefix) and entry.is_dir()):
+            continue
+        try:
+            lock = lock_run(entry)
+        except (RunLocked, OSError):
+            continue  # another process is creating this run right now
+        lock.release()
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The resolved configuration stored in a run directory.
 
     Raises:
-        UserError: the directory or its config.json is missing.
+        UserError: the directory or its config.json is missing, or config.json is not a run's
+            configuration.
     """
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"run directory {path} does not exist")
+        raise UserError(f"run directory {path} does not exist" if not path.exists()
+                        else f"{path} is not a run directory (not a folder)")
     if not (path / CONFIG).is_file():
         raise UserError(f"{path} is not a run directory (no {CONFIG})")
-    return read_json(path / CONFIG)["config"]
+    stored = read_json(path / CONFIG)
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise RunCorrupt(f"{path / CONFIG} does not hold a run configuration "
+                         "(expected an object with a \"config\" object)")
+    return stored["config"]
 
 
 def open_run(path: str | os.PathLike[str], *, log=print) -> EventLog:
-    """Open an existing run for resuming: read the log, drop a torn last line.
+    """Open an existing run for resuming: take its lock, read the log, drop a torn last line.
 
     The torn bytes are kept in ``events.jsonl.torn`` (for inspection) before the log is
-    truncated to its last complete line; the child it described is simply run again.
+    truncated to its last complete line; the child it described is simply run again. Temporary
+    files a killed process left behind (``.<file>.tmp<pid>``) are removed.
+
+    Raises:
+        RunLocked: another process is running or resuming this run.
     """
     path = Path(path)
     events_path = path / EVENTS
     if not events_path.is_file():
         raise UserError(f"{path} is not a run directory (no {EVENTS})")
-    events, torn = read_events(events_path)
-    if torn:
-        with open(path / f"{EVENTS}.torn", "ab") as fh:
-            fh.write(torn)
-        size = events_path.stat().st_size - len(torn)
-        with open(events_path, "r+b") as fh:
-            fh.truncate(size)
-            os.fsync(fh.fileno())
-        log(f"dropped a torn last line of {events_path} ({len(torn)} bytes); it will be re-run")
-    return EventLog(events_path, events)
+    lock = lock_run(path)
+    try:
+        remove_stale_temporaries(path)
+        events, torn = read_events(events_path)
+        if torn:
+            with open(path / f"{EVENTS}.torn", "ab") as fh:
+                fh.write(torn)
+            size = events_path.stat().st_size - len(torn)
+            with open(events_path, "r+b") as fh:
+                fh.truncate(size)
+                os.fsync(fh.fileno())
+            log(f"dropped a torn last line of {events_path} ({len(torn)} bytes); it will be re-run")
+        return EventLog(events_path, events, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove ``.<file>.tmp<pid>`` files (an atomic write a kill interrupted) in a run folder.
+
+    Only safe while holding the run's lock (no other process writes the run then). Looks in the
+    run folder, ``children/<id>/`` and ``children/<id>/refined/``.
+    """
+    path = Path(path)
+    folders = [path, *(path / CHILDREN).glob("*"), *(path / CHILDREN).glob("*/refined")]
+    removed = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            if name.startswith(".") and ".tmp" in name and name.rsplit(".tmp", 1)[1].isdigit():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -23,9 +23,19 @@ from typing import Any
 
 from torch import nn
 
-from nas.cli import UserError, run
+from nas.cli import (
+    ArgumentParser,
+    UserError,
+    check_finite_args,
+    check_out_dir,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    run,
+    unit_float,
+)
 from nas.data import DatasetInfo, dataset_info
-
 
 #: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
 #: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
@@ -70,6 +80,7 @@ def parse_defense_args(pairs: Sequence[str], lam: float | None) -> tuple[tuple[s
             out[key] = raw
     if lam is not None:
         out["lam"] = lam
+    check_finite_args(out.items())
     return tuple(sorted(out.items()))
 
 
@@ -78,48 +89,48 @@ def build_parser() -> argparse.ArgumentParser:
     from nas.fitness import FitnessSettings
 
     d = FitnessSettings()
-    p = argparse.ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("arch", metavar="ARCH", help="reference name, named genome or genome .json")
     p.add_argument("--reference", default=d.reference, help="reference network (attack source)")
-    p.add_argument("--reference-epochs", type=int, default=TRAIN_CAP,
+    p.add_argument("--reference-epochs", type=positive_int, default=TRAIN_CAP,
                    help="most CE epochs of the reference (trained once to its validation "
                    "plateau, cached)")
-    p.add_argument("--reference-patience", type=int, default=d.reference_patience,
+    p.add_argument("--reference-patience", type=nonneg_int, default=d.reference_patience,
                    help="epochs without a better validation accuracy before the reference "
                    "stops (0: exactly --reference-epochs)")
     p.add_argument("--reference-weights", default=None, help="state_dict file of the reference")
     p.add_argument("--defense", default="gm", help="training objective (defenses registry)")
     p.add_argument("--defense-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="defense hyper-parameter (value parsed as JSON, else string); repeatable")
-    p.add_argument("--lam", type=float, default=None, help="shortcut for --defense-arg lam=VALUE")
+    p.add_argument("--lam", type=nonneg_float, default=None, help="shortcut for --defense-arg lam=VALUE")
     p.add_argument("--dataset", default=d.dataset, help="dataset name")
-    p.add_argument("--train-size", type=int, default=d.train_size, help="training images")
-    p.add_argument("--val-size", type=int, default=d.val_size, help="validation images")
-    p.add_argument("--test-size", type=int, default=d.test_size, help="test images")
+    p.add_argument("--train-size", type=positive_int, default=d.train_size, help="training images")
+    p.add_argument("--val-size", type=nonneg_int, default=d.val_size, help="validation images")
+    p.add_argument("--test-size", type=positive_int, default=d.test_size, help="test images")
     p.add_argument("--data-root", default=None, help="read-only directory with raw dataset files")
     p.add_argument("--cache-dir", default=None, help="cache directory (default $NAS_CACHE_DIR)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs of ARCH (default: to its validation plateau, at most "
                    "--max-epochs, stopping after --patience epochs without improvement, "
                    "keeping the best-on-validation weights)")
-    p.add_argument("--max-epochs", type=int, default=TRAIN_CAP,
+    p.add_argument("--max-epochs", type=positive_int, default=TRAIN_CAP,
                    help="epoch cap without --epochs (the one-cycle schedule spans it)")
-    p.add_argument("--patience", type=int, default=10,
+    p.add_argument("--patience", type=positive_int, default=10,
                    help="epochs without a better validation accuracy before stopping "
                    "(without --epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="batch size")
     p.add_argument("--recipe", default="cpu",
                    help="training recipe of ARCH and the reference: cpu (docs/fitness.md) or "
                    "paper (Adam, PyTorch defaults, constant rate)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the "
-                   "recipe's)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate "
+                   "(default: the recipe's)")
     p.add_argument("--attack", default=d.attack, help="attack generating the transferred set")
-    p.add_argument("--eps", type=float, default=None, help="attack radius (default per dataset)")
-    p.add_argument("--step-size", type=float, default=None, help="attack step size")
-    p.add_argument("--steps", type=int, default=None, help="attack iterations")
-    p.add_argument("--seed", type=int, default=0, help="seed of ARCH's training")
-    p.add_argument("--data-seed", type=int, default=d.seed,
+    p.add_argument("--eps", type=unit_float, default=None, help="attack radius (default per dataset)")
+    p.add_argument("--step-size", type=positive_float, default=None, help="attack step size")
+    p.add_argument("--steps", type=positive_int, default=None, help="attack iterations")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of ARCH's training")
+    p.add_argument("--data-seed", type=nonneg_int, default=d.seed,
                    help="seed of the data subsets and the reference")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--out", default=None, help="directory for metrics.json and weights.pt")
@@ -152,10 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nas.fitness import check_defense, evaluate_module, prepare
 
     args = build_parser().parse_args(argv)
-    if (args.epochs is not None and args.epochs < 1) or args.max_epochs < 1 or args.patience < 1:
-        raise UserError("--epochs, --max-epochs and --patience must be at least 1")
     if args.epochs is None and args.val_size < 1:
         raise UserError("training to the validation plateau needs --val-size > 0 (or give --epochs)")
+    if args.out:
+        check_out_dir(args.out, "--out")  # before any training
     settings = settings_from_args(args)
     check_defense(settings)  # fail fast on bad names and hyper-parameters
     settings.training_recipe()  # fail fast on an unknown recipe

@@ -104,7 +104,7 @@ def test_draw_writes_a_png(tmp_path):
      (["describe", "resnet"], "unknown genome 'resnet'; valid: he-baseline, he-ref"),
      (["validate", "BAD"], "not valid JSON"),
      (["sample", "--seed", "0", "--input-shape", "28x28", "--out", "x.json"], "CxHxW"),
-     (["mutate", "he-ref", "--seed", "0", "--count", "0", "--out", "x.json"], "--count must be >= 1")],
+     (["mutate", "he-ref", "--seed", "0", "--count", "0", "--out", "x.json"], "--count: must be an integer >= 1")],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

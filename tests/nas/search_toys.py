@@ -2,8 +2,8 @@
 
 The fitness is a known function of the spectrum (paper eq. 3) with its optimum at
 :data:`TARGET`, so the GA can be checked without training (NNI ``test_sanity.py`` style).
-Run as a script (``python tests/nas/search_toys.py RUN_DIR [--resume] [--delay S]``) it is the
-subprocess the kill-and-resume test sends SIGKILL to.
+Run as a script (``python tests/nas/search_toys.py RUN_DIR [--resume] [--delay S] [--workers N]
+[--mark]``) it is the subprocess the kill-and-resume tests send SIGKILL to.
 """
 
 from __future__ import annotations
@@ -29,9 +29,17 @@ TOY_SEARCH = dict(population=4, children=2, generations=4, min_distance=2.0, mut
 
 
 def spectrum_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,
-                     split: str | None = None, delay: float = 0.0) -> dict[str, Any]:
-    """A ChildResult-shaped dict whose fitness is ``1 / (1 + |spectrum - TARGET|)``."""
+                     split: str | None = None, delay: float = 0.0, mark: bool = False) -> dict[str, Any]:
+    """A ChildResult-shaped dict whose fitness is ``1 / (1 + |spectrum - TARGET|)``.
+
+    ``mark``: first write the evaluating process's pid to ``out_dir/worker.pid``.
+    """
+    import os
+
     import genome as gn
+
+    if mark and out_dir is not None:
+        Path(out_dir, "worker.pid").write_text(str(os.getpid()))
 
     spec = gn.spectrum(gn.from_json(genome_json))
     fit = 1.0 / (1.0 + float(np.linalg.norm(np.subtract(spec, TARGET))))
@@ -69,7 +77,7 @@ def toy_config(run_dir: str | Path, *, workers: int = 1, **search: Any) -> Evolv
 
 def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, workers: int = 1,
             lazy: bool = False, backend: str = "loky", scheduler: str | None = None,
-            **search: Any) -> dict[str, Any]:
+            mark: bool = False, **search: Any) -> dict[str, Any]:
     """Run (or resume) the toy search in ``run_dir``; returns final.json's content."""
     import dataclasses
 
@@ -84,7 +92,7 @@ def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, wo
     events = open_run(run_dir, log=lambda m: None) if resume else create_run(run_dir, cfg.to_dict())
     try:
         return run_search(cfg, ops=ops,
-                          evaluate=functools.partial(spectrum_fitness, delay=delay),
+                          evaluate=functools.partial(spectrum_fitness, delay=delay, mark=mark),
                           events=events, resumed=resume, log=lambda m: None)
     finally:
         events.close()
@@ -93,7 +101,9 @@ def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, wo
 if __name__ == "__main__":
     args = sys.argv[1:]
     delay = float(args[args.index("--delay") + 1]) if "--delay" in args else 0.0
-    run_toy(args[0], resume="--resume" in args, delay=delay, lazy="--lazy" in args)
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    run_toy(args[0], resume="--resume" in args, delay=delay, lazy="--lazy" in args,
+            workers=workers, mark="--mark" in args)
 
 
 def probe(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,

@@ -146,3 +146,29 @@ def test_flags_parse_defense_args_and_lambda():
     flags = flags_from_args(args)
     assert flags["defense_args"] == {"k": 3, "mode": "fast", "lam": 0.25}
     assert flags["sequential"] is True and flags["population"] is None
+
+
+def test_resume_of_a_run_in_use_is_refused_in_one_line_and_changes_nothing(smoke_run, capsys):
+    from test_rundir import hold_lock
+
+    holder = hold_lock(smoke_run)
+    try:
+        before = files(smoke_run)
+        code = run(main, ["--resume", str(smoke_run), "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and f"in use by another process (pid {holder.pid})" in err[0]
+        assert files(smoke_run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_an_unreachable_dask_scheduler_leaves_no_run_behind(tmp_path, cache, capsys, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("nas.parallel.CONNECT_TIMEOUT", 1.0, raising=False)
+    argv = smoke(tmp_path, cache, "dask", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:1")
+    for _ in range(2):  # the same command, again: the same error, not "already exists"
+        assert run(main, argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot connect to Dask scheduler tcp://127.0.0.1:1" in err[0]
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from search_toys import probe, run_toy
@@ -74,3 +75,43 @@ def test_smoke_search_through_a_dask_local_cluster(tmp_path):
     events = [json.loads(x) for x in (tmp_path / "dask" / "events.jsonl").read_text().splitlines()]
     assert sum(e["type"] == "child_finished" for e in events) == 6
     assert events[-1]["type"] == "run_finished" and (tmp_path / "dask" / "final.json").exists()
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (it no longer exists, or is a zombie nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_loky_workers_die_with_a_killed_driver_and_write_no_child_file_after(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_resume import TOYS
+
+    run = tmp_path / "r"
+    delay = 4.0
+    driver = subprocess.Popen([sys.executable, str(TOYS), str(run), "--delay", str(delay),
+                               "--workers", "2", "--mark"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    marks: list[Path] = []
+    while len(marks) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        marks = sorted((run / "children").glob("*/worker.pid")) if (run / "children").is_dir() else []
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    killed = time.monotonic()
+    assert len(marks) >= 2, "the workers did not start"
+    pids = {int(m.read_text()) for m in marks}
+    assert driver.pid not in pids  # evaluated in worker processes
+    while time.monotonic() < killed + 2 and not all(_gone(p) for p in pids):
+        time.sleep(0.05)
+    assert all(_gone(p) for p in pids), "a worker outlived its driver"
+    time.sleep(max(0.0, killed + delay + 1.0 - time.monotonic()))  # when they would have finished
+    assert not [m for m in marks if (m.parent / "metrics.json").exists()]

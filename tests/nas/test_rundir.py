@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,15 +15,19 @@ from nas.cli import UserError
 from nas.rundir import (
     EventLog,
     RunCorrupt,
+    RunLocked,
     atomic_write_text,
     config_diff,
     create_run,
     event_key,
     load_config,
+    lock_run,
     open_run,
     read_events,
     strip_timing,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def child(cid: str, fit: float = 0.5) -> dict:
@@ -97,3 +106,105 @@ def test_config_diff_and_strip_timing():
     assert config_diff(old, new) == ["fitness.x: '<unset>' -> 1", "search.population: 5 -> 4"]
     assert config_diff(old, old) == []
     assert strip_timing({"a": 1, "time": 2, "m": {"seconds": 3, "f": 4}}) == {"a": 1, "m": {"f": 4}}
+
+
+# ----------------------------------------------------------- locking and atomic creation
+
+HOLD = ("import sys, time; from nas.rundir import open_run; log = open_run(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(120)")
+
+
+def hold_lock(run):
+    """A separate process that opens ``run`` for resuming (taking its lock) and sleeps."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_run_is_locked_by_one_process_and_a_kill_leaves_no_stale_lock(tmp_path):
+    run = tmp_path / "r"
+    create_run(run, {}).close()
+    holder = hold_lock(run)
+    try:
+        with pytest.raises(RunLocked, match=f"in use by another process \\(pid {holder.pid}\\)"):
+            open_run(run)
+        with pytest.raises(RunLocked):
+            lock_run(run)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    log = open_run(run)  # the OS released the killed holder's lock
+    with pytest.raises(RunLocked):  # and this process holds it now
+        open_run(run)
+    log.close()
+    open_run(run).close()
+
+
+def test_a_new_run_is_locked_from_its_first_moment(tmp_path):
+    log = create_run(tmp_path / "r", {})
+    with pytest.raises(RunLocked):
+        open_run(tmp_path / "r")
+    log.close()
+    open_run(tmp_path / "r").close()
+
+
+CREATE = ("import sys; from nas.rundir import create_run; "
+          "create_run(sys.argv[1], {'search': {'seed': 1}}).close()")
+
+
+@pytest.mark.parametrize("point", ["create:locked", "create:config", "create:events"])
+def test_a_creation_killed_midway_leaves_no_run_and_the_same_creation_then_succeeds(tmp_path, point):
+    run = tmp_path / "runs" / "r"
+    proc = subprocess.run([sys.executable, "-c", CREATE, str(run)], cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "NAS_TEST_KILL_AT": point})
+    assert proc.returncode == -signal.SIGKILL
+    assert not run.exists()  # either no run at all ...
+    create_run(run, {"search": {"seed": 1}}).close()  # ... and the same creation succeeds
+    assert load_config(run) == {"search": {"seed": 1}} and (run / "events.jsonl").read_text() == ""
+    assert sorted(p.name for p in run.parent.iterdir()) == ["r"]  # the killed build is gone
+
+
+def test_a_creation_in_progress_elsewhere_is_left_alone(tmp_path):
+    other = tmp_path / ".r.new-1"
+    other.mkdir()
+    holder = hold_lock_dir(other)
+    try:
+        create_run(tmp_path / "r", {}).close()
+        assert other.is_dir()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def hold_lock_dir(folder):
+    code = ("import sys, time; from nas.rundir import lock_run; l = lock_run(sys.argv[1]); "
+            "print('locked', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_resume_removes_temporary_files_a_kill_left_behind(tmp_path):
+    run = tmp_path / "r"
+    create_run(run, {}).close()
+    (run / "children" / "g000-c000" / "refined").mkdir(parents=True)
+    leftovers = [run / ".population.json.tmp4242", run / "children" / "g000-c000" / ".metrics.json.tmp17",
+                 run / "children" / "g000-c000" / "refined" / ".weights.pt.tmp99"]
+    for path in leftovers:
+        path.write_text("half")
+    keep = run / "children" / "g000-c000" / "metrics.json"
+    keep.write_text("{}")
+    open_run(run).close()
+    assert not any(p.exists() for p in leftovers) and keep.exists()
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path):
+    class Unwritable:
+        def __str__(self):
+            raise OSError("disk full")
+
+    with pytest.raises(TypeError):
+        atomic_write_text(tmp_path / "p.json", Unwritable())
+    assert list(tmp_path.iterdir()) == []
