@@ -5,7 +5,7 @@ A defense is a plugin with one verb (STYLE.md §2): ``loss(model, batch, ctx)`` 
 and a dict of numbers to log. Its constructor stores keyword-only hyper-parameters and
 nothing else (STYLE.md §3), so ``defense.hparams()`` round-trips into the run config.
 
-The one training loop (``nas.training``) calls, in order:
+The one training loop (``nas.evaluation.training``) calls, in order:
 
 1. ``model = defense.wrap(factory, num_classes=..., input_shape=...)``: the module that is
    trained and evaluated. The default is ``factory()``; ensemble defenses build ``k`` members
@@ -54,6 +54,9 @@ class TrainContext:
         adversary: ``(model, x, y) -> x_adv`` attack on the model being trained; ``None``
             unless declared.
         cache_dir: directory a defense may cache precomputed data in (or ``None``).
+        write_file: ``(path, write)`` writing a file all or nothing, ``write(binary_file)``
+            filling it (the loop passes ``genome.fileio.write_atomically``); ``None``: a
+            defense does not write its cache.
         log: callable taking one message string (goes to the run log / stderr).
         label_smoothing: label smoothing of the training recipe for the CE training term
             (``none`` and ``gm`` apply it; input gradients stay those of the plain CE).
@@ -66,6 +69,7 @@ class TrainContext:
     reference_grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     cache_dir: str | None = None
+    write_file: Callable[[str, Callable[[Any], None]], None] | None = None
     log: Callable[[str], None] = print
     label_smoothing: float = 0.0
 
@@ -91,6 +95,11 @@ class Defense:
     def hparams(self) -> dict[str, Any]:
         """The constructor's keyword arguments as stored (JSON-able)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def check(self) -> None:
+        """Raise ``ValueError`` when the stored hyper-parameters cannot work (e.g. a weight file
+        that does not exist); called by the commands before anything is trained. The
+        constructor only stores (STYLE.md §3); default: nothing to check."""
 
     def wrap(
         self,

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -80,15 +79,19 @@ class StylizedPairing(Defense):
         self.mix = float(mix)
         self.seed = int(seed)
         self.size = int(size)
-        self.stylizer_name()  # fail fast on an unknown weight_free method
-        if style_weights is not None:  # fail fast on a missing file (shapes are checked on load)
-            missing = [f for f in ("vgg_normalised.pth", "decoder.pth")
-                       if not os.path.isfile(os.path.join(str(style_weights), f))]
-            if missing:
-                raise ValueError(f"style_weights directory {style_weights!r} lacks "
-                                 f"{', '.join(missing)} (the pytorch-AdaIN weight files)")
         self._stylized: torch.Tensor | None = None  # (N, C, H, W) uint8, set by prepare()
         self._stylizer_used = ""
+
+    def check(self) -> None:
+        """An unknown ``weight_free`` method, or a ``style_weights`` folder without the AdaIN
+        files, is a ``ValueError`` (shapes are checked when the files are loaded)."""
+        self.stylizer_name()
+        if self.style_weights is not None:
+            missing = [f for f in ("vgg_normalised.pth", "decoder.pth")
+                       if not os.path.isfile(os.path.join(str(self.style_weights), f))]
+            if missing:
+                raise ValueError(f"style_weights directory {self.style_weights!r} lacks "
+                                 f"{', '.join(missing)} (the pytorch-AdaIN weight files)")
 
     def stylizer_name(self) -> str:
         """``"adain"`` when weights are given, else the weight-free method's name."""
@@ -115,8 +118,9 @@ class StylizedPairing(Defense):
             ctx.log(f"stylized: cache entry {path} {problem}; rebuilding it")
             os.unlink(path)
         self._stylized = self._stylize_all(x, name)
-        if path:
-            _save_atomic(path, self._stylized.numpy(), key)
+        if path and ctx.write_file is not None:
+            array = self._stylized.numpy()
+            ctx.write_file(path, lambda fh: np.savez(fh, stylized=array, key=np.array(key)))
             ctx.log(f"stylized: cached stylized set at {path}")
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
@@ -212,34 +216,6 @@ def _weight_files(weights_dir: str | None) -> list[str]:
     if not weights_dir:
         return []
     return [os.path.join(weights_dir, n) for n in ("vgg_normalised.pth", "decoder.pth")]
-
-
-def _save_atomic(path: str, array: np.ndarray, key: str) -> None:
-    """Write ``array`` and its ``key`` as one ``.npz`` (all or nothing): a temporary file in the
-    same directory, flushed and fsynced, renamed into place, the directory fsynced."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".stylized-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, stylized=array, key=np.array(key))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def _load_checked(path: str, key: str, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:

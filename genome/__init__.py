@@ -9,6 +9,7 @@ with genomes as data (the GA driver, validation) does not pay for importing torc
 
 from typing import Any
 
+from genome.fileio import write_atomically, write_text_atomically
 from genome.mutation import (
     MUTATIONS,
     MutationLimits,
@@ -25,7 +26,6 @@ from genome.serialize import (
     FORMAT_VERSION,
     GenomeFormatError,
     UnknownGenomeName,
-    atomic_write_text,
     from_dict,
     from_json,
     load,
@@ -41,10 +41,11 @@ from genome.validate import assert_valid, check_genome
 __all__ = [
     "BLOCK_OPS", "FORMAT_VERSION", "MUTATIONS", "OPS", "POOL_KINDS", "SKIP_OPS", "SPECTRUM_OPS",
     "GenomeFormatError", "GenomeNet", "InvalidGenome", "MutationLimits", "UnknownGenomeName",
-    "add_block", "add_skip", "assert_valid", "atomic_write_text", "canonical_hash",
+    "add_block", "add_skip", "assert_valid", "canonical_hash",
     "check_genome", "compile_genome", "count_macs", "count_params", "delete_block",
     "delete_skip", "edit_block", "export_module", "export_source", "from_dict", "from_json", "infer_shapes", "is_valid_for",
     "load", "mutate", "save", "spectrum", "spectrum_distance", "to_dict", "to_json",
+    "write_atomically", "write_text_atomically",
 ]
 
 _LAZY = {"compile_genome": "genome.compile", "GenomeNet": "genome.compile",

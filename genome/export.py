@@ -12,7 +12,6 @@ import ast
 import inspect
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import torch
 
 from genome import blocks
 from genome.compile import Step, _channel_stats, build_plan
-from genome.serialize import atomic_write_text, to_dict
+from genome.fileio import write_atomically, write_text_atomically
+from genome.serialize import to_dict
 from genome.shapes import Shape, count_params
 from genome.spectrum import canonical_hash, spectrum
 from genome.validate import assert_valid
@@ -168,18 +168,6 @@ def export_source(
     return "\n".join(parts) + "\n"
 
 
-def _atomic_torch_save(obj: Mapping[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(dict(obj), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_module(
     g: nx.DiGraph,
     path: str | os.PathLike[str],
@@ -210,6 +198,7 @@ def export_module(
     source = export_source(g, num_classes=num_classes, input_shape=input_shape, mean=mean,
                            std=std, class_name=class_name, weights_file=weights_file)
     if wpath is not None and state_dict is not None:
-        _atomic_torch_save({k: v.detach().cpu() for k, v in state_dict.items()}, wpath)
-    atomic_write_text(path, source)
+        tensors = {k: v.detach().cpu() for k, v in state_dict.items()}
+        write_atomically(wpath, lambda fh: torch.save(tensors, fh))
+    write_text_atomically(path, source)
     return path, wpath

@@ -70,7 +70,7 @@ def is_valid_for(g: nx.DiGraph, limits: MutationLimits) -> bool:
     )
 
 
-def _pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
+def pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
     """One element of ``seq`` as a plain Python value (never a numpy scalar)."""
     value = seq[int(rng.integers(len(seq)))]
     return value.item() if hasattr(value, "item") else value
@@ -90,8 +90,8 @@ def _first_valid(
 
 def _block_params(op: str, rng: np.random.Generator, limits: MutationLimits) -> dict[str, Any]:
     if op == "pool":
-        return {"kind": _pick(rng, limits.pool_kinds)}
-    return {"channels": int(_pick(rng, limits.channels)), "kernel": int(_pick(rng, limits.kernels))}
+        return {"kind": pick(rng, limits.pool_kinds)}
+    return {"channels": int(pick(rng, limits.channels)), "kernel": int(pick(rng, limits.kernels))}
 
 
 def _sorted_edges(g: nx.DiGraph) -> list[tuple[Any, Any]]:
@@ -124,14 +124,14 @@ def edit_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimit
             kinds = [k for k in limits.pool_kinds if k != attrs["kind"]]
             if not kinds:
                 return False
-            attrs["kind"] = _pick(rng, kinds)
+            attrs["kind"] = pick(rng, kinds)
             return True
         fields = [("channels", limits.channels), ("kernel", limits.kernels)]
         for j in rng.permutation(2):
             name, choices = fields[int(j)]
             options = [c for c in choices if c != attrs[name]]
             if options:
-                attrs[name] = int(_pick(rng, options))
+                attrs[name] = int(pick(rng, options))
                 return True
         return False
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
+
+from genome.fileio import write_text_atomically
 
 FORMAT_NAME = "nas-genome"
 FORMAT_VERSION = 1
@@ -135,20 +136,6 @@ def load(path: str | os.PathLike[str]) -> nx.DiGraph:
         raise GenomeFormatError(f"{path}: {exc}") from None
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to a temp file beside ``path`` then rename it (no half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(g: nx.DiGraph, path: str | os.PathLike[str]) -> None:
     """Write a genome to ``path`` as JSON, atomically."""
-    atomic_write_text(path, to_json(g) + "\n")
+    write_text_atomically(path, to_json(g) + "\n")

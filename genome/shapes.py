@@ -13,7 +13,7 @@ Shapes are ``(C, H, W)`` per node for one input shape. The rules mirror the comp
 The cost of a network is one quantity under one name everywhere in the project: **MACs**,
 multiply-accumulate operations of the convolutions and the linear layers for one image (the
 usual NAS convention; one MAC is 2 FLOPs); BN, ReLU, pooling and additions are not counted.
-``nas.fitness.count_macs`` measures the same quantity on any module.
+``nas.evaluation.fitness.count_macs`` measures the same quantity on any module.
 """
 
 from __future__ import annotations

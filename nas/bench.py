@@ -7,8 +7,8 @@ attack-set generation once per reference):
 - GM step with cached reference gradients (the search's path) and with the reference
   gradient computed live (reference ``he-ref`` and ``resnet34``); ratios to the plain step;
 - the same plain and GM steps done straightforwardly (PyTorch's own layers and default memory
-  layout instead of ``nas.training.build_training_model``), to show what the layout and the
-  closed-form second derivatives of ``nas.double_backward`` buy;
+  layout instead of ``nas.evaluation.training.build_training_model``), to show what the layout and the
+  closed-form second derivatives of ``nas.evaluation.double_backward`` buy;
 - transferred attack-set generation throughput (PGD-L-inf, per-dataset default steps) for
   the ``he-ref`` and ``resnet34`` references, as seconds per 1,000 images;
 - one training step of every other registered defense relative to plain CE (a defense the
@@ -34,12 +34,12 @@ from torch import nn
 
 from defenses import create_defense, list_defenses
 from defenses.base import Batch, Defense
-from nas.allocator import keep_freed_memory
-from nas.attacks import resolve_attack, run_attack
-from nas.cli import ArgumentParser, positive_int, run
-from nas.data import dataset_info
-from nas.references import build_reference
-from nas.training import (
+from nas.cli import ArgumentParser, run
+from nas.evaluation.allocator import keep_freed_memory
+from nas.evaluation.attacks import resolve_attack, run_attack
+from nas.evaluation.data import dataset_info
+from nas.evaluation.references import build_reference
+from nas.evaluation.training import (
     CachedReferenceGrad,
     LiveReferenceGrad,
     build_context,
@@ -49,6 +49,7 @@ from nas.training import (
     to_training_layout,
     train_step,
 )
+from nas.values import positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,9 +190,9 @@ def _bench_defenses(info: Any, batch: Batch, dev: torch.device, reps: int,
 
 
 def _children_per_hour(row: dict[str, float], batch: int) -> dict[str, float]:
-    """Children per hour for the quick preset (train size and epochs from nas.config)."""
+    """Children per hour for the quick preset (train size and epochs from nas.search.config)."""
     try:
-        from nas.config import QUICK
+        from nas.search.config import QUICK
         train_size, epochs = int(QUICK["train_size"]), int(QUICK["epochs"])
     except (ImportError, KeyError):
         train_size, epochs = 2000, 2

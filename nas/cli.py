@@ -4,20 +4,19 @@ Domain errors become one line on stderr and exit code 2, never a traceback (STYL
 Every command builds its parser with :class:`ArgumentParser` (a bad flag is the same one line)
 and parses numbers with the checked types below (:func:`positive_int`, :func:`unit_float`, ...),
 so a number is validated where it is parsed, with a message naming the flag. The config layer
-(``nas.config``) applies the same checks to values read from JSON files.
+(``nas.search.config``) applies the same checks to values read from JSON files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-
-class UserError(Exception):
-    """An error caused by the user's input; its message says what to do."""
+from nas.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -31,91 +30,27 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-# ------------------------------------------------------------------------- checked number types
-# Each takes the flag's text (or a value read from a JSON file), returns the number, and raises
-# argparse.ArgumentTypeError with a message argparse prefixes with the flag's name.
+def defense_arg(text: str) -> tuple[str, Any]:
+    """``--defense-arg KEY=VALUE`` -> ``(key, value)``, the value parsed as JSON when it is JSON
+    (numbers, booleans), else kept as text; a nan or infinite number is refused."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{key.strip()}: must be a finite number, got {raw!r}")
+    return key.strip(), value
 
 
-def _integer(value: Any) -> int:
-    if isinstance(value, bool):
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}")
-
-
-def _real(value: Any) -> float:
-    if isinstance(value, bool):
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        out = float(value)
-    elif isinstance(value, str):
-        try:
-            out = float(value.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    else:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}")
-    if not math.isfinite(out):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
+def defense_args(pairs: Sequence[tuple[str, Any]] | None, lam: float | None) -> dict[str, Any]:
+    """The ``--defense-arg`` pairs with ``--lambda`` folded in as ``lam`` (it wins)."""
+    out = dict(pairs or [])
+    if lam is not None:
+        out["lam"] = lam
     return out
-
-
-def positive_int(value: Any) -> int:
-    """An integer >= 1 (epochs, sizes, workers, ...)."""
-    out = _integer(value)
-    if out < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
-    return out
-
-
-def nonneg_int(value: Any) -> int:
-    """An integer >= 0 (seeds, counts where 0 means none)."""
-    out = _integer(value)
-    if out < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
-    return out
-
-
-def finite_float(value: Any) -> float:
-    """Any finite number (no nan, no inf)."""
-    return _real(value)
-
-
-def positive_float(value: Any) -> float:
-    """A finite number > 0 (learning rate, step size)."""
-    out = _real(value)
-    if out <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value!r}")
-    return out
-
-
-def nonneg_float(value: Any) -> float:
-    """A finite number >= 0 (distances, loss weights)."""
-    out = _real(value)
-    if out < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}")
-    return out
-
-
-def unit_float(value: Any) -> float:
-    """A finite number in [0, 1] (attack budgets in pixel space)."""
-    out = _real(value)
-    if not 0.0 <= out <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value!r}")
-    return out
-
-
-def check_finite_args(pairs: Any, flag: str = "--defense-arg") -> None:
-    """Raise :class:`UserError` when a numeric ``(key, value)`` pair is nan or infinite."""
-    for key, value in pairs:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{flag} {key}: must be a finite number, got {value!r}")
 
 
 def check_out_dir(path: Any, flag: str = "--out") -> None:
@@ -138,20 +73,10 @@ def check_out_dir(path: Any, flag: str = "--out") -> None:
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError]
-    try:
-        from defenses.registry import UnknownName
+    from defenses.registry import UnknownName
+    from genome import GenomeFormatError, InvalidGenome
 
-        errors.append(UnknownName)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from genome import GenomeFormatError, InvalidGenome
-
-        errors += [InvalidGenome, GenomeFormatError]
-    except ImportError:  # pragma: no cover - genome not importable yet
-        pass
-    return tuple(errors)
+    return (UserError, UnknownName, InvalidGenome, GenomeFormatError)
 
 
 def _prog_name(main: Callable[..., int]) -> str:

@@ -6,156 +6,34 @@ python -m nas.evolve --reference resnet34 --preset quick   # minutes on a 2-core
 python -m nas.evolve --preset smoke                        # synthetic data, seconds
 python -m nas.evolve --resume runs/<name>                  # continue; nothing finished is lost
 ```
-The flags are in :func:`build_parser`; the search loop in :mod:`nas.ga`; the run directory
-in :mod:`nas.rundir`; the parallel map in :mod:`nas.parallel`. docs/search.md explains it all.
+The flags are in :func:`build_parser`; the driver (the same search from Python) in
+:mod:`nas.search.driver`; the loop in :mod:`nas.search.ga`; the run directory in
+:mod:`nas.search.rundir`; the parallel map in :mod:`nas.search.parallel`. docs/search.md
+explains it all.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas import config as cfgmod
-from nas._runview import ranking_note, selection_fitness
-from nas.cli import (
-    ArgumentParser,
-    UserError,
-    nonneg_float,
-    nonneg_int,
-    positive_float,
-    positive_int,
-    run,
-    unit_float,
-)
-from nas.config import EvolveConfig
-from nas.ga import (
-    GenomeOps,
-    build_toolbox,
-    genome_ops,
-    initial_genomes,
-    initial_population,
-    steady_state,
-)
-from nas.parallel import ChildEvaluator, check_scheduler
-from nas.rundir import (
+from nas.cli import ArgumentParser, defense_arg, defense_args, run
+from nas.errors import UserError
+from nas.reporting.runview import ranked, ranking_note, selection_fitness
+from nas.search import config as cfgmod
+from nas.search.config import EvolveConfig
+from nas.search.driver import evolve, reference_line
+from nas.search.rundir import (
     FINAL,
-    POPULATION,
-    EventLog,
     check_run_name,
-    create_run,
     load_config,
-    open_run,
-    write_json,
 )
+from nas.values import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
 
-__all__ = ["build_parser", "main", "run_search", "Progress"]
-
-
-class Progress:
-    """The live line: children done / running / failed, best fitness, ETA from child times."""
-
-    def __init__(self, total: int, *, workers: int, enabled: bool) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="child", file=sys.stderr, dynamic_ncols=True,
-                        disable=not enabled, bar_format="{desc}{n_fmt}/{total_fmt} children "
-                        "[{elapsed}] {postfix}")
-        self.workers, self.running, self.failed, self.best = max(1, workers), 0, 0, None
-        self.trained_seconds: list[float] = []
-
-    def child_done(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
-        if metrics.get("status", "ok") != "ok":
-            self.failed += 1
-        fit = float(metrics.get("fitness", 0.0))
-        self.best = fit if self.best is None else max(self.best, fit)
-        if not (reused or replayed) and "seconds" in metrics:
-            self.trained_seconds.append(float(metrics["seconds"]))
-        self.bar.update(1)
-        self._postfix()
-
-    def set_running(self, running: int) -> None:
-        self.running = running
-        self._postfix()
-
-    def eta(self) -> float | None:
-        """Seconds left: mean measured child time x children left / workers."""
-        if not self.trained_seconds:
-            return None
-        left = self.bar.total - self.bar.n
-        return sum(self.trained_seconds) / len(self.trained_seconds) * left / self.workers
-
-    def _postfix(self) -> None:
-        eta = self.eta()
-        best = "-" if self.best is None else f"{self.best:.4f}"
-        self.bar.set_postfix_str(f"running={self.running} failed={self.failed} best={best} "
-                                 f"eta={'?' if eta is None else time.strftime('%H:%M:%S', time.gmtime(eta))}")
-
-    def write(self, line: str) -> None:
-        self.bar.write(line, file=sys.stdout)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any], events: EventLog,
-               resumed: bool = False, progress: Progress | None = None,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or replay and continue) a whole search in ``cfg.run_dir``; returns final.json's content.
-
-    Args:
-        cfg: the resolved configuration.
-        ops: genome operations (sample, mutate, spectrum, canonical hash).
-        evaluate: picklable ``(genome, *, epochs, seed, out_dir, split) -> metrics``.
-        events: the run's event log (already holding the events of an interrupted run).
-        resumed: whether this continues an existing run (logged as ``run_resumed``).
-        progress: live progress line (or ``None``).
-        log: where summary lines go.
-    """
-    search, run_dir = cfg.search, Path(cfg.run_dir)
-    events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed})
-    ex = cfg.execution
-    evaluator = ChildEvaluator(events, run_dir, search, workers=ex.workers, backend=ex.backend,
-                               scheduler=ex.scheduler, progress=progress)
-    toolbox = build_toolbox(search, ops, evaluate=evaluate, map_fn=evaluator.map, emit=events.emit)
-    started = time.monotonic()
-
-    def on_generation(t: int, population: list[Any], record: dict[str, Any]) -> None:
-        members = [ind.summary() for ind in population]
-        stats = {k: float(record[k]) for k in ("max", "mean", "min")}
-        events.emit({"type": "generation_finished", "generation": t, "population":
-                     [m["id"] for m in members], "replaced": record["replaced"], **stats})
-        write_json(run_dir / POPULATION, {"generation": t, "members": members})
-        log(f"generation {t}/{search.generations}: best {stats['max']:.4f} mean "
-            f"{stats['mean']:.4f} replaced {record['replaced']} elapsed "
-            f"{time.strftime('%H:%M:%S', time.gmtime(time.monotonic() - started))}")
-
-    population = initial_population(toolbox, search, ops)
-    population, logbook, hof = steady_state(toolbox, population, search, on_generation)
-    refined = evaluator.refine(evaluate, population) if search.refine_epochs > 0 else [None] * len(population)
-    final = {
-        "population": [{**ind.summary(), "test": res} for ind, res in zip(population, refined, strict=True)],
-        "hall_of_fame": [ind.summary() for ind in hof],
-        "logbook": [dict(r) for r in logbook],
-        "refine_epochs": search.refine_epochs,
-        "fitness_split": getattr(cfg.fitness, "fitness_split", "val"),
-    }
-    write_json(run_dir / FINAL, final)
-    events.emit({"type": "run_finished", "population": [ind.child_id for ind in population]})
-    return final
-
-
-def ranked(final: dict[str, Any]) -> list[dict[str, Any]]:
-    """The final population best first, by :func:`nas._runview.selection_fitness` (validation
-    fitness under ``--fitness-split val``; test fitness only under ``--fitness-split test``)."""
-    split = final.get("fitness_split", "val")
-    return sorted(final["population"],
-                  key=lambda m: -selection_fitness(m.get("metrics"), m.get("test"), split))
+__all__ = ["build_parser", "main"]
 
 
 def final_table(final: dict[str, Any]) -> str:
@@ -173,12 +51,6 @@ def final_table(final: dict[str, Any]) -> str:
                      f"{float(m['metrics']['fitness']):>8.4f} {fmt[0]:>7} {fmt[1]:>10} {fmt[2]:>9} "
                      f"{fmt[3]:>7}")
     return "\n".join(lines)
-
-
-def reference_line(name: str, accuracy: dict[str, float]) -> str:
-    """``reference resnet34: clean accuracy val 0.8740, test 0.8620``."""
-    cells = ", ".join(f"{split} {acc:.4f}" for split, acc in sorted(accuracy.items(), reverse=True))
-    return f"reference {name}: clean accuracy {cells or 'not measured'}"
 
 
 def best_line(final: dict[str, Any]) -> str:
@@ -201,18 +73,13 @@ def _defaults() -> dict[str, Any]:
     """Default of every key (search, execution and fitness settings) for the help text."""
     import dataclasses
 
-    from nas.config import ExecSettings, SearchSettings
+    from nas.evaluation.fitness import FitnessSettings
+    from nas.search.config import ExecSettings, SearchSettings
 
     out: dict[str, Any] = {}
-    for cls in (SearchSettings, ExecSettings):
-        out.update({f.name: f.default for f in dataclasses.fields(cls)})
-    try:
-        from nas.fitness import FitnessSettings
-
-        out.update({f.name: f.default for f in dataclasses.fields(FitnessSettings)
+    for cls in (SearchSettings, ExecSettings, FitnessSettings):
+        out.update({f.name: f.default for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING})
-    except ImportError:  # pragma: no cover
-        pass
     return {**out, **cfgmod.PRESETS["paper"]}
 
 
@@ -268,17 +135,6 @@ def _key(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
-def _defense_arg(text: str) -> tuple[str, Any]:
-    """``key=value`` -> (key, value) with the value parsed as JSON when possible (numbers)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.evolve`` (every flag documented, defaults shown)."""
     d = _defaults()
@@ -303,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--sequential", action="store_true", default=None,
                            help="follow Algorithm 1 line by line (children of candidate i mutate from the "
                            "current population) instead of evaluating a generation in parallel")
-    g.add_argument("--defense-arg", action="append", type=_defense_arg, metavar="KEY=VALUE",
+    g.add_argument("--defense-arg", action="append", type=defense_arg, metavar="KEY=VALUE",
                    help="hyper-parameter of the defense, repeatable (e.g. lam=1.0, k=3)")
     g.add_argument("--lambda", dest="lam", type=nonneg_float, help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
     ex = p.add_argument_group("execution (may change on --resume)")
@@ -320,36 +176,8 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential", "workers",
                                                                      "backend", "scheduler", "progress"]
     flags = {k: getattr(args, k) for k in keys}
-    pairs = dict(args.defense_arg or [])
-    if args.lam is not None:
-        pairs["lam"] = args.lam
-    flags["defense_args"] = pairs or None
+    flags["defense_args"] = defense_args(args.defense_arg, args.lam) or None
     return flags
-
-
-def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
-    """Input shape ``(C, H, W)`` of the search's dataset (from the registry; loads no data)."""
-    from nas.data import dataset_info
-
-    return tuple(dataset_info(cfg.fitness.dataset).input_shape)
-
-
-def check_names(fitness: Any) -> None:
-    """Fail fast (before any file is written) on an unknown dataset, reference, attack or
-    defense, or a defense argument the defense does not take."""
-    from defenses import DEFENSES
-    from nas.attacks import ATTACKS
-    from nas.data import DATASETS
-    from nas.fitness import check_defense
-    from nas.references import REFERENCES
-
-    DATASETS.get(fitness.dataset)
-    REFERENCES.get(fitness.reference)
-    ATTACKS.get(fitness.attack)
-    DEFENSES.get(fitness.defense)
-    check_defense(fitness)
-    if fitness.fitness_split not in ("val", "test"):
-        raise UserError(f"--fitness-split must be val or test, not {fitness.fitness_split!r}")
 
 
 def default_name(cfg: EvolveConfig) -> str:
@@ -377,8 +205,6 @@ def new_run_dir(args: argparse.Namespace, cfg: EvolveConfig) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nas.evolve``."""
-    from nas.fitness import evaluate_genome, prepare
-
     args = build_parser().parse_args(argv)
     flags = flags_from_args(args)
     if args.resume:
@@ -387,37 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         cfg = cfgmod.resolve(flags, preset=args.preset, config_file=args.config, run_dir="")
         cfg = EvolveConfig(cfg.search, cfg.fitness, cfg.execution, new_run_dir(args, cfg))
-    check_names(cfg.fitness)
-    if cfg.execution.backend == "dask":
-        check_scheduler(cfg.execution.scheduler)  # a bad address must not leave a run behind
-    show = cfg.execution.progress and sys.stderr.isatty()
-    ops = genome_ops(cfg.search, input_shape_of(cfg))
-    if not args.resume:  # fail fast, before the reference is trained: can Algorithm 1 line 1 run?
-        initial_genomes(cfg.search, ops)
-    # A resume locks the run before anything else (a second resume is refused at once); a new
-    # run is created, locked, only once the reference and the attack sets are ready.
-    events = open_run(cfg.run_dir, log=print) if args.resume else None
-    try:
-        workspace = prepare(cfg.fitness, progress=show, log=print)
-        print(reference_line(cfg.fitness.reference, workspace.reference_acc))
-        if events is None:
-            events = create_run(cfg.run_dir, cfg.to_dict())
-            print(f"run directory: {cfg.run_dir}")
-        s = cfg.search
-        total = s.population * (1 + s.generations * s.children) + (s.population if s.refine_epochs else 0)
-        progress = Progress(total, workers=cfg.execution.workers, enabled=show)
-        try:
-            final = run_search(cfg, ops=ops, evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
-                               events=events, resumed=bool(args.resume), progress=progress,
-                               log=progress.write)
-        finally:
-            progress.close()
-    finally:
-        if events is not None:
-            events.close()
-    print(final_table(final))
-    print(reference_line(cfg.fitness.reference, workspace.reference_acc))
-    print(best_line(final))
+    outcome = evolve(cfg, resume=bool(args.resume))
+    print(final_table(outcome.final))
+    print(reference_line(cfg.fitness.reference, outcome.reference_acc))
+    print(best_line(outcome.final))
     print(f"final population written to {Path(cfg.run_dir) / FINAL}")
     return 0
 

@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.cli import ArgumentParser, UserError, check_out_dir, run
-from nas.rundir import (
+from genome.fileio import write_text_atomically
+from nas.cli import ArgumentParser, check_out_dir, run
+from nas.errors import UserError
+from nas.search.rundir import (
     CHILDREN,
     EVENTS,
     FINAL,
     RunCorrupt,
-    atomic_write_text,
     load_config,
     read_events,
     read_json,
@@ -108,11 +109,11 @@ def weights_file(run: Path, child_id: str, children: dict[str, dict[str, Any]]) 
 def _load_checked(run: Path, child_id: str, wpath: Path, info: Any) -> tuple[Any, dict]:
     """The genome and weights of a child, verified to load into the compiled network.
 
-    Weights go through :func:`nas.references.load_weights` (``weights_only``; an unreadable,
+    Weights go through :func:`nas.evaluation.references.load_weights` (``weights_only``; an unreadable,
     truncated or non-tensor file is one :class:`UserError`).
     """
     import genome as gn
-    from nas.references import load_weights
+    from nas.evaluation.references import load_weights
 
     genome_path = run / CHILDREN / child_id / "genome.json"
     if not genome_path.is_file():
@@ -148,7 +149,7 @@ def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
                ids: Sequence[str] | None = None) -> list[Path]:
     """Export children of ``run`` into ``out``; returns the module paths written."""
     import genome as gn
-    from nas.data import dataset_info
+    from nas.evaluation.data import dataset_info
 
     run, out = Path(run), Path(out)
     check_out_dir(out, "--out")
@@ -176,7 +177,7 @@ def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
         gn.save(g, out / f"{name}.genome.json")
         rows.append({"module": name, "spectrum": gn.spectrum(g), "metrics": metrics})
         written.append(path)
-    atomic_write_text(out / "README.md", readme(rows, run, info.name))
+    write_text_atomically(out / "README.md", readme(rows, run, info.name))
     return written
 
 

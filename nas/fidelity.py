@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nas import config as cfgmod
-from nas.cli import UserError, run
+from nas.cli import run
+from nas.errors import UserError
+from nas.search import config as cfgmod
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +58,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 def sample_children(n: int, seed: int, search: cfgmod.SearchSettings,
                     input_shape: tuple[int, int, int]) -> list[str]:
     """``n`` children as the search makes them: a sampled genome, then 4-5 mutations."""
-    from nas.ga import genome_ops
+    from nas.search.ga import genome_ops
 
     ops = genome_ops(search, input_shape)
     rng = np.random.default_rng(seed)
@@ -70,8 +71,8 @@ def sample_children(n: int, seed: int, search: cfgmod.SearchSettings,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nas.data import dataset_info
-    from nas.fitness import evaluate_genome, prepare
+    from nas.evaluation.data import dataset_info
+    from nas.evaluation.fitness import evaluate_genome, prepare
 
     args = build_parser().parse_args(argv)
     if args.children < 3 or args.factor < 2:

@@ -27,15 +27,9 @@ import numpy as np
 
 import genome as gn
 from genome.ops import ordered_inputs, topological_order
-from nas.cli import (
-    ArgumentParser,
-    UserError,
-    finite_float,
-    nonneg_int,
-    positive_float,
-    positive_int,
-    run,
-)
+from nas.cli import ArgumentParser, run
+from nas.errors import UserError
+from nas.values import finite_float, nonneg_int, positive_float, positive_int
 from search_spaces import (
     DEFAULT_SPACE,
     list_named_genomes,
@@ -206,20 +200,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _load_weights(path: str, g: nx.DiGraph, args: argparse.Namespace, shape: Shape) -> dict:
-    import torch
+    """The state_dict of ``path`` checked against the compiled genome (one clear error)."""
+    from nas.evaluation.references import load_weights
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
-        raise UserError(f"cannot read weights {path!r}: {str(exc).splitlines()[0]}") from None
-    net = gn.compile_genome(g, num_classes=args.num_classes, input_shape=shape, mean=args.mean, std=args.std)
-    if not isinstance(state, dict):
-        raise UserError(f"weights {path!r} are not a state_dict")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"weights {path!r} do not fit this genome: {str(exc).splitlines()[0]}") from None
-    return net.state_dict()
+    net = gn.compile_genome(g, num_classes=args.num_classes, input_shape=shape, mean=args.mean,
+                            std=args.std)
+    return load_weights(net, path).state_dict()
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas._report_page import render
-from nas._runview import RunView, child_files, load_run
-from nas.cli import ArgumentParser, UserError, check_out_dir, nonneg_int, positive_int, run
+from nas.cli import ArgumentParser, check_out_dir, run
+from nas.errors import UserError
+from nas.reporting.page import render
+from nas.reporting.runview import RunView, child_files, load_run
+from nas.values import nonneg_int, positive_int
 
 PAPER_SOURCES = ("resnet18", "vgg16_bn", "densenet121", "squeezenet1_1")
 ATTACKS = ("pgd-linf", "pgd-l2", "fgsm")
@@ -77,7 +79,7 @@ class ReportOptions:
 
 @dataclass
 class ReportData:
-    """The numbers of the model-based sections (filled by :mod:`nas._report_models`).
+    """The numbers of the model-based sections (filled by :mod:`nas.reporting.models`).
 
     Attributes:
         accuracy: network -> ``{"clean": acc, "adv": acc on the run's transferred set}``.
@@ -156,8 +158,8 @@ def _names(text: str, what: str) -> tuple[str, ...]:
 
 def options_from_args(args: argparse.Namespace) -> ReportOptions:
     """Validate the flags and freeze them into :class:`ReportOptions`."""
-    from nas.attacks import ATTACKS as REGISTERED
-    from nas.references import list_references
+    from nas.evaluation.attacks import ATTACKS as REGISTERED
+    from nas.evaluation.references import list_references
 
     sources = _names(args.transfer_from, "transfer-from")
     if "paper" in sources:
@@ -207,7 +209,7 @@ def draw_finalists(view: RunView, out: Path) -> dict[str, Path]:
 
 def _input_shape(dataset: str) -> tuple[int, int, int] | None:
     try:
-        from nas.data import dataset_info
+        from nas.evaluation.data import dataset_info
 
         return tuple(dataset_info(dataset).input_shape)  # type: ignore[return-value]
     except Exception:  # noqa: BLE001 - a drawing without shapes is still useful
@@ -221,13 +223,13 @@ def build_report(opts: ReportOptions, *, models: bool = True,
     Bad input (missing or empty run directory, unreadable ``--extra-metrics``) raises
     :class:`UserError` before anything is written.
     """
-    from nas._report_models import load_extra
+    from nas.reporting.models import load_extra
 
     view = load_run(opts.run_dir)
     extra = load_extra(opts.extra_metrics)
     data: ReportData | None = ReportData(extra=extra) if extra else None
     if models:
-        from nas._report_models import compute
+        from nas.reporting.models import compute
 
         data = compute(view, opts, log=log)
         data.extra = extra

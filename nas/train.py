@@ -23,19 +23,16 @@ from typing import Any
 
 from torch import nn
 
-from nas.cli import (
-    ArgumentParser,
-    UserError,
-    check_finite_args,
-    check_out_dir,
+from nas.cli import ArgumentParser, check_out_dir, defense_arg, defense_args, run
+from nas.errors import UserError
+from nas.evaluation.data import DatasetInfo, dataset_info
+from nas.values import (
     nonneg_float,
     nonneg_int,
     positive_float,
     positive_int,
-    run,
     unit_float,
 )
-from nas.data import DatasetInfo, dataset_info
 
 #: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
 #: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
@@ -49,12 +46,12 @@ def resolve_architecture(spec: str, info: DatasetInfo) -> tuple[str, Callable[[]
 
     The one place an ARCH string is interpreted.
     """
-    from nas.references import REFERENCES, build_reference
+    from nas.evaluation.references import REFERENCES, build_reference
 
     if spec in REFERENCES:
         return spec, lambda: build_reference(spec, info)
     from genome import compile_genome
-    from nas._runview import finalist_genome
+    from nas.reporting.runview import finalist_genome
     from search_spaces import resolve_genome
 
     run_genome = finalist_genome(spec)  # None unless spec is <run dir>:<selector>
@@ -67,26 +64,9 @@ def resolve_architecture(spec: str, info: DatasetInfo) -> tuple[str, Callable[[]
     return Path(spec).stem if spec.endswith(".json") and not run_genome else spec, factory
 
 
-def parse_defense_args(pairs: Sequence[str], lam: float | None) -> tuple[tuple[str, Any], ...]:
-    """``["lam=0.5", "mode=x"]`` -> sorted pairs; values parsed as JSON, else kept as strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--defense-arg expects key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    if lam is not None:
-        out["lam"] = lam
-    check_finite_args(out.items())
-    return tuple(sorted(out.items()))
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every flag documented)."""
-    from nas.fitness import FitnessSettings
+    from nas.evaluation.fitness import FitnessSettings
 
     d = FitnessSettings()
     p = ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0],
@@ -101,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "stops (0: exactly --reference-epochs)")
     p.add_argument("--reference-weights", default=None, help="state_dict file of the reference")
     p.add_argument("--defense", default="gm", help="training objective (defenses registry)")
-    p.add_argument("--defense-arg", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--defense-arg", action="append", default=[], type=defense_arg,
+                   metavar="KEY=VALUE",
                    help="defense hyper-parameter (value parsed as JSON, else string); repeatable")
-    p.add_argument("--lam", type=nonneg_float, default=None, help="shortcut for --defense-arg lam=VALUE")
+    p.add_argument("--lambda", dest="lam", type=nonneg_float, default=None,
+                   help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
     p.add_argument("--dataset", default=d.dataset, help="dataset name")
     p.add_argument("--train-size", type=positive_int, default=d.train_size, help="training images")
     p.add_argument("--val-size", type=nonneg_int, default=d.val_size, help="validation images")
@@ -140,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     """The :class:`FitnessSettings` of parsed arguments (the only place that reads them)."""
-    from nas.fitness import FitnessSettings
+    from nas.evaluation.fitness import FitnessSettings
 
     return FitnessSettings(
         dataset=args.dataset, train_size=args.train_size, val_size=args.val_size,
@@ -148,7 +130,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         reference_epochs=args.reference_epochs, reference_patience=args.reference_patience,
         reference_weights=args.reference_weights, recipe=args.recipe,
         attack=args.attack, eps=args.eps, step_size=args.step_size, steps=args.steps,
-        defense=args.defense, defense_args=parse_defense_args(args.defense_arg, args.lam),
+        defense=args.defense, defense_args=tuple(sorted(defense_args(args.defense_arg, args.lam).items())),
         batch_size=args.batch_size, lr=args.lr, device=args.device, fitness_split="val",
         data_root=args.data_root, cache_dir=args.cache_dir, seed=args.data_seed)
 
@@ -160,7 +142,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train ARCH, evaluate on the test split, print a table, write ``--out``."""
-    from nas.fitness import check_defense, evaluate_module, prepare
+    from nas.evaluation.fitness import check_defense, evaluate_module, prepare
 
     args = build_parser().parse_args(argv)
     if args.epochs is None and args.val_size < 1:
@@ -200,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _add_context(path: Path, label: str, ws: Any, settings: Any) -> None:
     """Add the architecture, reference accuracy and resolved attack to ``metrics.json``."""
-    from nas._cache import atomic_write_text
+    from nas.evaluation.cache import atomic_write_text
 
     data = json.loads(path.read_text())
     data.update(architecture=label, reference_clean_acc=ws.reference_acc.get("test"),

@@ -19,10 +19,10 @@ import time
 import torch
 
 from defenses import create_defense
-from nas.data import load_splits
-from nas.recipe import get_recipe
-from nas.references import build_reference
-from nas.training import TrainConfig, predict, train
+from nas.evaluation.data import load_splits
+from nas.evaluation.recipe import get_recipe
+from nas.evaluation.references import build_reference
+from nas.evaluation.training import TrainConfig, predict, train
 
 
 def parse_variant(text: str):

@@ -11,17 +11,9 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from genome import add_skip, assert_valid, canonical_hash, is_valid_for, spectrum_distance
+from genome import add_skip, assert_valid, is_valid_for
+from genome.mutation import pick
 from search_spaces.space import DEFAULT_SPACE, SearchSpace, Shape
-
-
-class PopulationDiversityError(ValueError):
-    """The requested population could not be drawn with the requested spectrum distance."""
-
-
-def _pick(rng: np.random.Generator, seq: tuple) -> object:
-    value = seq[int(rng.integers(len(seq)))]
-    return value.item() if hasattr(value, "item") else value
 
 
 def _chain_ops(rng: np.random.Generator, space: SearchSpace, min_size: int) -> list[str]:
@@ -56,14 +48,14 @@ def sample_genome(
     prev = "n0"
     for i, op in enumerate(_chain_ops(rng, space, min_size), start=1):
         if op == "pool":
-            g.add_node(f"n{i}", op="pool", kind=_pick(rng, space.pool_kinds))
+            g.add_node(f"n{i}", op="pool", kind=pick(rng, space.pool_kinds))
         else:
-            g.add_node(f"n{i}", op=op, channels=int(_pick(rng, space.initial_channels)),
-                       kernel=int(_pick(rng, space.kernels)))
+            g.add_node(f"n{i}", op=op, channels=int(pick(rng, space.initial_channels)),
+                       kernel=int(pick(rng, space.kernels)))
         g.add_edge(prev, f"n{i}")
         prev = f"n{i}"
     out = f"n{len(g)}"
-    g.add_node(out, op="output", hidden=int(_pick(rng, space.hidden_choices)))
+    g.add_node(out, op="output", hidden=int(pick(rng, space.hidden_choices)))
     g.add_edge(prev, out)
     limits = space.limits()
     for _ in range(space.max_initial_skips):
@@ -73,39 +65,3 @@ def sample_genome(
     assert_valid(g, input_shape=input_shape, max_channels=space.max_channels, max_nodes=space.max_nodes)
     assert is_valid_for(g, limits)
     return g
-
-
-def initial_population(
-    rng: np.random.Generator,
-    space: SearchSpace = DEFAULT_SPACE,
-    size: int = 5,
-    min_distance: float = 4.0,
-    input_shape: Shape = (1, 28, 28),
-    *,
-    max_tries: int = 2000,
-) -> list[nx.DiGraph]:
-    """``size`` random genomes with pairwise spectrum distance >= ``min_distance``.
-
-    Greedy rejection sampling: a draw is kept when it is at least ``min_distance`` (eq. 3)
-    from every genome kept so far and is not an architecture already kept.
-
-    Raises:
-        PopulationDiversityError: after ``max_tries`` draws without reaching ``size``.
-    """
-    if size < 1:
-        raise ValueError(f"population size must be >= 1, got {size}")
-    population: list[nx.DiGraph] = []
-    hashes: set[str] = set()
-    for _ in range(max_tries):
-        g = sample_genome(rng, space, input_shape)
-        h = canonical_hash(g)
-        if h in hashes or any(spectrum_distance(g, p) < min_distance for p in population):
-            continue
-        population.append(g)
-        hashes.add(h)
-        if len(population) == size:
-            return population
-    raise PopulationDiversityError(
-        f"could not draw {size} genomes with pairwise spectrum distance >= {min_distance} "
-        f"in {max_tries} tries (got {len(population)}); lower the distance or the population size"
-    )

@@ -43,7 +43,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def synthetic_splits():
     """The ``synthetic`` dataset reduced to 200 / 50 / 50 images (uint8, 1x28x28, 10 classes)."""
-    from nas.data import load_splits
+    from nas.evaluation.data import load_splits
 
     return load_splits("synthetic", train_size=200, val_size=50, test_size=50, seed=0)
 
@@ -51,7 +51,7 @@ def synthetic_splits():
 @pytest.fixture(scope="session")
 def small_settings(nas_cache_dir: Path):
     """FitnessSettings of a seconds-long problem: synthetic data, he-ref reference, 2-step PGD."""
-    from nas.fitness import FitnessSettings
+    from nas.evaluation.fitness import FitnessSettings
 
     return FitnessSettings(dataset="synthetic", train_size=200, val_size=50, test_size=50,
                            reference="he-ref", reference_epochs=2, steps=2, batch_size=50,
@@ -61,7 +61,7 @@ def small_settings(nas_cache_dir: Path):
 @pytest.fixture(scope="session")
 def workspace(small_settings):
     """The prepared workspace of :func:`small_settings` (reference trained once per session)."""
-    from nas.fitness import prepare
+    from nas.evaluation.fitness import prepare
 
     return prepare(small_settings, progress=False, log=lambda _m: None)
 

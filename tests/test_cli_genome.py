@@ -87,7 +87,7 @@ def test_export_with_weights(tmp_path, capsys):
     torch.save({"bogus": torch.zeros(1)}, tmp_path / "wrong.pt")
     assert run(main, ["export", "he-ref", "--out", str(tmp_path / "x.py"), "--weights",
                       str(tmp_path / "wrong.pt")]) == 2
-    assert "do not fit this genome" in capsys.readouterr().err
+    assert "do not fit the architecture" in capsys.readouterr().err
     assert not (tmp_path / "x.py").exists()
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defenses.base import TrainContext
+from genome.fileio import write_atomically
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (1, 12, 12)
@@ -105,7 +106,8 @@ def make_ctx(tmp_path) -> Callable[..., TrainContext]:
 
         messages: list[str] = []
         fields = dict(generator=gen, reference_grad=reference_grad, adversary=adversary,
-                      cache_dir=str(tmp_path / "cache"), log=messages.append)
+                      cache_dir=str(tmp_path / "cache"), write_file=write_atomically,
+                      log=messages.append)
         fields.update(overrides)
         ctx = TrainContext(**fields)
         ctx.messages = messages  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ import torch
 
 from defenses import UnknownName, create_defense, list_defenses, register_defense
 from defenses.base import Batch
-from nas.training import build_training_model, to_training_layout, train_step
+from nas.evaluation.training import build_training_model, to_training_layout, train_step
 
 ALL = list_defenses()
 
@@ -116,6 +116,8 @@ def test_loss_falls_on_a_learnable_problem(name, factory, data, make_ctx):
     [("ncen", {"k": 1}), ("cldl", {"k": 1}), ("ot", {"eps": 0}), ("stylized", {"weight_free": "x"}),
      ("ncen", {"k": "many"}), ("ot", {"no_such_arg": 1})],
 )
-def test_bad_hyper_parameters_fail_at_construction(name, bad):
+def test_bad_hyper_parameters_fail_before_training(name, bad):
+    """At construction, or at ``check()`` (what the commands call first) where the constructor
+    only stores (STYLE.md §3)."""
     with pytest.raises((ValueError, TypeError)):
-        create_defense(name, **bad)
+        create_defense(name, **bad).check()

@@ -156,10 +156,13 @@ def test_prepare_with_bad_weights_or_options_fails_clearly(data, make_ctx, tmp_p
     bad = _write_weights(tmp_path, bad_key=("dec", "5.weight"))
     with pytest.raises(ValueError, match="decoder.pth"):
         create_defense("stylized", style_weights=bad).prepare(x, y, make_ctx(cache_dir=None))
+    cartoon = create_defense("stylized", weight_free="cartoon")  # the constructor only stores
     with pytest.raises(ValueError, match="weight_free"):
-        create_defense("stylized", weight_free="cartoon")
+        cartoon.check()
+    missing = create_defense("stylized", style_weights=str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="lacks vgg_normalised.pth, decoder.pth"):
-        create_defense("stylized", style_weights=str(tmp_path / "empty"))
+        missing.check()
+    create_defense("stylized").check()  # the weight-free default is fine
     with pytest.raises(RuntimeError, match="prepare"):
         create_defense("stylized").loss(None, _batch(x, y, torch.arange(2)), make_ctx())
 

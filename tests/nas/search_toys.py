@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from nas.config import EvolveConfig, ExecSettings, SearchSettings  # noqa: E402
+from nas.search.config import EvolveConfig, ExecSettings, SearchSettings  # noqa: E402
 
 TARGET = (6, 2, 1, 1, 1)
 TOY_SEARCH = dict(population=4, children=2, generations=4, min_distance=2.0, mutations_min=1,
@@ -56,7 +56,7 @@ def lazy_ops(search: SearchSettings) -> Any:
     children repeat architectures (hash reuse) deterministically."""
     import dataclasses
 
-    from nas.ga import genome_ops
+    from nas.search.ga import genome_ops
 
     ops = genome_ops(search, (1, 28, 28))
 
@@ -68,7 +68,7 @@ def lazy_ops(search: SearchSettings) -> Any:
 
 def toy_config(run_dir: str | Path, *, workers: int = 1, **search: Any) -> EvolveConfig:
     """An EvolveConfig of the toy search (default fitness settings; they are not used)."""
-    from nas.fitness import FitnessSettings
+    from nas.evaluation.fitness import FitnessSettings
 
     settings = SearchSettings(**{**TOY_SEARCH, **search})
     return EvolveConfig(settings, FitnessSettings(dataset="synthetic"),
@@ -81,9 +81,9 @@ def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, wo
     """Run (or resume) the toy search in ``run_dir``; returns final.json's content."""
     import dataclasses
 
-    from nas.evolve import run_search
-    from nas.ga import genome_ops
-    from nas.rundir import create_run, open_run
+    from nas.search.driver import run_search
+    from nas.search.ga import genome_ops
+    from nas.search.rundir import create_run, open_run
 
     cfg = toy_config(run_dir, workers=workers, **search)
     cfg = dataclasses.replace(cfg, execution=dataclasses.replace(

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.attacks import (
+from nas.evaluation.attacks import (
     AttackSettings,
     list_attacks,
     resolve_attack,

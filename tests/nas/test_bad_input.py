@@ -24,7 +24,7 @@ import genome as gn
 from nas import bench, evolve, export, report, train
 from nas import genome as genome_cli
 from nas.cli import run
-from nas.data import dataset_info
+from nas.evaluation.data import dataset_info
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,7 +120,9 @@ CASES = {
     "evolve-config-population-text": (evolve, [*SMOKE, "--config", "{tmp}/c.json"],
                                       config_file({"population": "three"})),
     "evolve-config-eps-above-1": (evolve, [*SMOKE, "--config", "{tmp}/c.json"], config_file({"eps": 2})),
-    "evolve-config-lr-null": (evolve, [*SMOKE, "--config", "{tmp}/c.json"], config_file({"lr": None})),
+    "evolve-config-lr-text": (evolve, [*SMOKE, "--config", "{tmp}/c.json"], config_file({"lr": "fast"})),
+    "evolve-config-recipe-unknown": (evolve, [*SMOKE, "--config", "{tmp}/c.json"],
+                                     config_file({"recipe": "turbo"})),
     "evolve-config-preset-list": (evolve, ["--config", "{tmp}/c.json"], config_file({"preset": []})),
     "evolve-dask-without-scheduler": (evolve, [*SMOKE, "--backend", "dask"], None),
     "evolve-dask-bad-scheduler": (evolve, [*SMOKE, "--backend", "dask", "--scheduler", "nonsense"], None),
@@ -149,7 +151,8 @@ CASES = {
     # nas.train
     "train-out-is-a-file": (train, [*TRAIN, "--out", "{tmp}/file"], a_file),
     "train-out-inside-a-file": (train, [*TRAIN, "--out", "{tmp}/file/sub"], a_file),
-    "train-lam-nan": (train, [*TRAIN, "--lam", "nan"], None),
+    "train-lambda-nan": (train, [*TRAIN, "--lambda", "nan"], None),
+    "train-defense-arg-nan": (train, [*TRAIN, "--defense-arg", "lam=nan"], None),
     "train-defense-arg-inf": (train, [*TRAIN, "--defense-arg", "lam=Infinity"], None),
     "train-batch-size-0": (train, [*TRAIN, "--batch-size", "0"], None),
     "train-eps-above-1": (train, [*TRAIN, "--eps", "2"], None),
@@ -182,7 +185,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, finished_run, tmp
     shutil.copytree(finished_run, run_dir)
     if spoil is not None:
         spoil(tmp_path, run_dir)
-    monkeypatch.setattr("nas.fitness.prepare", must_not_run)
+    monkeypatch.setattr("nas.evaluation.fitness.prepare", must_not_run)
     monkeypatch.setattr(bench, "bench", must_not_run)
     monkeypatch.setattr(report, "build_report", must_not_run)
     before = snapshot(tmp_path)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.attacks import AttackSettings, transferred_set
-from nas.cli import UserError
-from nas.data import dataset_info, load_splits
-from nas.fitness import FitnessSettings, prepare
-from nas.references import build_reference, get_reference, load_weights
-from nas.training import TrainConfig, reference_gradients
+from nas.errors import UserError
+from nas.evaluation.attacks import AttackSettings, transferred_set
+from nas.evaluation.data import dataset_info, load_splits
+from nas.evaluation.fitness import FitnessSettings, prepare
+from nas.evaluation.references import build_reference, get_reference, load_weights
+from nas.evaluation.training import TrainConfig, reference_gradients
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,8 +51,8 @@ def test_one_weights_file_on_other_images_never_reuses_their_adversarial_sets(tm
 
 
 def test_a_cached_set_outside_its_eps_ball_is_regenerated_with_one_log_line(tmp_path):
-    from nas._cache import digest, save_entry
-    from nas.attacks import check_adversarial, transferred_key
+    from nas.evaluation.attacks import check_adversarial, transferred_key
+    from nas.evaluation.cache import digest, save_entry
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     x = (torch.rand(20, 1, 4, 4) * 255).to(torch.uint8)
@@ -70,7 +70,7 @@ def test_a_cached_set_outside_its_eps_ball_is_regenerated_with_one_log_line(tmp_
 
 
 def test_check_adversarial_names_each_kind_of_wrong_set():
-    from nas.attacks import check_adversarial
+    from nas.evaluation.attacks import check_adversarial
 
     x = torch.full((4, 1, 2, 2), 128, dtype=torch.uint8)
     s = AttackSettings("pgd-linf", 0.1, 0.05, 2)
@@ -111,7 +111,7 @@ def test_a_truncated_cache_entry_is_logged_in_one_line_and_rebuilt(tmp_path, kin
 
 _PREPARE = """
 import sys
-from nas.fitness import FitnessSettings, prepare
+from nas.evaluation.fitness import FitnessSettings, prepare
 prepare(FitnessSettings(dataset="synthetic", train_size=100, val_size=20, test_size=20,
         reference="he-ref", reference_epochs=1, steps=2, batch_size=50, device="cpu",
         cache_dir=sys.argv[1]), progress=False, log=lambda _m: None)
@@ -149,8 +149,8 @@ def test_fresh_and_cached_reference_give_bitwise_equal_gradients(tmp_path):
 
 
 def test_reference_key_takes_the_whole_training_configuration(tmp_path):
-    from nas.references import reference_key, training_fields
-    from nas.training import TrainConfig
+    from nas.evaluation.references import reference_key, training_fields
+    from nas.evaluation.training import TrainConfig
 
     splits = load_splits("synthetic", train_size=100, val_size=20, test_size=20, seed=0)
     base = TrainConfig(epochs=1, device="cpu")
@@ -189,7 +189,7 @@ def test_a_pickled_weights_file_is_refused_without_advice_to_load_it_anyway(tmp_
 
 def test_report_baselines_are_keyed_by_the_training_images_and_rebuilt_when_corrupt(tmp_path):
     """Issue 11.1 for the report's baselines: one weights file, two training sets, two baselines."""
-    from nas._report_models import baseline
+    from nas.reporting.models import baseline
 
     torch.manual_seed(0)
     torch.save(build_reference("he-ref", dataset_info("synthetic")).state_dict(), tmp_path / "w.pt")

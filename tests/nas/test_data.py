@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.cli import UserError
-from nas.data import (
+from nas.errors import UserError
+from nas.evaluation.data import (
     balanced_indices,
     batch_indices,
     dataset_info,
@@ -131,7 +131,7 @@ def test_a_kill_while_staging_leaves_no_partial_file(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from nas.data import load_splits; load_splits('fashion-mnist', "
+    code = ("import sys; from nas.evaluation.data import load_splits; load_splits('fashion-mnist', "
             "train_size=100, val_size=10, test_size=10, data_root=sys.argv[1], cache_dir=sys.argv[2])")
     env = {**os.environ, "NAS_TEST_KILL_AT": "stage:before-rename",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}

@@ -12,8 +12,8 @@ from torch import nn
 from defenses import create_defense
 from defenses.base import Batch
 from genome import blocks, compile_genome
-from nas import allocator, double_backward
-from nas.double_backward import (
+from nas.evaluation import allocator, double_backward
+from nas.evaluation.double_backward import (
     BatchNorm2d,
     Conv2d,
     _BatchNormTrain,
@@ -23,7 +23,7 @@ from nas.double_backward import (
     _ReLU,
     use_fast_double_backward,
 )
-from nas.training import (
+from nas.evaluation.training import (
     CachedReferenceGrad,
     build_context,
     build_training_model,

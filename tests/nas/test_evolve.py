@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from test_resume import comparable
 
-from nas.cli import UserError, run
+from nas.cli import run
+from nas.errors import UserError
 from nas.evolve import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +121,7 @@ def test_command_line_entry_point_reports_bad_input_without_traceback(tmp_path):
 
 
 def test_layering_defaults_preset_config_file_flags(tmp_path):
-    from nas.config import resolve
+    from nas.search.config import resolve
 
     paper = resolve({}, preset=None, config_file=None, run_dir="r")
     assert (paper.search.population, paper.search.generations, paper.search.epochs) == (5, 50, 20)
@@ -165,7 +166,7 @@ def test_resume_of_a_run_in_use_is_refused_in_one_line_and_changes_nothing(smoke
 
 def test_an_unreachable_dask_scheduler_leaves_no_run_behind(tmp_path, cache, capsys, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr("nas.parallel.CONNECT_TIMEOUT", 1.0, raising=False)
+    monkeypatch.setattr("nas.search.parallel.CONNECT_TIMEOUT", 1.0, raising=False)
     argv = smoke(tmp_path, cache, "dask", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:1")
     for _ in range(2):  # the same command, again: the same error, not "already exists"
         assert run(main, argv) == 2

@@ -12,7 +12,7 @@ from search_toys import run_toy
 
 import genome as gn
 from nas.cli import run
-from nas.data import dataset_info
+from nas.evaluation.data import dataset_info
 from nas.export import main, module_name
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas.fitness import (
+from nas.evaluation.fitness import (
     ChildResult,
     FitnessSettings,
     evaluate_genome,
@@ -87,7 +87,7 @@ def test_fooling_rate_without_eligible_images_has_one_definition_nan():
     ws.reference_pred = {"val": y.clone()}
     _, _, fooling = score(model, ws, "val")
     assert math.isnan(fooling)
-    from nas.transfer import fooling_rate
+    from nas.evaluation.transfer import fooling_rate
 
     assert math.isnan(fooling_rate(0, 0))  # the report's definition
     failed = ChildResult.failed("failed", "boom", 1, 0.0)
@@ -146,7 +146,7 @@ def test_one_cost_measure_the_measured_macs_equal_the_genome_count(seed):
     import numpy as np
 
     import genome as gn
-    from nas.fitness import count_macs
+    from nas.evaluation.fitness import count_macs
     from search_spaces.sampling import sample_genome
 
     g = sample_genome(np.random.default_rng(seed), input_shape=(1, 28, 28))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from search_toys import TARGET, spectrum_fitness
 
-from nas.cli import UserError
-from nas.config import SearchSettings
-from nas.ga import (
+from nas.errors import UserError
+from nas.search.config import SearchSettings
+from nas.search.ga import (
     GenomeOps,
     build_toolbox,
     child_id,
@@ -165,7 +165,7 @@ def test_a_seen_architecture_is_reused_only_when_trained_with_the_same_epochs(tm
     """Issue 11.2: a generation training for more epochs must not reuse metrics of fewer."""
     from search_toys import run_toy
 
-    from nas.rundir import read_events
+    from nas.search.rundir import read_events
 
     run_toy(tmp_path / "run", lazy=True)  # toy epochs: 1, then 2 from generation 3 on
     events = [e for e in read_events(tmp_path / "run" / "events.jsonl")[0]

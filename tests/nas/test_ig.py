@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.ig import compare_maps, integrated_gradients, pixel_distance, scale_maps
+from nas.reporting.ig import compare_maps, integrated_gradients, pixel_distance, scale_maps
 
 
 def _linear(seed: int, shape: tuple[int, int, int] = (1, 6, 6), k: int = 3) -> nn.Module:

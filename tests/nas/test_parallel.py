@@ -9,8 +9,8 @@ import pytest
 from search_toys import probe, run_toy
 from test_resume import comparable
 
-from nas.cli import UserError
-from nas.parallel import Task, evaluate_tasks, worker_threads
+from nas.errors import UserError
+from nas.search.parallel import Task, evaluate_tasks, worker_threads
 
 
 def tasks(n: int, tmp_path) -> list[Task]:

@@ -8,7 +8,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import torch
 
-from nas import plots
+from nas.reporting import plots
 
 
 def _png(path: Path, min_w: int = 200, min_h: int = 150) -> np.ndarray:

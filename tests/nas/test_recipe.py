@@ -15,9 +15,16 @@ import torch.nn.functional as F
 from defenses import create_defense
 from defenses.base import Batch, TrainContext
 from defenses.gm import GradientMisalignment
-from nas.cli import UserError
-from nas.recipe import CPU_RECIPE, PAPER_RECIPE, Recipe, WeightAverage, get_recipe, random_shift
-from nas.training import (
+from nas.errors import UserError
+from nas.evaluation.recipe import (
+    CPU_RECIPE,
+    PAPER_RECIPE,
+    Recipe,
+    WeightAverage,
+    get_recipe,
+    random_shift,
+)
+from nas.evaluation.training import (
     CachedReferenceGrad,
     LiveReferenceGrad,
     TrainConfig,
@@ -238,7 +245,7 @@ def test_weight_average_is_an_exponential_moving_average():
 
 
 def test_the_recipe_enters_the_training_key():
-    from nas.references import training_fields
+    from nas.evaluation.references import training_fields
 
     a = TrainConfig(epochs=3)
     b = dataclasses.replace(a, recipe=CPU_RECIPE)

@@ -9,11 +9,11 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from nas.cli import UserError
-from nas.data import dataset_info
-from nas.recipe import CPU_RECIPE
-from nas.references import build_reference, get_reference, list_references, load_weights
-from nas.training import TrainConfig
+from nas.errors import UserError
+from nas.evaluation.data import dataset_info
+from nas.evaluation.recipe import CPU_RECIPE
+from nas.evaluation.references import build_reference, get_reference, list_references, load_weights
+from nas.evaluation.training import TrainConfig
 
 
 def _count(m: nn.Module) -> int:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from nas import report
-from nas._runview import finalist_genome, generation_stats, load_run
-from nas.cli import UserError, run
+from nas.cli import run
+from nas.errors import UserError
+from nas.reporting.runview import finalist_genome, generation_stats, load_run
 
 SECTIONS = {"run", "progress", "population", "transfer", "fooling", "ig", "extra"}
 
@@ -161,7 +162,7 @@ def test_finalist_spec_resolves_to_genome_files(smoke_run: Path) -> None:
 def test_nas_train_accepts_a_run_finalist(smoke_run: Path) -> None:
     import torch
 
-    from nas.data import dataset_info
+    from nas.evaluation.data import dataset_info
     from nas.train import resolve_architecture
 
     label, factory = resolve_architecture(f"{smoke_run}:best", dataset_info("synthetic"))

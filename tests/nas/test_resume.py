@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from search_toys import run_toy
 
-from nas.rundir import read_events, strip_timing
+from nas.search.rundir import read_events, strip_timing
 
 TOYS = Path(__file__).with_name("search_toys.py")
 
@@ -103,7 +103,7 @@ def test_resume_after_a_torn_write_re_runs_that_child(reference_run, tmp_path):
 
 
 def test_replay_that_builds_another_architecture_is_refused(tmp_path):
-    from nas.rundir import RunCorrupt
+    from nas.search.rundir import RunCorrupt
 
     run = tmp_path / "r"
     run_toy(run, generations=1)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import UserError
-from nas.rundir import (
+from genome.fileio import write_text_atomically
+from nas.errors import UserError
+from nas.search.rundir import (
     EventLog,
     RunCorrupt,
     RunLocked,
-    atomic_write_text,
     config_diff,
     create_run,
     event_key,
@@ -95,8 +95,8 @@ def test_corrupt_line_in_the_middle_is_an_error_and_leaves_the_file(tmp_path):
 
 def test_atomic_write_replaces_whole_file(tmp_path):
     path = tmp_path / "p.json"
-    atomic_write_text(path, "old")
-    atomic_write_text(path, "new")
+    write_text_atomically(path, "old")
+    write_text_atomically(path, "new")
     assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["p.json"]
 
 
@@ -110,7 +110,7 @@ def test_config_diff_and_strip_timing():
 
 # ----------------------------------------------------------- locking and atomic creation
 
-HOLD = ("import sys, time; from nas.rundir import open_run; log = open_run(sys.argv[1]); "
+HOLD = ("import sys, time; from nas.search.rundir import open_run; log = open_run(sys.argv[1]); "
         "print('locked', flush=True); time.sleep(120)")
 
 
@@ -149,7 +149,7 @@ def test_a_new_run_is_locked_from_its_first_moment(tmp_path):
     open_run(tmp_path / "r").close()
 
 
-CREATE = ("import sys; from nas.rundir import create_run; "
+CREATE = ("import sys; from nas.search.rundir import create_run; "
           "create_run(sys.argv[1], {'search': {'seed': 1}}).close()")
 
 
@@ -178,7 +178,7 @@ def test_a_creation_in_progress_elsewhere_is_left_alone(tmp_path):
 
 
 def hold_lock_dir(folder):
-    code = ("import sys, time; from nas.rundir import lock_run; l = lock_run(sys.argv[1]); "
+    code = ("import sys, time; from nas.search.rundir import lock_run; l = lock_run(sys.argv[1]); "
             "print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -206,5 +206,5 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(TypeError):
-        atomic_write_text(tmp_path / "p.json", Unwritable())
+        write_text_atomically(tmp_path / "p.json", Unwritable())
     assert list(tmp_path.iterdir()) == []

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nas._runview import finalist_genome, load_run
 from nas.evolve import best_line, final_table
+from nas.reporting.runview import finalist_genome, load_run
 
 # Three finalists whose validation and test orders disagree: by validation a > b > c,
 # by test c > b > a.
@@ -81,7 +81,7 @@ def test_paper_protocol_ranks_by_test_and_says_so_in_the_caption():
 
 def test_refinement_also_measures_the_validation_fitness_it_is_ranked_by(workspace, small_settings,
                                                                          small_net_factory):
-    from nas.fitness import evaluate_module, score
+    from nas.evaluation.fitness import evaluate_module, score
 
     result, model = evaluate_module(small_net_factory, settings=small_settings, epochs=1, seed=0,
                                     workspace=workspace, split="test", log=lambda _m: None)

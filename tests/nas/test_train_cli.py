@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import UserError, run
-from nas.train import build_parser, main, parse_defense_args
+from nas.cli import defense_args, run
+from nas.errors import UserError
+from nas.train import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--dataset", "synthetic", "--train-size", "200", "--val-size", "50", "--test-size", "50",
@@ -20,7 +21,7 @@ SMALL = ["--dataset", "synthetic", "--train-size", "200", "--val-size", "50", "-
 
 def test_train_writes_metrics_and_weights_and_prints_a_table(tmp_path, capsys, nas_cache_dir):
     out = tmp_path / "run"
-    code = main(["he-baseline", *SMALL, "--epochs", "1", "--lam", "0.5", "--out", str(out),
+    code = main(["he-baseline", *SMALL, "--epochs", "1", "--lambda", "0.5", "--out", str(out),
                  "--cache-dir", str(nas_cache_dir)])
     assert code == 0
     text = capsys.readouterr().out
@@ -35,11 +36,14 @@ def test_train_writes_metrics_and_weights_and_prints_a_table(tmp_path, capsys, n
 
 
 def test_defense_args_parse_json_values_else_strings():
-    assert parse_defense_args(["lam=2", "mode=fast", "k=[1, 2]"], None) == (
-        ("k", [1, 2]), ("lam", 2), ("mode", "fast"))
-    assert parse_defense_args(["lam=2"], 0.3) == (("lam", 0.3),)
-    with pytest.raises(UserError):
-        parse_defense_args(["lam"], None)
+    args = build_parser().parse_args(["he-ref", "--defense-arg", "lam=2", "--defense-arg",
+                                      "mode=fast", "--defense-arg", "k=[1, 2]"])
+    assert defense_args(args.defense_arg, args.lam) == {"lam": 2, "mode": "fast", "k": [1, 2]}
+    args = build_parser().parse_args(["he-ref", "--defense-arg", "lam=2", "--lambda", "0.3"])
+    assert defense_args(args.defense_arg, args.lam) == {"lam": 0.3}
+    for bad in ("lam", "=3", "lam=nan"):
+        with pytest.raises(UserError, match="--defense-arg"):
+            build_parser().parse_args(["he-ref", "--defense-arg", bad])
 
 
 def test_every_flag_has_help():

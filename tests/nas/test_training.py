@@ -9,9 +9,9 @@ from torch import nn
 
 from defenses import create_defense
 from defenses.base import Defense, DefenseOutput
-from nas.cli import UserError
-from nas.recipe import PAPER_RECIPE
-from nas.training import (
+from nas.errors import UserError
+from nas.evaluation.recipe import PAPER_RECIPE
+from nas.evaluation.training import (
     CachedReferenceGrad,
     LiveReferenceGrad,
     TrainConfig,

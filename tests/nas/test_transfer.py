@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from nas.attacks import AttackSettings
-from nas.transfer import accuracy, fooling_rates, predict, transfer_matrix
+from nas.evaluation.attacks import AttackSettings
+from nas.evaluation.transfer import accuracy, fooling_rates, predict, transfer_matrix
 
 
 class Constant(nn.Module):

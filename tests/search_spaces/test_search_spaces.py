@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import numpy as np
 import pytest
@@ -55,20 +54,6 @@ def test_sampler_is_reproducible():
     a = ss.sample_genome(np.random.default_rng(42))
     b = ss.sample_genome(np.random.default_rng(42))
     assert gn.to_json(a) == gn.to_json(b)
-
-
-def test_initial_population_keeps_the_minimum_distance():
-    pop = ss.initial_population(np.random.default_rng(0), DEFAULT_SPACE, size=5, min_distance=4.0)
-    assert len(pop) == 5
-    for a, b in itertools.combinations(pop, 2):
-        assert gn.spectrum_distance(a, b) >= 4.0
-
-
-def test_initial_population_fails_clearly_when_the_distance_is_unreachable():
-    with pytest.raises(ss.PopulationDiversityError, match="lower the distance or the population size") as info:
-        ss.initial_population(np.random.default_rng(0), DEFAULT_SPACE, size=5, min_distance=50.0,
-                              max_tries=30)
-    assert isinstance(info.value, ValueError)
 
 
 def _blocks(g):

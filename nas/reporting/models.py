@@ -5,7 +5,7 @@ the cache the search used), the baselines (the reference's architecture trained 
 CE, the paper's "Ref. Net.", and with the run's defense, "Ref. Net.+GM"; optionally other
 architectures with the defense, "HE. Net.+GM"; each trained here once and cached) and the
 *finalists* of the search (compiled from their genome, with their refined weights when the
-run finished). Everything reuses the run's prepared workspace (:func:`nas.fitness.prepare`):
+run finished). Everything reuses the run's prepared workspace (:func:`nas.evaluation.fitness.prepare`):
 same data subsets, same reference, same transferred sets."""
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas import plots
-from nas._cache import digest, discard, first_line, load_entry, save_entry, tensor_digest
-from nas._runview import RunView, child_files
-from nas.attacks import resolve_attack
-from nas.cli import UserError
-from nas.data import cache_root
-from nas.fitness import FitnessSettings, Workspace, evaluate_module, prepare
-from nas.ig import compare_maps
-from nas.references import build_reference, get_reference, load_weights
+from nas.errors import UserError
+from nas.evaluation.attacks import resolve_attack
+from nas.evaluation.cache import digest, discard, first_line, load_entry, save_entry, tensor_digest
+from nas.evaluation.data import cache_root
+from nas.evaluation.fitness import FitnessSettings, Workspace, evaluate_module, prepare
+from nas.evaluation.references import build_reference, get_reference, load_weights
+from nas.evaluation.training import resolve_device
+from nas.evaluation.transfer import accuracy, fooling_rates, transfer_matrix
 from nas.report import PAPER_SOURCES, ReportData, ReportOptions
-from nas.training import resolve_device
-from nas.transfer import accuracy, fooling_rates, transfer_matrix
+from nas.reporting import plots
+from nas.reporting.ig import compare_maps
+from nas.reporting.runview import RunView, child_files
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 
@@ -70,7 +70,7 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, 
     copy of the reference (the paper's "Ref. Net." column); with the run's defense it is the
     "Ref. Net.+GM" baseline; another architecture gives e.g. "HE. Net.+GM" (paper Table 4).
     Cached as one all-or-nothing entry keyed by the run's reference key, the digest of the
-    training images and labels and the training settings (:mod:`nas._cache`).
+    training images and labels and the training settings (:mod:`nas.evaluation.cache`).
     """
     info = ws.splits.info
     args = settings.defense_args if defense == settings.defense else ()

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from genome.fileio import write_atomically
+
 FORMAT = 1
 
 # Test-only kill point: ``NAS_TEST_KILL_AT=<name>`` makes the process SIGKILL itself at the
@@ -66,24 +68,6 @@ def derive_seed(*parts: Any) -> int:
     return int(digest(list(parts), 8), 16) & 0x7FFFFFFF
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def remove_stale_temps(path: Path) -> None:
     """Delete temporary files of ``path`` left by processes that no longer run (a kill)."""
     for tmp in path.parent.glob(f".{path.name}.tmp*"):
@@ -103,27 +87,16 @@ def _alive(pid: int) -> bool:
 
 
 def write_durably(path: Path, write: Callable[[Any], None], *, kill_name: str = "") -> None:
-    """``write(file)`` into a temporary file next to ``path``, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``genome.fileio.write_atomically`` after removing the temporary files of ``path`` that
+    killed processes left; ``kill_name`` names the test-only kill point before the rename."""
     remove_stale_temps(path)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if kill_name:
-            kill_point(f"{kill_name}:before-rename")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    before = (lambda: kill_point(f"{kill_name}:before-rename")) if kill_name else None
+    write_atomically(path, write, before_rename=before)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Create ``path``'s folder, then write ``text`` atomically (temp file, fsync, rename)."""
-    write_durably(path, lambda fh: fh.write(text.encode()))
+    write_durably(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -12,14 +12,13 @@ with ``A_CL`` the clean accuracy on the fitness split and ``A_AD`` the accuracy 
 reference's adversarial examples of that split. The fooling rate (paper §4.2.2) is also
 reported: among the images that both the reference and the child classify correctly, the
 fraction whose adversarial version the child misclassifies (``nan`` when there is no such
-image, :func:`nas.transfer.fooling_rate`).
+image, :func:`nas.evaluation.transfer.fooling_rate`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -31,7 +30,8 @@ import torch
 from torch import nn
 
 from defenses import create_defense
-from nas._cache import (
+from nas.evaluation.attacks import AttackSettings, resolve_attack, transferred_set
+from nas.evaluation.cache import (
     atomic_torch_save,
     atomic_write_text,
     derive_seed,
@@ -41,11 +41,10 @@ from nas._cache import (
     save_entry,
     tensor_digest,
 )
-from nas.attacks import AttackSettings, resolve_attack, transferred_set
-from nas.data import Splits, cache_root, load_splits
-from nas.recipe import Recipe, get_recipe
-from nas.references import get_reference
-from nas.training import (
+from nas.evaluation.data import Splits, cache_root, load_splits
+from nas.evaluation.recipe import Recipe, get_recipe
+from nas.evaluation.references import get_reference
+from nas.evaluation.training import (
     CachedReferenceGrad,
     TrainConfig,
     cpu_has_native_bf16,
@@ -54,7 +53,7 @@ from nas.training import (
     resolve_device,
     train,
 )
-from nas.transfer import fooling_rate
+from nas.evaluation.transfer import fooling_rate
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,9 @@ class FitnessSettings:
     """Everything that determines a child's score except genome, epochs and seed (JSON-able).
 
     ``eps`` / ``step_size`` / ``steps`` ``None`` mean the per-dataset default of the attack
-    (nas.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g. ``(("lam", 1.0),)``.
+    (nas.evaluation.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g. ``(("lam", 1.0),)``.
     ``fitness_split`` is ``"val"`` (held out from training) or ``"test"`` (paper protocol).
-    ``recipe`` names the training recipe (nas.recipe.RECIPES) of the reference, the children,
+    ``recipe`` names the training recipe (nas.evaluation.recipe.RECIPES) of the reference, the children,
     the refinement and the baselines; ``lr`` ``None`` keeps the recipe's peak rate. The
     reference trains to its validation plateau: at most ``reference_epochs``, stopping after
     ``reference_patience`` epochs without improvement (0: exactly ``reference_epochs``);
@@ -134,7 +133,7 @@ class ChildResult:
 
     ``macs``: multiply-accumulate operations of one forward pass of one image (the one cost
     measure of the project, as ``genome.count_macs``). ``fooling_rate``: ``nan`` when no
-    image is eligible (:func:`nas.transfer.fooling_rate`; ``null`` in JSON). ``val_*``: fitness, clean and
+    image is eligible (:func:`nas.evaluation.transfer.fooling_rate`; ``null`` in JSON). ``val_*``: fitness, clean and
     adversarial accuracy on the validation split, measured as well when the scored split is
     another one under ``--fitness-split val`` (refinement scores the test split; finalists
     are ranked by these, never by the test numbers); ``None`` otherwise.
@@ -205,11 +204,11 @@ def attack_settings(settings: FitnessSettings) -> AttackSettings:
 
 def check_defense(settings: FitnessSettings) -> None:
     """Build the defense once so an unknown name or a bad ``--defense-arg`` is one clear error
-    before anything is trained or written (the constructors validate their arguments)."""
-    from nas.cli import UserError
+    before anything is trained or written (``Defense.check``)."""
+    from nas.errors import UserError
 
     try:
-        create_defense(settings.defense, **dict(settings.defense_args))
+        create_defense(settings.defense, **dict(settings.defense_args)).check()
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad --defense-arg for {settings.defense}: {exc}") from None
 
@@ -218,7 +217,6 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
             log: Callable[[str], None] = print) -> Workspace:
     """Build (or load from the cache) everything the fitness needs; idempotent."""
     cache = cache_root(settings.cache_dir)
-    progress = progress and sys.stderr.isatty()
     splits = load_splits(settings.dataset, train_size=settings.train_size,
                          val_size=settings.val_size, test_size=settings.test_size,
                          seed=settings.seed, data_root=settings.data_root,
@@ -280,7 +278,7 @@ def _workspace(settings: FitnessSettings) -> Workspace:
 def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, float]:
     """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``.
 
-    The fooling rate is :func:`nas.transfer.fooling_rate` of the images both the reference
+    The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the reference
     and ``model`` classify correctly (``nan`` when there is none).
     """
     x, y = ws.splits.split(split)
@@ -365,7 +363,7 @@ def evaluate_module(
 
 def _adversary(ws: Workspace) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
     """White-box PGD on the model being trained (for defenses that declare ``adversary``)."""
-    from nas.attacks import run_attack
+    from nas.evaluation.attacks import run_attack
 
     attack = resolve_attack("pgd-linf", ws.settings.dataset)
     generator = torch.Generator().manual_seed(derive_seed("adversary", ws.settings.seed))

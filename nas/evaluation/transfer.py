@@ -1,7 +1,7 @@
 """Transfer experiments: the transfer matrix (paper Table 2) and fooling rates (Table 5).
 
 Both work on any networks mapping pixels in [0, 1] ``(N, C, H, W)`` to logits, and on the
-in-house attacks of :mod:`nas.attacks` (``fgsm``, ``pgd-linf``, ``pgd-l2``, ...).
+in-house attacks of :mod:`nas.evaluation.attacks` (``fgsm``, ``pgd-linf``, ``pgd-l2``, ...).
 
 *Transfer matrix* (paper §4.1.2): adversarial examples of the test split are crafted on each
 *source* network (e.g. ResNet-18, VGG-16-BN, DenseNet-121, SqueezeNet-1.1 and the search's
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nas.attacks import AttackSettings, attack_dataset
-from nas.training import predict
+from nas.evaluation.attacks import AttackSettings, attack_dataset
+from nas.evaluation.training import predict
 
 
 def fooling_rate(fooled: int, eligible: int) -> float:

@@ -2,7 +2,7 @@
 
 :func:`train` calls the defense contract of ``defenses/base.py``: ``wrap`` (build the module
 to train from a factory), ``prepare`` (once, with the uint8 training set), then ``loss`` every
-step, followed by ``backward`` and an optimizer step of the :class:`nas.recipe.Recipe` in
+step, followed by ``backward`` and an optimizer step of the :class:`nas.evaluation.recipe.Recipe` in
 ``TrainConfig.recipe`` (``paper``: Adam with PyTorch defaults, constant rate, batch 128, paper
 §4). Batches are sliced from in-memory uint8 tensors with a seeded torch Generator; a
 non-finite loss stops training with status ``"diverged"``. Given a validation split and a
@@ -30,10 +30,11 @@ from torch import nn
 from tqdm import tqdm
 
 from defenses.base import Batch, Defense, TrainContext
-from nas.allocator import keep_freed_memory
-from nas.cli import UserError
-from nas.double_backward import use_fast_double_backward
-from nas.recipe import PAPER_RECIPE, Recipe, WeightAverage, random_shift
+from genome.fileio import write_atomically
+from nas.errors import UserError
+from nas.evaluation.allocator import keep_freed_memory
+from nas.evaluation.double_backward import use_fast_double_backward
+from nas.evaluation.recipe import PAPER_RECIPE, Recipe, WeightAverage, random_shift
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ def build_context(
     if missing:
         raise ValueError(f"defense {defense.name!r} needs {', '.join(missing)}")
     return TrainContext(device=device, generator=generator, reference_grad=reference_grad,
-                        adversary=adversary, cache_dir=cache_dir, log=log)
+                        adversary=adversary, cache_dir=cache_dir, write_file=write_atomically,
+                        log=log)
 
 
 def build_training_model(defense: Defense, factory: Callable[[], nn.Module], *,
@@ -168,7 +170,7 @@ def build_training_model(defense: Defense, factory: Callable[[], nn.Module], *,
     """``defense.wrap(factory, ...)`` on ``device``, laid out for fast training.
 
     Channels-last memory format (oneDNN's native layout) and the hand-written second
-    derivatives of :mod:`nas.double_backward`; together, measured by ``nas.bench`` on the
+    derivatives of :mod:`nas.evaluation.double_backward`; together, measured by ``nas.bench`` on the
     he-ref / he-baseline children, the plain CE step ran 1.3-1.7x and the GM step 1.34-1.88x
     faster than with PyTorch's own layers in the default layout (docs/fitness.md, "Speed").
     Neither changes what the network computes or its ``state_dict`` keys. Also applies

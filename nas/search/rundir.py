@@ -43,7 +43,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nas.cli import UserError
+from genome.fileio import fsync_dir, write_text_atomically
+from nas.errors import UserError
 
 EVENTS = "events.jsonl"
 CONFIG = "config.json"
@@ -129,27 +130,9 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and ``os.replace``.
-
-    Readers see either the old or the new content, never a half-written file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write ``obj`` as indented, key-sorted JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -314,22 +297,13 @@ def create_run(path: str | os.PathLike[str], config: dict[str, Any]) -> EventLog
                 raise UserError(f"run directory {path} already exists; use --resume {path} "
                                 "or another --name") from None
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         kill_point("create:renamed")
     except BaseException:
         lock.release()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return EventLog(path / EVENTS, lock=lock)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_killed_builds(path: Path) -> None:

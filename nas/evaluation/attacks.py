@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from defenses.registry import Registry
-from nas._cache import digest, discard, load_entry, save_entry, tensor_digest
+from nas.evaluation.cache import digest, discard, load_entry, save_entry, tensor_digest
+from nas.evaluation.training import input_gradients
 
 AttackFn = Callable[..., torch.Tensor]
 ATTACKS: Registry[AttackFn] = Registry("attack")
@@ -76,14 +76,6 @@ def resolve_attack(
     return AttackSettings(name, eps, float(step_size), d_steps if steps is None else int(steps))
 
 
-def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of the summed CE w.r.t. ``x`` only (parameters untouched). (N, C, H, W)."""
-    x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y, reduction="sum")
-    (g,) = torch.autograd.grad(loss, x)
-    return g.detach()
-
-
 def _project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
@@ -96,7 +88,7 @@ def _l2_norm(v: torch.Tensor) -> torch.Tensor:
 @ATTACKS.register("fgsm")
 def fgsm(model, x, y, *, eps, step_size=None, steps=1, generator=None):
     """One signed step of size ``eps``: ``clip(x + eps * sign(grad_x CE))``."""
-    return _project_linf(x + eps * _input_grad(model, x, y).sign(), x, eps)
+    return _project_linf(x + eps * input_gradients(model, x, y).sign(), x, eps)
 
 
 @ATTACKS.register("bim")
@@ -104,7 +96,7 @@ def bim(model, x, y, *, eps, step_size, steps, generator=None):
     """Iterated FGSM from ``x`` with projection onto the L-inf ball after every step."""
     x_adv = x.clone()
     for _ in range(steps):
-        x_adv = _project_linf(x_adv + step_size * _input_grad(model, x_adv, y).sign(), x, eps)
+        x_adv = _project_linf(x_adv + step_size * input_gradients(model, x_adv, y).sign(), x, eps)
     return x_adv
 
 
@@ -114,7 +106,7 @@ def pgd_linf(model, x, y, *, eps, step_size, steps, generator=None):
     noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
     x_adv = _project_linf(x + (2 * noise - 1) * eps, x, eps)
     for _ in range(steps):
-        x_adv = _project_linf(x_adv + step_size * _input_grad(model, x_adv, y).sign(), x, eps)
+        x_adv = _project_linf(x_adv + step_size * input_gradients(model, x_adv, y).sign(), x, eps)
     return x_adv
 
 
@@ -132,7 +124,7 @@ def pgd_l2(model, x, y, *, eps, step_size, steps, generator=None):
     r = torch.rand(x.shape[0], generator=generator).to(x.device).view(-1, *[1] * (x.dim() - 1))
     x_adv = _project_l2(x + noise / _l2_norm(noise) * eps * r, x, eps)
     for _ in range(steps):
-        g = _input_grad(model, x_adv, y)
+        g = input_gradients(model, x_adv, y)
         x_adv = _project_l2(x_adv + step_size * g / _l2_norm(g), x, eps)
     return x_adv
 
@@ -142,7 +134,7 @@ def mim(model, x, y, *, eps, step_size, steps, generator=None, decay: float = 1.
     """Momentum iterative method: ``m = decay*m + g/||g||_1``, step ``step_size*sign(m)``."""
     x_adv, m = x.clone(), torch.zeros_like(x)
     for _ in range(steps):
-        g = _input_grad(model, x_adv, y)
+        g = input_gradients(model, x_adv, y)
         m = decay * m + g / g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
         x_adv = _project_linf(x_adv + step_size * m.sign(), x, eps)
     return x_adv
@@ -220,7 +212,7 @@ def transferred_set(
 
     Cache key (:func:`transferred_key`): the reference's key, the digest of the exact images
     and labels attacked, the attack settings and seed; one all-or-nothing file
-    ``adversarial/<attack>-<split>-<key>.pt`` (tensor + description, :mod:`nas._cache`). A
+    ``adversarial/<attack>-<split>-<key>.pt`` (tensor + description, :mod:`nas.evaluation.cache`). A
     loaded set is checked (:func:`check_adversarial`) and regenerated, with one log line,
     when the check fails.
     """

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas.cli import UserError
-from nas.ga import reuse_key, train_seed
-from nas.rundir import EventLog, RunCorrupt, child_dir, write_json
+from nas.errors import UserError
+from nas.search.ga import reuse_key, train_seed
+from nas.search.rundir import EventLog, RunCorrupt, child_dir, write_json
 
 #: ``evaluate(genome_json, *, epochs, seed, out_dir, split) -> dict`` (JSON-able metrics).
 EvaluateFn = Callable[..., dict[str, Any]]
@@ -146,11 +146,13 @@ def evaluate_tasks(
     import joblib
 
     threads = worker_threads(workers) if backend == "loky" else None
-    # loky restarts a worker whose memory grew (torch's allocator after training a child) and
-    # warns; the child's result is already back and the restart is what we want, so say nothing.
-    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
-                            category=UserWarning)
     with ExitStack() as stack:
+        # loky restarts a worker whose memory grew (torch's allocator after training a child)
+        # and warns; the child's result is already back and the restart is what we want, so
+        # say nothing, for the duration of this map only (the caller's filters are restored).
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                                category=UserWarning)
         if backend == "dask":
             stack.enter_context(_dask_backend(scheduler))
             n_jobs = -1
@@ -219,7 +221,7 @@ class ChildEvaluator:
     For every child, in order: a ``child_finished`` line already in the log answers it (a
     resume never retrains a finished child); a child whose canonical hash was evaluated
     before *with the same epochs* reuses that result (``reused: true``, ``reused_from``: its
-    id, ``reused_what: "metrics and weights"``; :func:`nas.ga.reuse_key`); the rest are
+    id, ``reused_what: "metrics and weights"``; :func:`nas.search.ga.reuse_key`); the rest are
     dispatched through :func:`evaluate_tasks`. Duplicates inside one batch wait for their
     first occurrence.
     """

@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 
-SPECTRUM_NAMES = ("conv", "pool", "sconv", "sum", "concat")
+from genome import SPECTRUM_OPS  # noqa: E402
+
 # Paper Fig. 3: red = negative attribution, green = positive, white = none.
 IG_CMAP = LinearSegmentedColormap.from_list("ig_red_green", ["#c0392b", "#ffffff", "#1e8449"])
 DPI = 110
@@ -91,7 +92,7 @@ def plot_spectra(
         path: PNG to write.
     """
     fig, axes = plt.subplots(1, 5, figsize=(14, 3.0), sharex=True)
-    for k, (ax, name) in enumerate(zip(axes, SPECTRUM_NAMES, strict=True)):
+    for k, (ax, name) in enumerate(zip(axes, SPECTRUM_OPS, strict=True)):
         values = [np.asarray([s[k] for s in pop], dtype=float) for pop in spectra]
         for g, v in zip(generations, values, strict=True):
             ax.scatter(np.full(len(v), g), v, s=14, alpha=0.5, color="tab:gray")

@@ -1,6 +1,6 @@
 """The training recipe: optimizer, learning-rate schedule, label smoothing, augmentation, EMA.
 
-One frozen :class:`Recipe` is used by the one training loop (:func:`nas.training.train`) for
+One frozen :class:`Recipe` is used by the one training loop (:func:`nas.evaluation.training.train`) for
 references, children, refinement and baselines. Two are registered (:data:`RECIPES`):
 
 - ``paper``: the paper's Adam with PyTorch defaults (lr 1e-3), constant rate, no label
@@ -12,9 +12,9 @@ references, children, refinement and baselines. Two are registered (:data:`RECIP
 
 Augmentation and the GM defense: the cached reference input gradients are gradients of the
 *un-augmented* training images, so the loop shifts inputs only when nothing the defense uses
-is looked up by image index (:func:`nas.training.train`): with cached reference gradients (the
+is looked up by image index (:func:`nas.evaluation.training.train`): with cached reference gradients (the
 search, ``nas.train``) GM trains on un-shifted images; with live reference gradients
-(:class:`nas.training.LiveReferenceGrad`) the images are shifted and the reference gradient is
+(:class:`nas.evaluation.training.LiveReferenceGrad`) the images are shifted and the reference gradient is
 taken of the shifted images.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.cli import UserError
+from nas.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Library code receives a frozen :class:`EvolveConfig`; it never sees an
 4. the flags given explicitly on the command line.
 
 Keys are flat names (the flag names with ``_``); :data:`SEARCH_KEYS`, :data:`EXEC_KEYS` and
-every field of ``nas.fitness.FitnessSettings`` say which section a key belongs to.
+every field of ``nas.evaluation.fitness.FitnessSettings`` say which section a key belongs to.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.cli import (
-    UserError,
+from nas.errors import UserError
+from nas.values import (
     finite_float,
     nonneg_float,
     nonneg_int,
@@ -118,7 +118,7 @@ class EvolveConfig:
     """
 
     search: SearchSettings
-    fitness: Any  # nas.fitness.FitnessSettings
+    fitness: Any  # nas.evaluation.fitness.FitnessSettings
     execution: ExecSettings = field(default_factory=ExecSettings)
     run_dir: str = ""
 
@@ -138,7 +138,7 @@ EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
 # --------------------------------------------------------------------------------------------
 # PRESETS, applied over the dataclass defaults; ``paper`` is used when none is chosen.
 # >>> QUICK PRESET NUMBERS: the README's main job (resnet34 reference, Fashion-MNIST, 2 CPU
-# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/recipe.py) for the
+# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/evaluation/recipe.py) for the
 # >>> reference, the children and the refinement; the reference trains with bf16 autocast on
 # >>> CPUs that compute bf16 natively, to its validation plateau within 8 epochs (the one-cycle
 # >>> schedule spans the cap). 5,000 training images; <= 32 channels and <= 16 nodes keep a
@@ -289,8 +289,8 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def fitness_keys() -> frozenset[str]:
-    """Field names of ``nas.fitness.FitnessSettings``."""
-    from nas.fitness import FitnessSettings
+    """Field names of ``nas.evaluation.fitness.FitnessSettings``."""
+    from nas.evaluation.fitness import FitnessSettings
 
     return frozenset(f.name for f in dataclasses.fields(FitnessSettings))
 
@@ -343,7 +343,7 @@ def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | Non
 
 def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
     """An :class:`EvolveConfig` from flat key -> value pairs (missing keys take defaults)."""
-    from nas.fitness import FitnessSettings
+    from nas.evaluation.fitness import FitnessSettings
 
     values = check_values(values)
     fkeys = fitness_keys()
@@ -385,7 +385,7 @@ def resolve_resume(stored: dict[str, Any], flags: dict[str, Any], *, preset: str
     Only execution settings (workers, backend, scheduler, progress) may change; any other
     difference raises :class:`UserError` listing every differing key (``key: old -> new``).
     """
-    from nas.rundir import config_diff
+    from nas.search.rundir import config_diff
 
     old = from_dict(stored, run_dir=run_dir)
     layer: dict[str, Any] = {}

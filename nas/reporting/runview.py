@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from nas import rundir
-from nas.cli import UserError
+from nas.errors import UserError
+from nas.search import rundir
 
 FINAL, POPULATION, EVENTS, CONFIG = "final.json", "population.json", "events.jsonl", "config.json"
 
@@ -109,7 +109,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """Events of ``events.jsonl`` (:func:`nas.rundir.read_events`); a torn last line is ignored."""
+    """Events of ``events.jsonl`` (:func:`nas.search.rundir.read_events`); a torn last line is ignored."""
     return rundir.read_events(path)[0]
 
 
@@ -276,3 +276,11 @@ def finalist_genome(spec: str) -> Path | None:
             raise UserError(f"{spec}: no finalist {selector!r}; use best, 1-{len(view.finalists)} or one of {ids}")
         chosen = match[0]
     return child_files(view, chosen["id"])[0]
+
+
+def ranked(final: dict[str, Any]) -> list[dict[str, Any]]:
+    """The final population best first, by :func:`selection_fitness` (validation
+    fitness under ``--fitness-split val``; test fitness only under ``--fitness-split test``)."""
+    split = final.get("fitness_split", "val")
+    return sorted(final["population"],
+                  key=lambda m: -selection_fitness(m.get("metrics"), m.get("test"), split))

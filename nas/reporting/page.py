@@ -1,21 +1,21 @@
 """The HTML page of a report: one function per section, and :func:`render`.
 
-Each section reads the run view (:mod:`nas._runview`) and/or the computed
-:class:`nas.report.ReportData` and returns an :class:`nas._html.Section`; figures are PNG
-files (drawn by :mod:`nas.plots`) embedded or linked according to the options.
+Each section reads the run view (:mod:`nas.reporting.runview`) and/or the computed
+:class:`nas.report.ReportData` and returns an :class:`nas.reporting.html.Section`; figures are PNG
+files (drawn by :mod:`nas.reporting.plots`) embedded or linked according to the options.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas import _html as H
-from nas import plots
-from nas._runview import RunView, generation_stats, population_spectra, ranking_note
+from genome.fileio import write_text_atomically
+from nas.reporting import html as H
+from nas.reporting import plots
+from nas.reporting.runview import RunView, generation_stats, population_spectra, ranking_note
 
 if TYPE_CHECKING:
     from nas.report import ReportData, ReportOptions
@@ -167,15 +167,9 @@ def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings
                   intro=H.paragraph("Neuroevolution with gradient misalignment; figures are also saved "
                                     "as PNG files beside this page, numbers in results.json."))
     page = out / "index.html"
-    _atomic(page, html)
+    write_text_atomically(page, html)
     results = {"run": str(view.path), "options": asdict(opts),
                "finalists": view.finalists, "generations": generation_stats(view),
                "models": None if data is None else {k: v for k, v in asdict(data).items() if k != "figures"}}
-    _atomic(out / "results.json", json.dumps(results, indent=1, default=str))
+    write_text_atomically(out / "results.json", json.dumps(results, indent=1, default=str))
     return page
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

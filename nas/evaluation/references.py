@@ -21,7 +21,7 @@ Every builder returns a module with the model contract of docs/architecture.md: 
   ``genome.compile_genome``.
 
 A reference is trained once with CE (:func:`get_reference`) and cached as one all-or-nothing
-entry (its ``state_dict`` and metadata in one file, :mod:`nas._cache`), keyed by everything
+entry (its ``state_dict`` and metadata in one file, :mod:`nas.evaluation.cache`), keyed by everything
 that determines it: architecture, the digest of the exact training images and labels, and
 the whole training configuration.
 """
@@ -41,7 +41,9 @@ from torch import nn
 
 from defenses import create_defense
 from defenses.registry import Registry
-from nas._cache import (
+from genome.blocks import Normalize
+from nas.errors import UserError
+from nas.evaluation.cache import (
     derive_seed,
     digest,
     discard,
@@ -50,9 +52,8 @@ from nas._cache import (
     save_entry,
     tensor_digest,
 )
-from nas.cli import UserError
-from nas.data import DatasetInfo, Splits
-from nas.training import TrainConfig, predict, resolve_device, train
+from nas.evaluation.data import DatasetInfo, Splits
+from nas.evaluation.training import TrainConfig, predict, resolve_device, train
 
 Builder = Callable[[DatasetInfo], nn.Module]
 REFERENCES: Registry[Builder] = Registry("reference")
@@ -71,18 +72,6 @@ def list_references(pattern: str = "*") -> list[str]:
 def build_reference(name: str, info: DatasetInfo) -> nn.Module:
     """A freshly initialised reference ``name`` for the dataset described by ``info``."""
     return REFERENCES.get(name)(info)
-
-
-class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel; buffers so they move with the module."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class TorchvisionNet(nn.Module):
@@ -298,7 +287,7 @@ def get_reference(
     as ``config`` says (recipe, epochs; with ``config.patience`` to the validation plateau,
     keeping the best-on-validation weights; seed derived from ``("reference", seed)`` so it
     differs from any child's stream) and caches ``references/<name>-<dataset>-<key>.pt`` (one
-    file: weights + metadata, :func:`nas._cache.save_entry`). The whole ``config`` (but device
+    file: weights + metadata, :func:`nas.evaluation.cache.save_entry`). The whole ``config`` (but device
     and progress) enters the key. A freshly trained reference is returned exactly as a later
     run loads it (a fresh build holding the stored tensors), so everything computed from it
     (adversarial sets, input gradients) is the same on both paths.

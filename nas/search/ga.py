@@ -25,8 +25,8 @@ import numpy as np
 from deap import base, creator, tools
 
 from genome import spectrum_distance
-from nas.cli import UserError
-from nas.config import SearchSettings
+from nas.errors import UserError
+from nas.search.config import SearchSettings
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from defenses.registry import Registry
-from nas._cache import first_line, write_durably
-from nas.cli import UserError
+from nas.errors import UserError
+from nas.evaluation.cache import first_line, write_durably
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,11 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
-    """The cache directory: ``cache_dir``, else env ``NAS_CACHE_DIR``, else ``~/.cache/nas``."""
+    """The cache directory: ``cache_dir``, else env ``NAS_CACHE_DIR``, else ``~/.cache/nas``.
+
+    Only computes the path; writers create the folders they write into."""
     root = cache_dir or os.environ.get("NAS_CACHE_DIR") or Path.home() / ".cache" / "nas"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(root).expanduser()
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,226 @@
+"""The search driver: one whole search (or its resume) from a resolved configuration.
+
+:func:`evolve` is what ``python -m nas.evolve`` runs after parsing its flags, and what a script
+or notebook calls: it checks the names in the configuration, prepares the fitness (data,
+reference, transferred sets; cached), creates or re-opens the run directory (locked for the
+whole run), and runs :func:`run_search` with a live progress line. :func:`run_search` is the
+loop itself: the DEAP steady-state algorithm of :mod:`nas.search.ga` with the children
+evaluated through :class:`nas.search.parallel.ChildEvaluator`, every event logged and the
+population written after each generation, then the refinement of the final population.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.errors import UserError
+from nas.search.config import EvolveConfig
+from nas.search.ga import (
+    GenomeOps,
+    build_toolbox,
+    genome_ops,
+    initial_genomes,
+    initial_population,
+    steady_state,
+)
+from nas.search.parallel import ChildEvaluator, check_scheduler
+from nas.search.rundir import (
+    FINAL,
+    POPULATION,
+    EventLog,
+    create_run,
+    open_run,
+    write_json,
+)
+
+__all__ = ["SearchOutcome", "Progress", "check_names", "evolve", "input_shape_of", "run_search"]
+
+
+class Progress:
+    """The live line: children done / running / failed, best fitness, ETA from child times."""
+
+    def __init__(self, total: int, *, workers: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="child", file=sys.stderr, dynamic_ncols=True,
+                        disable=not enabled, bar_format="{desc}{n_fmt}/{total_fmt} children "
+                        "[{elapsed}] {postfix}")
+        self.workers, self.running, self.failed, self.best = max(1, workers), 0, 0, None
+        self.trained_seconds: list[float] = []
+
+    def child_done(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
+        if metrics.get("status", "ok") != "ok":
+            self.failed += 1
+        fit = float(metrics.get("fitness", 0.0))
+        self.best = fit if self.best is None else max(self.best, fit)
+        if not (reused or replayed) and "seconds" in metrics:
+            self.trained_seconds.append(float(metrics["seconds"]))
+        self.bar.update(1)
+        self._postfix()
+
+    def set_running(self, running: int) -> None:
+        self.running = running
+        self._postfix()
+
+    def eta(self) -> float | None:
+        """Seconds left: mean measured child time x children left / workers."""
+        if not self.trained_seconds:
+            return None
+        left = self.bar.total - self.bar.n
+        return sum(self.trained_seconds) / len(self.trained_seconds) * left / self.workers
+
+    def _postfix(self) -> None:
+        eta = self.eta()
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        self.bar.set_postfix_str(f"running={self.running} failed={self.failed} best={best} "
+                                 f"eta={'?' if eta is None else time.strftime('%H:%M:%S', time.gmtime(eta))}")
+
+    def write(self, line: str) -> None:
+        self.bar.write(line, file=sys.stdout)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any], events: EventLog,
+               resumed: bool = False, progress: Progress | None = None,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or replay and continue) a whole search in ``cfg.run_dir``; returns final.json's content.
+
+    Args:
+        cfg: the resolved configuration.
+        ops: genome operations (sample, mutate, spectrum, canonical hash).
+        evaluate: picklable ``(genome, *, epochs, seed, out_dir, split) -> metrics``.
+        events: the run's event log (already holding the events of an interrupted run).
+        resumed: whether this continues an existing run (logged as ``run_resumed``).
+        progress: live progress line (or ``None``).
+        log: where summary lines go.
+    """
+    search, run_dir = cfg.search, Path(cfg.run_dir)
+    events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed})
+    ex = cfg.execution
+    evaluator = ChildEvaluator(events, run_dir, search, workers=ex.workers, backend=ex.backend,
+                               scheduler=ex.scheduler, progress=progress)
+    toolbox = build_toolbox(search, ops, evaluate=evaluate, map_fn=evaluator.map, emit=events.emit)
+    started = time.monotonic()
+
+    def on_generation(t: int, population: list[Any], record: dict[str, Any]) -> None:
+        members = [ind.summary() for ind in population]
+        stats = {k: float(record[k]) for k in ("max", "mean", "min")}
+        events.emit({"type": "generation_finished", "generation": t, "population":
+                     [m["id"] for m in members], "replaced": record["replaced"], **stats})
+        write_json(run_dir / POPULATION, {"generation": t, "members": members})
+        log(f"generation {t}/{search.generations}: best {stats['max']:.4f} mean "
+            f"{stats['mean']:.4f} replaced {record['replaced']} elapsed "
+            f"{time.strftime('%H:%M:%S', time.gmtime(time.monotonic() - started))}")
+
+    population = initial_population(toolbox, search, ops)
+    population, logbook, hof = steady_state(toolbox, population, search, on_generation)
+    refined = evaluator.refine(evaluate, population) if search.refine_epochs > 0 else [None] * len(population)
+    final = {
+        "population": [{**ind.summary(), "test": res} for ind, res in zip(population, refined, strict=True)],
+        "hall_of_fame": [ind.summary() for ind in hof],
+        "logbook": [dict(r) for r in logbook],
+        "refine_epochs": search.refine_epochs,
+        "fitness_split": getattr(cfg.fitness, "fitness_split", "val"),
+    }
+    write_json(run_dir / FINAL, final)
+    events.emit({"type": "run_finished", "population": [ind.child_id for ind in population]})
+    return final
+
+
+def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
+    """Input shape ``(C, H, W)`` of the search's dataset (from the registry; loads no data)."""
+    from nas.evaluation.data import dataset_info
+
+    return tuple(dataset_info(cfg.fitness.dataset).input_shape)
+
+
+def check_names(fitness: Any) -> None:
+    """Fail fast (before any file is written) on an unknown dataset, reference, attack,
+    defense or recipe, or a defense argument the defense does not take."""
+    from defenses import DEFENSES
+    from nas.evaluation.attacks import ATTACKS
+    from nas.evaluation.data import DATASETS
+    from nas.evaluation.fitness import check_defense
+    from nas.evaluation.references import REFERENCES
+
+    DATASETS.get(fitness.dataset)
+    REFERENCES.get(fitness.reference)
+    ATTACKS.get(fitness.attack)
+    DEFENSES.get(fitness.defense)
+    check_defense(fitness)
+    fitness.training_recipe()  # an unknown recipe
+    if fitness.fitness_split not in ("val", "test"):
+        raise UserError(f"--fitness-split must be val or test, not {fitness.fitness_split!r}")
+
+
+@dataclass
+class SearchOutcome:
+    """What :func:`evolve` returns: ``final.json``'s content, the run directory and the
+    reference's clean accuracy per split."""
+
+    final: dict[str, Any]
+    run_dir: str
+    reference_acc: dict[str, float]
+
+
+def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = None,
+           log: Callable[[str], None] = print) -> SearchOutcome:
+    """Run the search of ``cfg`` in ``cfg.run_dir`` (a new folder, or an interrupted run with
+    ``resume=True``) and return its outcome.
+
+    Args:
+        cfg: a resolved configuration (``nas.search.config.resolve`` / ``resolve_resume``).
+        resume: continue the run in ``cfg.run_dir`` (nothing finished is trained again).
+        progress: show the live progress line on stderr (default: ``cfg.execution.progress``
+            and stderr is a terminal).
+        log: where the summary lines go.
+
+    Raises:
+        UserError: bad names in the configuration, an impossible initial population, a run
+            folder in use by another process, an unreachable Dask scheduler.
+    """
+    from nas.evaluation.fitness import evaluate_genome, prepare
+
+    check_names(cfg.fitness)
+    if cfg.execution.backend == "dask":
+        check_scheduler(cfg.execution.scheduler)  # a bad address must not leave a run behind
+    show = cfg.execution.progress and sys.stderr.isatty() if progress is None else progress
+    ops = genome_ops(cfg.search, input_shape_of(cfg))
+    if not resume:  # fail fast, before the reference is trained: can Algorithm 1 line 1 run?
+        initial_genomes(cfg.search, ops)
+    # A resume locks the run before anything else (a second resume is refused at once); a new
+    # run is created, locked, only once the reference and the attack sets are ready.
+    events = open_run(cfg.run_dir, log=log) if resume else None
+    try:
+        workspace = prepare(cfg.fitness, progress=show, log=log)
+        log(reference_line(cfg.fitness.reference, workspace.reference_acc))
+        if events is None:
+            events = create_run(cfg.run_dir, cfg.to_dict())
+            log(f"run directory: {cfg.run_dir}")
+        s = cfg.search
+        total = s.population * (1 + s.generations * s.children) + (s.population if s.refine_epochs else 0)
+        bar = Progress(total, workers=cfg.execution.workers, enabled=show)
+        try:
+            final = run_search(cfg, ops=ops, evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
+                               events=events, resumed=resume, progress=bar,
+                               log=bar.write if show else log)
+        finally:
+            bar.close()
+    finally:
+        if events is not None:
+            events.close()
+    return SearchOutcome(final=final, run_dir=cfg.run_dir, reference_acc=workspace.reference_acc)
+
+
+def reference_line(name: str, accuracy: dict[str, float]) -> str:
+    """``reference resnet34: clean accuracy val 0.8740, test 0.8620``."""
+    cells = ", ".join(f"{split} {acc:.4f}" for split, acc in sorted(accuracy.items(), reverse=True))
+    return f"reference {name}: clean accuracy {cells or 'not measured'}"
