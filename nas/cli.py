@@ -40,7 +40,13 @@ def defense_arg(text: str) -> tuple[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    if isinstance(value, float) and not math.isfinite(value):
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)  # "nan", "inf": not JSON, but a defense would float() them
+        except ValueError:
+            pass
+    if isinstance(number, float) and not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"{key.strip()}: must be a finite number, got {raw!r}")
     return key.strip(), value
 
