@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genome.fileio import write_text_atomically
+from genome.fileio import write_atomically, write_text_atomically
 from nas.errors import UserError
 from nas.search.rundir import (
     EventLog,
@@ -201,10 +201,12 @@ def test_resume_removes_temporary_files_a_kill_left_behind(tmp_path):
 
 
 def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path):
-    class Unwritable:
-        def __str__(self):
-            raise OSError("disk full")
+    def half_then_full(fh):
+        fh.write(b'{"half": ')
+        raise OSError("disk full")
 
-    with pytest.raises(TypeError):
-        write_text_atomically(tmp_path / "p.json", Unwritable())
-    assert list(tmp_path.iterdir()) == []
+    write_text_atomically(tmp_path / "p.json", "old")
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(tmp_path / "p.json", half_then_full)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]  # no temporary file left
+    assert (tmp_path / "p.json").read_text() == "old"  # and the old content untouched
