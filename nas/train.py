@@ -26,7 +26,6 @@ from torch import nn
 from nas.cli import UserError, run
 from nas.data import DatasetInfo, dataset_info
 
-
 #: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
 #: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
 #: (docs/experiments.md).
