@@ -1,0 +1,37 @@
+"""``python -m nas.fidelity``: rank correlation between two child budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nas.fidelity import main, sample_children, spearman, summary
+from nas.search import config as cfgmod
+
+
+def test_spearman_and_summary():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    done = {(i, e): {"clean": c, "adv": c, "fitness": c}
+            for i, c in enumerate([0.1, 0.5, 0.3]) for e in (3, 12)}
+    s = summary(done, (3, 12), 4)  # child 3 missing: left out
+    assert s["children"] == 3 and s["spearman_fitness"] == pytest.approx(1.0)
+
+
+def test_children_are_mutants_of_the_search_space_and_seeded():
+    search = cfgmod.resolve({}, preset="quick", config_file=None, run_dir="").search
+    a = sample_children(5, 0, search, (1, 28, 28))
+    assert a == sample_children(5, 0, search, (1, 28, 28)) and len(set(a)) == 5
+    assert all(len(json.loads(g)["nodes"]) <= search.max_nodes for g in a)
+
+
+@pytest.mark.slow
+def test_fidelity_command_on_the_smoke_preset(tmp_path, nas_cache_dir, capsys):
+    out = tmp_path / "fid.jsonl"
+    assert main(["--preset", "smoke", "--children", "3", "--epochs", "1", "--factor", "2",
+                 "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 6
+    assert main(["--preset", "smoke", "--children", "3", "--epochs", "1", "--factor", "2",
+                 "--out", str(out)]) == 0  # resumed: nothing retrained
+    assert len(out.read_text().splitlines()) == 6
