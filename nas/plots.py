@@ -179,3 +179,58 @@ def plot_matrix(
     ax.set_title(title)
     fig.colorbar(im, ax=ax).set_label(f"{value_label} (%)")
     return _save(fig, path)
+
+
+def plot_front(
+    points: Sequence[Mapping[str, float]],
+    front_ids: Sequence[str],
+    finalist_ids: Sequence[str],
+    path: str | Path,
+    *,
+    size_label: str = "parameters",
+) -> Path:
+    """Every evaluated child in objective space, the trade-off front and the finalists marked.
+
+    Args:
+        points: dicts with ``id``, ``clean``, ``adv`` (fractions) and ``size``.
+        front_ids: ids of the non-dominated children.
+        finalist_ids: ids of the final population.
+        path: PNG to write.
+        size_label: what ``size`` counts (axis label).
+    """
+    front, final = set(front_ids), set(finalist_ids)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.0))
+    groups = [("all evaluated children", lambda p: True, dict(s=18, color="tab:gray", alpha=0.5)),
+              ("trade-off front", lambda p: p["id"] in front, dict(s=46, color="tab:red", zorder=3)),
+              ("final population", lambda p: p["id"] in final,
+               dict(s=120, facecolors="none", edgecolors="black", linewidths=1.4, zorder=4))]
+    for label, keep, style in groups:
+        chosen = [p for p in points if keep(p)]
+        if not chosen:
+            continue
+        ax1.scatter(_pct([p["clean"] for p in chosen]), _pct([p["adv"] for p in chosen]), label=label, **style)
+        ax2.scatter([max(p["size"], 1) for p in chosen], _pct([p["adv"] for p in chosen]), label=label, **style)
+    ax1.set_xlabel("clean accuracy (%)")
+    ax1.set_title("Clean vs transferred accuracy (both maximised)")
+    ax2.set_xscale("log")
+    ax2.set_xlabel(f"{size_label} (count, log scale; minimised)")
+    ax2.set_title("Size vs transferred accuracy")
+    for ax in (ax1, ax2):
+        ax.set_ylabel("transferred adversarial accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_hypervolume(curve: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Hypervolume of the front of the children evaluated so far, per generation."""
+    gens = [c["generation"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(gens, [c["hypervolume"] for c in curve], "o-", color="tab:red", label="hypervolume of the front")
+    ax.set_title("Hypervolume over generations (fraction of [0, 1]^3)")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("hypervolume (fraction)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -42,10 +42,15 @@ class ReportOptions:
             search's reference); each is trained with CE once and cached.
         source_epochs: CE epochs of those networks (``None``: the run's reference epochs).
         skip_transfer: leave out the transfer matrix and the fooling rates.
-        attacks: attacks of the fooling-rate table.
+        attacks: attacks of the fooling-rate table (empty: the run's own attack and fgsm,
+            or every attack of :data:`ATTACKS` with ``full``).
         eval_size: test images used by the transfer matrix and fooling rates (0 = all).
         baseline_epochs: epochs of the baselines (reference architecture with CE and with
             the run's defense, ``baselines``); ``None``: the run's refinement epochs.
+        budget: seconds the report may spend training baselines that are not cached yet; a
+            baseline whose estimated training time does not fit is left out (the page says so).
+        full: full fidelity: every baseline trained whatever it costs, every attack, the whole
+            test split (unless ``eval_size`` / ``attacks`` are given).
         max_finalists: evaluate at most this many finalists (best first; 0 = all).
         baselines: further registered architectures trained with the run's defense and
             compared (e.g. ``he-baseline``: paper Table 4's "HE. Net.+GM").
@@ -54,6 +59,7 @@ class ReportOptions:
         embed: embed the images in the page (self-contained) instead of linking them.
         progress: show progress bars on stderr.
         seed: seeds attacks and the choice of IG images.
+        front_size: size objective of the trade-off front, ``params`` or ``macs``.
     """
 
     run_dir: str
@@ -63,9 +69,11 @@ class ReportOptions:
     transfer_from: tuple[str, ...] = ("own",)
     source_epochs: int | None = None
     skip_transfer: bool = False
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = ()
     eval_size: int = 500
     baseline_epochs: int | None = None
+    budget: float = 120.0
+    full: bool = False
     max_finalists: int = 0
     baselines: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
@@ -73,6 +81,7 @@ class ReportOptions:
     embed: bool = True
     progress: bool = False
     seed: int = 0
+    front_size: str = "params"
 
 
 @dataclass
@@ -88,6 +97,7 @@ class ReportData:
         notes: sentences about how the numbers were obtained (sizes, epochs).
         figures: section id -> list of (png path, caption).
         extra: rows of retraining results (from ``--extra-metrics``).
+        timings: stage -> seconds it took (``Stages``).
     """
 
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -98,6 +108,7 @@ class ReportData:
     notes: dict[str, list[str]] = field(default_factory=dict)
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     extra: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- command line
@@ -123,13 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-epochs", type=int, help="CE epochs of the --transfer-from networks "
                                                      "(default: the run's reference epochs)")
     p.add_argument("--skip-transfer", action="store_true", help="leave out the transfer matrix and fooling rates")
-    p.add_argument("--attacks", default=",".join(ATTACKS), metavar="LIST",
-                   help=f"comma-separated attacks of the fooling-rate table (default {','.join(ATTACKS)})")
-    p.add_argument("--eval-size", type=int, default=500, metavar="N",
-                   help="test images used by the transfer matrix and fooling rates (0 = all; default 500)")
+    p.add_argument("--attacks", metavar="LIST",
+                   help="comma-separated attacks of the fooling-rate table (default: the run's own "
+                        f"attack, whose examples are cached, and fgsm; --full: {','.join(ATTACKS)})")
+    p.add_argument("--eval-size", type=int, metavar="N",
+                   help="test images used by the transfer matrix and fooling rates (0 = all; "
+                        "default 500, --full: all)")
     p.add_argument("--baseline-epochs", type=int, help="epochs of the baselines (reference "
                         "architecture with CE and with the run's defense, --baselines; default: the "
                         "run's --refine-epochs)")
+    p.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
+                   help="seconds the report may spend training baselines not cached yet; one whose "
+                        "estimated time does not fit is left out and named on the page (default 120)")
+    p.add_argument("--full", action="store_true",
+                   help="full fidelity: train every baseline whatever it costs (cached afterwards), "
+                        "every attack, the whole test split")
     p.add_argument("--max-finalists", type=int, default=0, metavar="N",
                    help="evaluate only the N best finalists (0 = all; default)")
     p.add_argument("--baselines", default="", metavar="LIST",
@@ -144,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="link the PNGs beside the page instead of embedding them")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts and subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--front-size", choices=("params", "macs"), default="params",
+                   help="size objective of the trade-off front (default params)")
     return p
 
 
@@ -170,20 +191,25 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
     for name in baselines:
         if name not in list_references():
             raise UserError(f"unknown --baselines {name!r}; valid: {', '.join(list_references())}")
-    attacks = _names(args.attacks, "attacks")
+    attacks = _names(args.attacks, "attacks") if args.attacks is not None else ()
+    eval_size = args.eval_size if args.eval_size is not None else (0 if args.full else 500)
+    if args.budget < 0:
+        raise UserError("--budget must be >= 0")
     for name in attacks:
         REGISTERED.get(name)  # raises UnknownName listing the valid attacks
     for flag in ("ig_images", "ig_steps", "eval_size", "max_finalists"):
-        if getattr(args, flag) < (1 if flag == "ig_steps" else 0):
+        if (getattr(args, flag) or 0) < (1 if flag == "ig_steps" else 0):
             raise UserError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'ig_steps' else 0}")
     return ReportOptions(
         run_dir=args.run_dir, out=args.out or str(Path(args.run_dir) / "report"),
         ig_images=args.ig_images, ig_steps=args.ig_steps, transfer_from=sources,
         source_epochs=args.source_epochs, skip_transfer=args.skip_transfer, attacks=attacks,
-        eval_size=args.eval_size, baseline_epochs=args.baseline_epochs, max_finalists=args.max_finalists,
+        eval_size=eval_size, baseline_epochs=args.baseline_epochs, max_finalists=args.max_finalists,
+        budget=args.budget, full=args.full,
         baselines=baselines,
         extra_metrics=tuple(args.extra_metrics), device=args.device, embed=not args.link_images,
-        progress=not args.no_progress and sys.stderr.isatty(), seed=args.seed)
+        progress=not args.no_progress and sys.stderr.isatty(), seed=args.seed,
+        front_size=args.front_size)
 
 
 def draw_finalists(view: RunView, out: Path) -> dict[str, Path]:
@@ -219,18 +245,25 @@ def build_report(opts: ReportOptions, *, models: bool = True,
     Bad input (missing or empty run directory, unreadable ``--extra-metrics``) raises
     :class:`UserError` before anything is written.
     """
-    from nas._report_models import load_extra
+    from nas._report_models import Stages, load_extra
 
-    view = load_run(opts.run_dir)
-    extra = load_extra(opts.extra_metrics)
+    stages = Stages(log)
+    with stages("read the run"):
+        view = load_run(opts.run_dir)
+        extra = load_extra(opts.extra_metrics)
     data: ReportData | None = ReportData(extra=extra) if extra else None
     if models:
         from nas._report_models import compute
 
-        data = compute(view, opts, log=log)
+        data = compute(view, opts, log=log, stages=stages)
         data.extra = extra
-    drawings = draw_finalists(view, Path(opts.out))
-    return render(view, data, opts, drawings)
+    with stages("architecture drawings"):
+        drawings = draw_finalists(view, Path(opts.out))
+    if data is not None:
+        data.timings = stages.times
+    with stages("figures and page"):
+        page = render(view, data, opts, drawings)
+    return page
 
 
 def main(argv: Sequence[str] | None = None) -> int:

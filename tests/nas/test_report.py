@@ -14,7 +14,7 @@ from nas import report
 from nas._runview import finalist_genome, generation_stats, load_run
 from nas.cli import UserError, run
 
-SECTIONS = {"run", "progress", "population", "transfer", "fooling", "ig", "extra"}
+SECTIONS = {"run", "progress", "population", "front", "transfer", "fooling", "ig", "extra", "stages"}
 
 
 class Page(HTMLParser):
@@ -72,9 +72,10 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
     assert rc == 0
     page = parse(out / "index.html")
     assert set(page.sections) == SECTIONS
-    # progress, replacements, spectra, one drawing per finalist, transfer, fooling, IG
+    # progress, replacements, spectra, one drawing per finalist, front, hypervolume, transfer,
+    # fooling, IG
     view = load_run(smoke_run)
-    assert len(page.images) == 3 + len(view.finalists) + 3
+    assert len(page.images) == 3 + len(view.finalists) + 2 + 3
     assert all(src.startswith("data:image/png;base64,") for src in page.images)  # self-contained
     assert_images_resolve(out / "index.html", page.images)
     results = json.loads((out / "results.json").read_text())
@@ -91,6 +92,9 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
         assert len(r["distance"]) == 2 and all(0.0 <= d <= 1.0 for d in r["distance"]), name
     assert len(models["extra"]) == 1 and models["extra"][0]["clean_acc"] is not None
     assert len(results["generations"]) == len(view.generations)
+    front = results["front"]
+    assert {p["id"] for p in front["points"]} <= set(view.children)
+    assert front["front"] and [h["generation"] for h in front["hypervolume"]] == [0, 1]
 
 
 def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path: Path) -> None:
@@ -98,7 +102,7 @@ def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path:
     opts = report.ReportOptions(run_dir=str(smoke_run), out=str(out), embed=False)
     page_path = report.build_report(opts, models=False)
     page = parse(page_path)
-    assert page.sections == ["run", "progress", "population"]
+    assert page.sections == ["run", "progress", "population", "front"]
     assert page.images and not any(s.startswith("data:") for s in page.images)
     assert_images_resolve(page_path, page.images)
     stats = generation_stats(load_run(smoke_run))
