@@ -123,22 +123,28 @@ def baseline_path(ws: Workspace, settings: FitnessSettings, arch: str, defense: 
 
 def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, epochs: int,
                      device: torch.device) -> float:
-    """Training time of a baseline, extrapolated from one timed CE step of a full batch.
+    """Training time of a baseline on this machine, from what the run measured where it can.
 
-    Steps = ceil(train images / batch) x epochs; a defense other than ``none`` counts
-    :data:`DEFENSE_COST` CE steps per step. Evaluation is not counted (small next to training).
+    CE seconds per epoch: for the reference's architecture, the reference's own training time
+    recorded in its cache entry (seconds / epochs; no new measurement); otherwise one timed
+    CE step of a full batch x ceil(train images / batch). Times ``epochs``, and times
+    :data:`DEFENSE_COST` for a defense other than ``none``. Evaluation is not counted.
     """
-    info = ws.splits.info
-    model = build_reference(arch, info).to(device).train()
-    x = torch.rand(settings.batch_size, *info.input_shape, device=device)  # (B, C, H, W)
-    y = torch.zeros(settings.batch_size, dtype=torch.long, device=device)
-    seconds = 0.0
-    for _ in range(2):  # the first step pays one-off allocations; the second is timed
-        start = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        seconds = time.perf_counter() - start
-    steps = math.ceil(len(ws.splits.y_train) / settings.batch_size) * epochs
-    return seconds * steps * (1.0 if defense == "none" else DEFENSE_COST)
+    meta = ws.reference_meta
+    if arch == settings.reference and meta.get("seconds") and meta.get("epochs"):
+        per_epoch = float(meta["seconds"]) / int(meta["epochs"])
+    else:
+        info = ws.splits.info
+        model = build_reference(arch, info).to(device).train()
+        x = torch.rand(settings.batch_size, *info.input_shape, device=device)  # (B, C, H, W)
+        y = torch.zeros(settings.batch_size, dtype=torch.long, device=device)
+        step = 0.0
+        for _ in range(2):  # the first step pays one-off allocations; the second is timed
+            start = time.perf_counter()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            step = time.perf_counter() - start
+        per_epoch = step * math.ceil(len(ws.splits.y_train) / settings.batch_size)
+    return per_epoch * epochs * (1.0 if defense == "none" else DEFENSE_COST)
 
 
 def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epochs: int,
@@ -257,8 +263,11 @@ def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Work
         src = {n: m.to(device) for n, m in sources(opts.transfer_from, ws, settings, opts, log).items()}
     own = [n for n, m in src.items() if m is ws.reference]
     with stages("transfer matrix"):
-        data.transfer = transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
-                                        progress=opts.progress, crafted={n: cached for n in own})
+        if len(idx) == len(ws.splits.y_test):  # own row = the accuracies on the cached set, known
+            data.transfer = {n: {t: data.accuracy[t]["adv"] for t in nets} for n in own}
+            src = {n: m for n, m in src.items() if n not in own}
+        data.transfer.update(transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
+                                             progress=opts.progress, crafted={n: cached for n in own}))
     p = plots.plot_matrix(data.transfer, out / "transfer.png", title=f"Transfer matrix ({ws.attack.name})",
                           row_label="examples crafted on", col_label="evaluated network",
                           value_label="adversarial accuracy")
