@@ -14,6 +14,7 @@ from typing import Any
 
 import networkx as nx
 
+from genome.fileio import write_atomically
 from genome.ops import node_params, ordered_inputs
 from genome.shapes import Shape, infer_shapes
 
@@ -59,17 +60,15 @@ def draw_genome(
     dpi: int = 120,
 ) -> Path:
     """Draw ``g`` to an image file (format from the suffix, e.g. ``.png``) and return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
     from matplotlib.patches import Patch
 
     shapes = infer_shapes(g, input_shape) if input_shape is not None else {}
     pos = _layout(g)
     depth = 1 + max(round(-y / 1.1) for _, y in pos.values())
     width = max(sum(1 for q in pos.values() if abs(q[1] - y) < 1e-9) for _, y in pos.values())
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * width + 3.0), max(3.0, 0.95 * depth + 0.8)))
+    fig = Figure(figsize=(max(4.5, 1.6 * width + 3.0), max(3.0, 0.95 * depth + 0.8)))
+    ax = fig.subplots()
     colors = [OP_COLORS.get(g.nodes[n]["op"], "#eeeeee") for n in g.nodes]
     rank = {n: round(-y / 1.1) for n, (_, y) in pos.items()}
     short = [(u, v) for u, v in g.edges if rank[v] - rank[u] == 1]
@@ -95,9 +94,6 @@ def draw_genome(
     ax.axis("off")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
+    write_atomically(path, lambda fh: fig.savefig(fh, format=path.suffix.lstrip(".") or "png",
+                                                  dpi=dpi))
     return path

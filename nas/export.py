@@ -7,6 +7,7 @@ For every selected child (default: the final population; ``--all``: every traine
 net_<id>.py            readable layer-by-layer source, imports torch only (genome.export_module)
 net_<id>.pt            its trained weights (refined weights when the child was refined)
 net_<id>.genome.json   its genome
+net_<id>.onnx          with --onnx: the network in ONNX (opset nas.reporting.onnx.OPSET, dynamic batch)
 README.md              how to load them, and their measured metrics
 ```
 Everything is checked before the first file is written (unknown ids, missing weights, weights
@@ -16,6 +17,7 @@ that do not fit the architecture), and every file is written atomically.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ from nas.search.rundir import (
     read_json,
 )
 
+_LOG = logging.getLogger("nas.export")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.export``."""
@@ -45,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true",
                        help="every trained child of the run, not only the final population")
     which.add_argument("--ids", nargs="+", metavar="ID", help="these child ids (e.g. g012-c003)")
+    which.add_argument("--front", action="store_true",
+                       help="the trade-off front: every evaluated child not dominated in (clean "
+                            "accuracy, transferred accuracy, size) (nas.reporting.front)")
+    p.add_argument("--front-size", choices=("params", "macs"), default="params",
+                   help="size objective of --front (default params)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write net_<id>.onnx (dynamic batch; needs the [onnx] extra)")
     return p
 
 
@@ -142,17 +153,34 @@ def readme(rows: list[dict[str, Any]], run: Path, dataset: str) -> str:
                      f"{m.get('fitness', float('nan')):.4f} | {m.get('params', '-')} |")
     lines += ["", "Split `test`: measured after refinement on the test split; `fitness`: the "
               "search's fitness split (not refined)."]
+    if any(r.get("onnx") for r in rows):
+        from nas.reporting.onnx import OPSET
+
+        lines += ["", f"`net_<id>.onnx`: the same network in ONNX (opset {OPSET}), input `pixels` "
+                  "(batch, C, H, W) in [0, 1] with a free batch size, output `logits`:", "",
+                  "```python", "import onnxruntime as ort", "",
+                  f"session = ort.InferenceSession('{rows[0]['onnx']}')",
+                  "logits = session.run(None, {'pixels': x})[0]   # x: float32 numpy array", "```"]
     return "\n".join(lines) + "\n"
 
 
 def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
-               ids: Sequence[str] | None = None) -> list[Path]:
-    """Export children of ``run`` into ``out``; returns the module paths written."""
+               ids: Sequence[str] | None = None, front: bool = False, front_size: str = "params",
+               onnx: bool = False) -> list[Path]:
+    """Export children of ``run`` into ``out``; returns the module paths written.
+
+    ``front``: the children on the run's trade-off front (:func:`nas.reporting.front.run_front`).
+    ``onnx``: also write ``net_<id>.onnx`` beside each module (:mod:`nas.reporting.onnx`).
+    """
     import genome as gn
     from nas.evaluation.data import dataset_info
 
     run, out = Path(run), Path(out)
     check_out_dir(out, "--out")
+    if onnx:
+        _check_onnx()
+    if front:
+        ids = _front_ids(run, front_size)
     config = load_config(run)
     dataset = config.get("fitness", {}).get("dataset") if isinstance(config.get("fitness"), dict) else None
     if not isinstance(dataset, str):
@@ -177,14 +205,52 @@ def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
         gn.save(g, out / f"{name}.genome.json")
         rows.append({"module": name, "spectrum": gn.spectrum(g), "metrics": metrics})
         written.append(path)
+        if onnx:
+            written.append(_write_onnx(g, state, info, out / f"{name}.onnx"))
+            rows[-1]["onnx"] = f"{name}.onnx"
     write_text_atomically(out / "README.md", readme(rows, run, info.name))
     return written
+
+
+def _check_onnx() -> None:
+    """:class:`UserError` (one line, exit 2) when the ``[onnx]`` extra is missing."""
+    from nas.reporting.onnx import OnnxUnavailable, check_available
+
+    try:
+        check_available()
+    except OnnxUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+
+def _front_ids(run: Path, size: str) -> list[str]:
+    """Ids of the children on the run's trade-off front."""
+    from nas.reporting.front import run_front
+
+    if not (run / EVENTS).is_file():
+        raise UserError(f"{run} has no {EVENTS}")
+    ids = run_front(run, size).ids
+    if not ids:
+        raise UserError(f"{run} has no evaluated child with metrics: the front is empty")
+    return ids
+
+
+def _write_onnx(g: Any, state: dict, info: Any, path: Path) -> Path:
+    """``net_<id>.onnx``: the compiled genome with its weights (the .py module's logits)."""
+    import genome as gn
+    from nas.reporting.onnx import export_onnx
+
+    model = gn.compile_genome(g, num_classes=info.num_classes, input_shape=info.input_shape,
+                              mean=info.mean, std=info.std)
+    model.load_state_dict(state)
+    return export_onnx(model, path, input_shape=tuple(info.input_shape), log=_LOG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nas.export``."""
     args = build_parser().parse_args(argv)
-    written = export_run(args.run, args.out, all_=args.all, ids=args.ids)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    written = export_run(args.run, args.out, all_=args.all, ids=args.ids, front=args.front,
+                         front_size=args.front_size, onnx=args.onnx)
     for path in written:
         print(path)
     print(f"{len(written)} networks exported to {args.out} (see {Path(args.out) / 'README.md'})")

@@ -17,90 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from nas.cli import ArgumentParser, check_out_dir, run
 from nas.errors import UserError
+from nas.reporting.options import ATTACKS, PAPER_SOURCES, ReportData, ReportOptions
 from nas.reporting.page import render
 from nas.reporting.runview import RunView, child_files, load_run
-from nas.values import nonneg_int, positive_int
-
-PAPER_SOURCES = ("resnet18", "vgg16_bn", "densenet121", "squeezenet1_1")
-ATTACKS = ("pgd-linf", "pgd-l2", "fgsm")
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """Everything ``nas.report`` was asked to do (library code never sees argparse).
-
-    Attributes:
-        run_dir: the run directory.
-        out: output directory of the page and its images.
-        ig_images: test images whose integrated-gradients maps are drawn (0 = none).
-        ig_steps: quadrature points of each integrated-gradients integral.
-        transfer_from: networks the transfer matrix crafts examples on (``own`` = the
-            search's reference); each is trained with CE once and cached.
-        source_epochs: CE epochs of those networks (``None``: the run's reference epochs).
-        skip_transfer: leave out the transfer matrix and the fooling rates.
-        attacks: attacks of the fooling-rate table.
-        eval_size: test images used by the transfer matrix and fooling rates (0 = all).
-        baseline_epochs: epochs of the baselines (reference architecture with CE and with
-            the run's defense, ``baselines``); ``None``: the run's refinement epochs.
-        max_finalists: evaluate at most this many finalists (best first; 0 = all).
-        baselines: further registered architectures trained with the run's defense and
-            compared (e.g. ``he-baseline``: paper Table 4's "HE. Net.+GM").
-        extra_metrics: JSON files of retraining results (``nas.train`` output) to tabulate.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        embed: embed the images in the page (self-contained) instead of linking them.
-        progress: show progress bars on stderr.
-        seed: seeds attacks and the choice of IG images.
-    """
-
-    run_dir: str
-    out: str
-    ig_images: int = 4
-    ig_steps: int = 64
-    transfer_from: tuple[str, ...] = ("own",)
-    source_epochs: int | None = None
-    skip_transfer: bool = False
-    attacks: tuple[str, ...] = ATTACKS
-    eval_size: int = 500
-    baseline_epochs: int | None = None
-    max_finalists: int = 0
-    baselines: tuple[str, ...] = ()
-    extra_metrics: tuple[str, ...] = ()
-    device: str = "auto"
-    embed: bool = True
-    progress: bool = False
-    seed: int = 0
-
-
-@dataclass
-class ReportData:
-    """The numbers of the model-based sections (filled by :mod:`nas.reporting.models`).
-
-    Attributes:
-        accuracy: network -> ``{"clean": acc, "adv": acc on the run's transferred set}``.
-        transfer: ``{source: {network: adversarial accuracy}}`` (Table 2).
-        fooling: ``{attack: {network: {"rate", "fooled", "eligible"}}}`` (Table 5).
-        ig: network -> ``{"distance": [...], "delta": [...]}`` per IG image.
-        attack_settings: attack name -> its settings (eps, step size, steps).
-        notes: sentences about how the numbers were obtained (sizes, epochs).
-        figures: section id -> list of (png path, caption).
-        extra: rows of retraining results (from ``--extra-metrics``).
-    """
-
-    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
-    transfer: dict[str, dict[str, float]] = field(default_factory=dict)
-    fooling: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    ig: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    attack_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    notes: dict[str, list[str]] = field(default_factory=dict)
-    figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    extra: list[dict[str, Any]] = field(default_factory=list)
-
+from nas.values import nonneg_float, nonneg_int, positive_int
 
 # --------------------------------------------------------------------------- command line
 
@@ -125,13 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-epochs", type=positive_int, help="CE epochs of the --transfer-from networks "
                                                      "(default: the run's reference epochs)")
     p.add_argument("--skip-transfer", action="store_true", help="leave out the transfer matrix and fooling rates")
-    p.add_argument("--attacks", default=",".join(ATTACKS), metavar="LIST",
-                   help=f"comma-separated attacks of the fooling-rate table (default {','.join(ATTACKS)})")
-    p.add_argument("--eval-size", type=nonneg_int, default=500, metavar="N",
-                   help="test images used by the transfer matrix and fooling rates (0 = all; default 500)")
+    p.add_argument("--attacks", metavar="LIST",
+                   help="comma-separated attacks of the fooling-rate table (default: the run's own "
+                        f"attack, whose examples are cached, and fgsm; --full: {','.join(ATTACKS)})")
+    p.add_argument("--eval-size", type=nonneg_int, metavar="N",
+                   help="test images used by the transfer matrix and fooling rates (0 = all; "
+                        "default 500, --full: all)")
     p.add_argument("--baseline-epochs", type=positive_int, help="epochs of the baselines (reference "
                         "architecture with CE and with the run's defense, --baselines; default: the "
                         "run's --refine-epochs)")
+    p.add_argument("--budget", type=nonneg_float, default=120.0, metavar="SECONDS",
+                   help="seconds the report may spend training baselines not cached yet; one whose "
+                        "estimated time does not fit is left out and named on the page (default 120)")
+    p.add_argument("--full", action="store_true",
+                   help="full fidelity: train every baseline whatever it costs (cached afterwards), "
+                        "every attack, the whole test split")
     p.add_argument("--max-finalists", type=nonneg_int, default=0, metavar="N",
                    help="evaluate only the N best finalists (0 = all; default)")
     p.add_argument("--baselines", default="", metavar="LIST",
@@ -146,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="link the PNGs beside the page instead of embedding them")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the attacks' random starts and subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--front-size", choices=("params", "macs"), default="params",
+                   help="size objective of the trade-off front (default params)")
     return p
 
 
@@ -172,11 +106,14 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
     for name in baselines:
         if name not in list_references():
             raise UserError(f"unknown --baselines {name!r}; valid: {', '.join(list_references())}")
-    attacks = _names(args.attacks, "attacks")
+    attacks = _names(args.attacks, "attacks") if args.attacks is not None else ()
+    eval_size = args.eval_size if args.eval_size is not None else (0 if args.full else 500)
+    if args.budget < 0:
+        raise UserError("--budget must be >= 0")
     for name in attacks:
         REGISTERED.get(name)  # raises UnknownName listing the valid attacks
     for flag in ("ig_images", "ig_steps", "eval_size", "max_finalists"):
-        if getattr(args, flag) < (1 if flag == "ig_steps" else 0):
+        if (getattr(args, flag) or 0) < (1 if flag == "ig_steps" else 0):
             raise UserError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'ig_steps' else 0}")
     if args.out:
         check_out_dir(args.out, "--out")
@@ -184,10 +121,12 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
         run_dir=args.run_dir, out=args.out or str(Path(args.run_dir) / "report"),
         ig_images=args.ig_images, ig_steps=args.ig_steps, transfer_from=sources,
         source_epochs=args.source_epochs, skip_transfer=args.skip_transfer, attacks=attacks,
-        eval_size=args.eval_size, baseline_epochs=args.baseline_epochs, max_finalists=args.max_finalists,
+        eval_size=eval_size, baseline_epochs=args.baseline_epochs, max_finalists=args.max_finalists,
+        budget=args.budget, full=args.full,
         baselines=baselines,
         extra_metrics=tuple(args.extra_metrics), device=args.device, embed=not args.link_images,
-        progress=not args.no_progress and sys.stderr.isatty(), seed=args.seed)
+        progress=not args.no_progress and sys.stderr.isatty(), seed=args.seed,
+        front_size=args.front_size)
 
 
 def draw_finalists(view: RunView, out: Path) -> dict[str, Path]:
@@ -223,18 +162,25 @@ def build_report(opts: ReportOptions, *, models: bool = True,
     Bad input (missing or empty run directory, unreadable ``--extra-metrics``) raises
     :class:`UserError` before anything is written.
     """
-    from nas.reporting.models import load_extra
+    from nas.reporting.models import Stages, load_extra
 
-    view = load_run(opts.run_dir)
-    extra = load_extra(opts.extra_metrics)
+    stages = Stages(log)
+    with stages("read the run"):
+        view = load_run(opts.run_dir)
+        extra = load_extra(opts.extra_metrics)
     data: ReportData | None = ReportData(extra=extra) if extra else None
     if models:
         from nas.reporting.models import compute
 
-        data = compute(view, opts, log=log)
+        data = compute(view, opts, log=log, stages=stages)
         data.extra = extra
-    drawings = draw_finalists(view, Path(opts.out))
-    return render(view, data, opts, drawings)
+    with stages("architecture drawings"):
+        drawings = draw_finalists(view, Path(opts.out))
+    if data is not None:
+        data.timings = stages.times
+    with stages("figures and page"):
+        page = render(view, data, opts, drawings)
+    return page
 
 
 def main(argv: Sequence[str] | None = None) -> int:

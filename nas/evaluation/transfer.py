@@ -53,6 +53,7 @@ def transfer_matrix(
     device: torch.device | None = None,
     seed: int = 0,
     progress: bool = False,
+    crafted: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Accuracy of every target on the adversarial examples of every source (paper Table 2).
 
@@ -65,6 +66,8 @@ def transfer_matrix(
         device: where the attacks and evaluations run.
         seed: seeds the attack's random start (the same for every source).
         progress: show a progress bar on stderr.
+        crafted: source name -> its adversarial examples of ``x`` already crafted with
+            ``settings`` (e.g. a cached set), used instead of attacking that source again.
 
     Returns:
         ``{source: {target: adversarial accuracy in [0, 1]}}``; a target that *is* a source
@@ -72,7 +75,9 @@ def transfer_matrix(
     """
     table: dict[str, dict[str, float]] = {}
     for name, source in tqdm(sources.items(), desc="transfer matrix", disable=not progress, leave=False):
-        x_adv = attack_dataset(source, x, y, settings, device=device, seed=seed)  # (N, C, H, W)
+        x_adv = (crafted or {}).get(name)
+        if x_adv is None:
+            x_adv = attack_dataset(source, x, y, settings, device=device, seed=seed)  # (N, C, H, W)
         table[name] = {t: accuracy(m, x_adv, y, device=device) for t, m in targets.items()}
     return table
 
@@ -102,12 +107,14 @@ def fooling_rates(
     device: torch.device | None = None,
     seed: int = 0,
     progress: bool = False,
+    crafted: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, FoolingRate]]:
     """Fooling rate of every target under every attack crafted on the reference (Table 5).
 
     The reference's adversarial examples are crafted once per attack for all images; each
     target then only counts the images that it and the reference both classify correctly
-    (paper §4.2.2). Every attack in the list is seeded by ``seed``.
+    (paper §4.2.2). Every attack in the list is seeded by ``seed``; ``crafted`` (attack name ->
+    the reference's adversarial examples of ``x``, e.g. a cached set) skips crafting them again.
 
     Returns:
         ``{attack name: {target: FoolingRate}}``.
@@ -116,7 +123,9 @@ def fooling_rates(
     clean_ok = {t: predict(m, x, device=device) == y for t, m in targets.items()}
     out: dict[str, dict[str, FoolingRate]] = {}
     for settings in tqdm(attacks, desc="fooling rates", disable=not progress, leave=False):
-        x_adv = attack_dataset(reference, x, y, settings, device=device, seed=seed)
+        x_adv = (crafted or {}).get(settings.name)
+        if x_adv is None:
+            x_adv = attack_dataset(reference, x, y, settings, device=device, seed=seed)
         row: dict[str, FoolingRate] = {}
         for t, model in targets.items():
             eligible = ref_ok & clean_ok[t]  # (N,) bool

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +30,33 @@ from nas.evaluation.fitness import FitnessSettings, Workspace, evaluate_module, 
 from nas.evaluation.references import build_reference, get_reference, load_weights
 from nas.evaluation.training import resolve_device
 from nas.evaluation.transfer import accuracy, fooling_rates, transfer_matrix
-from nas.report import PAPER_SOURCES, ReportData, ReportOptions
 from nas.reporting import plots
 from nas.reporting.ig import compare_maps
+from nas.reporting.options import ATTACKS, PAPER_SOURCES, ReportData, ReportOptions
 from nas.reporting.runview import RunView, child_files
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
+#: A step of a defense with double backpropagation (GM) costs about this many CE steps
+#: (docs/speed.md: GM stays above 2x the plain step); used only to estimate training time.
+DEFENSE_COST = 3.0
+
+
+class Stages:
+    """Times the stages of a report: one line per stage with its measured time.
+
+    ``with stages("baselines"): ...`` logs ``stage baselines: 12.3 s`` when the block ends
+    and keeps the time in :attr:`times` (shown on the page and in ``results.json``).
+    """
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log, self.times = log, {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.times[name] = round(time.perf_counter() - start, 2)
+        self.log(f"stage {name}: {self.times[name]:.1f} s")
 
 
 def run_settings(view: RunView, opts: ReportOptions) -> FitnessSettings:
@@ -75,12 +99,7 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, 
     info = ws.splits.info
     args = settings.defense_args if defense == settings.defense else ()
     trained_with = dataclasses.replace(settings, defense=defense, defense_args=args)
-    content = {"reference": ws.reference_key, "arch": arch, "defense": defense,
-               "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
-               "batch": settings.batch_size, "lr": settings.lr,
-               "recipe": settings.training_recipe().to_dict(),
-               "train": tensor_digest(ws.splits.x_train, ws.splits.y_train)}
-    path = cache_root(settings.cache_dir) / "report" / f"{arch}-{defense}-{digest(content)}.pt"
+    path, content = baseline_entry(ws, settings, arch, defense, epochs)
     model = build_reference(arch, info)
     entry = load_entry(path, content, log=log)
     if entry is not None:
@@ -99,6 +118,75 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, 
     save_entry(path, content, state, result.to_dict())
     model.load_state_dict(state)  # as a later report loads it
     return model.eval()
+
+
+def baseline_entry(ws: Workspace, settings: FitnessSettings, arch: str, defense: str,
+                   epochs: int) -> tuple[Path, dict[str, Any]]:
+    """Cache file of a baseline and its key: everything that determines its training (the
+    reference, the training images and labels, architecture, defense and its arguments,
+    epochs, seed, batch size and the recipe)."""
+    args = settings.defense_args if defense == settings.defense else ()
+    content = {"reference": ws.reference_key, "arch": arch, "defense": defense,
+               "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
+               "batch": settings.batch_size, "lr": settings.lr,
+               "recipe": settings.training_recipe().to_dict(),
+               "train": tensor_digest(ws.splits.x_train, ws.splits.y_train)}
+    name = f"{arch}-{defense}-{digest(content)}.pt"
+    return cache_root(settings.cache_dir) / "report" / name, content
+
+
+def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, epochs: int,
+                     device: torch.device) -> float:
+    """Training time of a baseline on this machine, from what the run measured where it can.
+
+    CE seconds per epoch: for the reference's architecture, the reference's own training time
+    recorded in its cache entry (seconds / epochs it ran; no new measurement); otherwise one timed
+    CE step of a full batch x ceil(train images / batch). Times ``epochs``, and times
+    :data:`DEFENSE_COST` for a defense other than ``none``. Evaluation is not counted.
+    """
+    meta = ws.reference_meta
+    trained_epochs = meta.get("epochs_run") or (meta.get("training") or {}).get("epochs")
+    if arch == settings.reference and meta.get("seconds") and trained_epochs:
+        per_epoch = float(meta["seconds"]) / int(trained_epochs)
+    else:
+        info = ws.splits.info
+        model = build_reference(arch, info).to(device).train()
+        x = torch.rand(settings.batch_size, *info.input_shape, device=device)  # (B, C, H, W)
+        y = torch.zeros(settings.batch_size, dtype=torch.long, device=device)
+        step = 0.0
+        for _ in range(2):  # the first step pays one-off allocations; the second is timed
+            start = time.perf_counter()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            step = time.perf_counter() - start
+        per_epoch = step * math.ceil(len(ws.splits.y_train) / settings.batch_size)
+    return per_epoch * epochs * (1.0 if defense == "none" else DEFENSE_COST)
+
+
+def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epochs: int,
+              device: torch.device, log: Callable[[str], None],
+              notes: list[str]) -> dict[str, nn.Module]:
+    """The baselines: cached ones always; missing ones trained when they fit the time budget.
+
+    With ``opts.full`` every missing baseline is trained; otherwise one is trained only when
+    its estimate (:func:`estimate_seconds`) fits what is left of ``opts.budget`` seconds, and
+    a skipped one is named in ``notes`` with its estimate and the flag that trains it.
+    """
+    wanted = [(REF_CE, settings.reference, "none"), (REF_GM, settings.reference, settings.defense)]
+    wanted += [(f"{arch}+{settings.defense}", arch, settings.defense) for arch in opts.baselines]
+    left, out = opts.budget, {}
+    for name, arch, defense in wanted:
+        if not opts.full and not baseline_entry(ws, settings, arch, defense, epochs)[0].exists():
+            est = estimate_seconds(ws, settings, arch, defense, epochs, device)
+            if est > left:
+                notes.append(f"{name} ({arch} trained with {defense} for {epochs} epochs) left out: "
+                             f"training it would take about {est / 60:.0f} min here, more than the "
+                             f"{left:.0f} s left of the report's budget (--budget); --full trains it "
+                             f"once and caches it.")
+                continue
+        start = time.perf_counter()
+        out[name] = baseline(ws, settings, arch, defense, epochs, log, opts.progress)
+        left -= time.perf_counter() - start
+    return out
 
 
 def eval_subset(ws: Workspace, size: int, seed: int) -> torch.Tensor:
@@ -134,48 +222,68 @@ def ig_images(ws: Workspace, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ws.splits.x_test[pick].float() / 255.0, y[pick]  # (n, C, H, W), (n,)
 
 
-def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = print) -> ReportData:
+def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = print,
+            stages: Stages | None = None) -> ReportData:
     """Every model-based number and figure of the report (see the module docstring)."""
+    stages = stages or Stages(log)
     settings = run_settings(view, opts)
-    ws = prepare(settings, progress=opts.progress, log=log)
+    device = resolve_device(opts.device)
+    data, out = ReportData(), Path(opts.out)
+    with stages("workspace (data, reference, transferred sets; cached by the run)"):
+        ws = prepare(settings, progress=opts.progress, log=log)
     search = view.config.get("search", {})
     epochs = opts.baseline_epochs or int(search.get("refine_epochs") or search.get("epochs") or 1)
     nets: dict[str, nn.Module] = {REF: ws.reference}
-    nets[REF_CE] = baseline(ws, settings, settings.reference, "none", epochs, log, opts.progress)
-    nets[REF_GM] = baseline(ws, settings, settings.reference, settings.defense, epochs, log, opts.progress)
-    for arch in opts.baselines:
-        nets[f"{arch}+{settings.defense}"] = baseline(ws, settings, arch, settings.defense, epochs, log,
-                                                     opts.progress)
-    nets.update(finalist_models(view, ws, opts))
-    device = resolve_device(opts.device)
+    skipped: list[str] = []
+    with stages("baselines"):
+        nets.update(baselines(ws, settings, opts, epochs, device, log, skipped))
+    with stages("finalists"):
+        nets.update(finalist_models(view, ws, opts))
     nets = {n: m.to(device).eval() for n, m in nets.items()}
-    data, out = ReportData(), Path(opts.out)
     x, y = ws.splits.x_test, ws.splits.y_test
-    data.accuracy = {n: {"clean": accuracy(m, x, y, device=device),
-                         "adv": accuracy(m, ws.adversarial["test"], y, device=device)}
-                     for n, m in nets.items()}
+    with stages("accuracies"):
+        data.accuracy = {n: {"clean": accuracy(m, x, y, device=device),
+                             "adv": accuracy(m, ws.adversarial["test"], y, device=device)}
+                         for n, m in nets.items()}
     data.notes["transfer"] = [
         f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} "
         f"(CE, {settings.reference_epochs} epochs; its own column is white-box). Baselines "
         f"({REF_CE}: an independent CE copy of the reference's architecture; {REF_GM}: trained with "
         f"{settings.defense}) trained for {epochs} epochs; attack {ws.attack.name} "
-        f"eps={ws.attack.eps:g}, step {ws.attack.step_size:g}, {ws.attack.steps} steps."]
+        f"eps={ws.attack.eps:g}, step {ws.attack.step_size:g}, {ws.attack.steps} steps.", *skipped]
     if not opts.skip_transfer:
-        _transfer_and_fooling(data, nets, ws, settings, opts, device, log)
+        _transfer_and_fooling(data, nets, ws, settings, opts, device, log, stages)
     if opts.ig_images > 0:
-        _ig(data, nets, ws, opts, device, out)
+        with stages("integrated gradients"):
+            _ig(data, nets, ws, opts, device, out)
     return data
+
+
+def report_attacks(settings: FitnessSettings, opts: ReportOptions) -> tuple[str, ...]:
+    """Attacks of the fooling-rate table: as asked; else the run's own (its examples are cached)
+    and FGSM (one step), or all of :data:`nas.report.ATTACKS` with ``--full``."""
+    if opts.attacks:
+        return opts.attacks
+    return ATTACKS if opts.full else tuple(dict.fromkeys((settings.attack, "fgsm")))
 
 
 def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Workspace,
                           settings: FitnessSettings, opts: ReportOptions, device: torch.device,
-                          log: Callable[[str], None]) -> None:
+                          log: Callable[[str], None], stages: Stages) -> None:
     out = Path(opts.out)
     idx = eval_subset(ws, opts.eval_size, opts.seed)
     x, y = ws.splits.x_test[idx], ws.splits.y_test[idx]
-    src = {n: m.to(device) for n, m in sources(opts.transfer_from, ws, settings, opts, log).items()}
-    data.transfer = transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
-                                    progress=opts.progress)
+    # the run's cached transferred test set: the reference's examples under the run's attack
+    cached = ws.adversarial["test"][idx]  # (n, C, H, W)
+    with stages("transfer sources"):
+        src = {n: m.to(device) for n, m in sources(opts.transfer_from, ws, settings, opts, log).items()}
+    own = [n for n, m in src.items() if m is ws.reference]
+    with stages("transfer matrix"):
+        if len(idx) == len(ws.splits.y_test):  # own row = the accuracies on the cached set, known
+            data.transfer = {n: {t: data.accuracy[t]["adv"] for t in nets} for n in own}
+            src = {n: m for n, m in src.items() if n not in own}
+        data.transfer.update(transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
+                                             progress=opts.progress, crafted={n: cached for n in own}))
     p = plots.plot_matrix(data.transfer, out / "transfer.png", title=f"Transfer matrix ({ws.attack.name})",
                           row_label="examples crafted on", col_label="evaluated network",
                           value_label="adversarial accuracy")
@@ -183,11 +291,15 @@ def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Work
                                          "crafted on each source network (rows); higher = less transfer.")]
     data.notes["transfer"].append(f"Transfer matrix and fooling rates on {len(y)} test images "
                                   f"(--eval-size); sources trained with CE for "
-                                  f"{opts.source_epochs or settings.reference_epochs} epochs.")
-    attacks = [ws.attack if a == ws.attack.name else resolve_attack(a, settings.dataset) for a in opts.attacks]
+                                  f"{opts.source_epochs or settings.reference_epochs} epochs; the "
+                                  f"reference's examples under the run's attack are the run's cached "
+                                  f"transferred set.")
+    names = report_attacks(settings, opts)
+    attacks = [ws.attack if a == ws.attack.name else resolve_attack(a, settings.dataset) for a in names]
     data.attack_settings = {a.name: dataclasses.asdict(a) for a in attacks}
-    rates = fooling_rates(ws.reference, nets, x, y, attacks, device=device, seed=opts.seed,
-                          progress=opts.progress)
+    with stages(f"fooling rates ({', '.join(names)})"):
+        rates = fooling_rates(ws.reference, nets, x, y, attacks, device=device, seed=opts.seed,
+                              progress=opts.progress, crafted={ws.attack.name: cached})
     data.fooling = {a: {n: dataclasses.asdict(r) for n, r in row.items()} for a, row in rates.items()}
     p = plots.plot_matrix({a: {n: r.rate for n, r in row.items()} for a, row in rates.items()},
                           out / "fooling.png", title="Fooling rates (examples crafted on the reference)",
@@ -200,7 +312,7 @@ def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Work
 def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: ReportOptions,
         device: torch.device, out: Path) -> None:
     best = next(n for n in nets if n.startswith("evolved"))
-    models = {REF: nets[REF], REF_GM: nets[REF_GM], best: nets[best]}
+    models = {n: nets[n] for n in (REF, REF_GM, best) if n in nets}
     x, y = ig_images(ws, opts.ig_images)
     res = compare_maps(models, x.to(device), y.to(device), reference=REF, n_steps=opts.ig_steps)
     res = {n: {k: v.cpu() for k, v in r.items()} for n, r in res.items()}

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 from genome.fileio import write_text_atomically
 from nas.reporting import html as H
 from nas.reporting import plots
+from nas.reporting.front import Front, compute_front
 from nas.reporting.runview import RunView, generation_stats, population_spectra, ranking_note
 
 if TYPE_CHECKING:
-    from nas.report import ReportData, ReportOptions
+    from nas.reporting.options import ReportData, ReportOptions
 
 
 def _fig(opts: ReportOptions, path: str | Path, caption: str) -> str:
@@ -89,6 +90,31 @@ def section_population(view: RunView, opts: ReportOptions, drawings: dict[str, P
     return H.Section("population", "Final population", "".join(body))
 
 
+def section_front(view: RunView, opts: ReportOptions, front: Front) -> H.Section:
+    """The trade-off front of every evaluated child (clean, transferred, size) and its hypervolume."""
+    out, body = Path(opts.out), []
+    finalists = [f["id"] for f in view.finalists]
+    label = "parameters" if front.size == "params" else "multiply-accumulates per image"
+    if front.points:
+        pts = [{"id": p.id, "clean": p.clean, "adv": p.adv, "size": p.size} for p in front.points]
+        p = plots.plot_front(pts, front.ids, finalists, out / "front.png", size_label=label)
+        body.append(_fig(opts, p, f"Every evaluated child (fitness split): the trade-off front in "
+                                  f"(clean, transferred, {label}) in red, the final population circled."))
+        p = plots.plot_hypervolume(front.hypervolume, out / "hypervolume.png")
+        body.append(_fig(opts, p, "Hypervolume of the front of the children evaluated up to each generation."))
+    rows = [[H.esc(p.id), H.fmt(p.generation), H.fmt(p.clean, pct=True), H.fmt(p.adv, pct=True),
+             H.fmt(p.size), "yes" if p.id in finalists else ""] for p in front.front]
+    body.append(H.table(["id", "generation", "clean", "transferred adv", label, "finalist"], rows,
+                        caption=f"Trade-off front: {len(front.front)} of {len(front.points)} evaluated "
+                                f"children are not dominated (fitness split; nas.export --front exports them)"))
+    body.append(H.paragraph(
+        f"A child dominates another when it is at least as good in clean accuracy, transferred "
+        f"accuracy and {label} and better in one (DEAP sortNondominated). Hypervolume: fraction of "
+        f"[0, 1]^3 dominated, sizes divided by {front.size_ref:.4g} (1.1 x the largest), reference "
+        f"point (0, 0, 1).", cls="note"))
+    return H.Section("front", "Trade-off front", "".join(body))
+
+
 def _pct_table(table: dict[str, dict[str, float]], first: str, caption: str) -> str:
     cols = list(dict.fromkeys(c for r in table.values() for c in r))
     rows = [[H.esc(r)] + [H.fmt(table[r].get(c), pct=True) for c in cols] for r in table]
@@ -149,11 +175,21 @@ def section_extra(data: ReportData) -> H.Section:
                      H.table(keys, rows, caption="Results given with --extra-metrics (paper Tables 3 and 7)"))
 
 
+def section_stages(data: ReportData) -> H.Section:
+    """How long each stage of this report took (measured; the page itself is written after)."""
+    rows = [[H.esc(name), H.fmt(round(sec, 1))] for name, sec in data.timings.items()]
+    return H.Section("stages", "Report stages",
+                     H.table(["stage", "seconds"], rows, caption="Measured time of each stage of this "
+                             "report (python -m nas.report --full: every baseline and attack)"))
+
+
 def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings: dict[str, Path]) -> Path:
     """Write ``index.html`` (and ``results.json``) into ``opts.out``; returns the page path."""
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    sections = [section_overview(view), section_progress(view, opts), section_population(view, opts, drawings)]
+    front = compute_front(view.children.values(), opts.front_size)
+    sections = [section_overview(view), section_progress(view, opts), section_population(view, opts, drawings),
+                section_front(view, opts, front)]
     if data is not None:
         if data.accuracy or data.transfer:
             sections.append(section_transfer(data, opts))
@@ -163,6 +199,8 @@ def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings
             sections.append(section_ig(data, opts))
         if data.extra:
             sections.append(section_extra(data))
+        if data.timings:
+            sections.append(section_stages(data))
     html = H.page(f"Search report: {view.path.name}", sections,
                   intro=H.paragraph("Neuroevolution with gradient misalignment; figures are also saved "
                                     "as PNG files beside this page, numbers in results.json."))
@@ -170,6 +208,7 @@ def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings
     write_text_atomically(page, html)
     results = {"run": str(view.path), "options": asdict(opts),
                "finalists": view.finalists, "generations": generation_stats(view),
+               "front": front.to_dict(),
                "models": None if data is None else {k: v for k, v in asdict(data).items() if k != "figures"}}
     write_text_atomically(out / "results.json", json.dumps(results, indent=1, default=str))
     return page

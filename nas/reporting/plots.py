@@ -11,26 +11,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
-
-from genome import SPECTRUM_OPS  # noqa: E402
+from genome import SPECTRUM_OPS
+from genome.fileio import write_atomically
 
 # Paper Fig. 3: red = negative attribution, green = positive, white = none.
 IG_CMAP = LinearSegmentedColormap.from_list("ig_red_green", ["#c0392b", "#ffffff", "#1e8449"])
 DPI = 110
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
+              **kwargs: object) -> tuple[Figure, object]:
+    """``plt.subplots`` without pyplot: a :class:`Figure` of its own (no global backend, no
+    figure kept alive by pyplot's registry)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI, bbox_inches="tight"))
     return path
 
 
@@ -48,7 +52,7 @@ def plot_progress(stats: Sequence[Mapping[str, float]], path: str | Path) -> Pat
         path: PNG to write.
     """
     gen = [s["generation"] for s in stats]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(11, 3.8), sharex=True)
     ax1.plot(gen, _pct([s["fitness_best"] for s in stats]), "o-", label="best")
     ax1.plot(gen, _pct([s["fitness_mean"] for s in stats]), "s--", label="population mean")
     ax1.set_title("Fitness = min(clean, adversarial) (eq. 4)")
@@ -68,7 +72,7 @@ def plot_progress(stats: Sequence[Mapping[str, float]], path: str | Path) -> Pat
 
 def plot_replacements(generations: Sequence[int], counts: Sequence[int], path: str | Path) -> Path:
     """Bar chart: how many population members a child replaced in each generation."""
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = _subplots(figsize=(6, 3.2))
     ax.bar(generations, counts, color="tab:green", label="children that replaced a member")
     ax.set_title("Replacements per generation (niche selection, Alg. 1 l. 8-9)")
     ax.set_xlabel("generation")
@@ -91,7 +95,7 @@ def plot_spectra(
             population member.
         path: PNG to write.
     """
-    fig, axes = plt.subplots(1, 5, figsize=(14, 3.0), sharex=True)
+    fig, axes = _subplots(1, 5, figsize=(14, 3.0), sharex=True)
     for k, (ax, name) in enumerate(zip(axes, SPECTRUM_OPS, strict=True)):
         values = [np.asarray([s[k] for s in pop], dtype=float) for pop in spectra]
         for g, v in zip(generations, values, strict=True):
@@ -126,7 +130,7 @@ def plot_ig_grid(
         path: PNG to write.
     """
     n, names = images.shape[0], list(maps)
-    fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.4 * n), squeeze=False)
+    fig, axes = _subplots(n, len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.4 * n), squeeze=False)
     for i in range(n):
         img = images[i].detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
         axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
@@ -165,7 +169,7 @@ def plot_matrix(
     rows = list(table)
     cols = list(dict.fromkeys(c for r in rows for c in table[r]))
     data = np.array([[table[r].get(c, np.nan) for c in cols] for r in rows], dtype=float) * 100
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(cols), 1.2 + 0.6 * len(rows)))
+    fig, ax = _subplots(figsize=(1.6 + 1.5 * len(cols), 1.2 + 0.6 * len(rows)))
     im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=100, aspect="auto")
     for (r, c), v in np.ndenumerate(data):
         if not np.isnan(v):
@@ -179,4 +183,59 @@ def plot_matrix(
     ax.set_ylabel(row_label)
     ax.set_title(title)
     fig.colorbar(im, ax=ax).set_label(f"{value_label} (%)")
+    return _save(fig, path)
+
+
+def plot_front(
+    points: Sequence[Mapping[str, float]],
+    front_ids: Sequence[str],
+    finalist_ids: Sequence[str],
+    path: str | Path,
+    *,
+    size_label: str = "parameters",
+) -> Path:
+    """Every evaluated child in objective space, the trade-off front and the finalists marked.
+
+    Args:
+        points: dicts with ``id``, ``clean``, ``adv`` (fractions) and ``size``.
+        front_ids: ids of the non-dominated children.
+        finalist_ids: ids of the final population.
+        path: PNG to write.
+        size_label: what ``size`` counts (axis label).
+    """
+    front, final = set(front_ids), set(finalist_ids)
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(11, 4.0))
+    groups = [("all evaluated children", lambda p: True, dict(s=18, color="tab:gray", alpha=0.5)),
+              ("trade-off front", lambda p: p["id"] in front, dict(s=46, color="tab:red", zorder=3)),
+              ("final population", lambda p: p["id"] in final,
+               dict(s=120, facecolors="none", edgecolors="black", linewidths=1.4, zorder=4))]
+    for label, keep, style in groups:
+        chosen = [p for p in points if keep(p)]
+        if not chosen:
+            continue
+        ax1.scatter(_pct([p["clean"] for p in chosen]), _pct([p["adv"] for p in chosen]), label=label, **style)
+        ax2.scatter([max(p["size"], 1) for p in chosen], _pct([p["adv"] for p in chosen]), label=label, **style)
+    ax1.set_xlabel("clean accuracy (%)")
+    ax1.set_title("Clean vs transferred accuracy (both maximised)")
+    ax2.set_xscale("log")
+    ax2.set_xlabel(f"{size_label} (count, log scale; minimised)")
+    ax2.set_title("Size vs transferred accuracy")
+    for ax in (ax1, ax2):
+        ax.set_ylabel("transferred adversarial accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_hypervolume(curve: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Hypervolume of the front of the children evaluated so far, per generation."""
+    gens = [c["generation"] for c in curve]
+    fig, ax = _subplots(figsize=(6, 3.2))
+    ax.plot(gens, [c["hypervolume"] for c in curve], "o-", color="tab:red", label="hypervolume of the front")
+    ax.set_title("Hypervolume over generations (fraction of [0, 1]^3)")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("hypervolume (fraction)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)

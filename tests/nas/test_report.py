@@ -15,7 +15,7 @@ from nas.cli import run
 from nas.errors import UserError
 from nas.reporting.runview import finalist_genome, generation_stats, load_run
 
-SECTIONS = {"run", "progress", "population", "transfer", "fooling", "ig", "extra"}
+SECTIONS = {"run", "progress", "population", "front", "transfer", "fooling", "ig", "extra", "stages"}
 
 
 class Page(HTMLParser):
@@ -69,13 +69,14 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
     out = tmp_path / "report"
     rc = run(report.main, [str(smoke_run), "--out", str(out), "--ig-images", "2", "--ig-steps", "8",
                            "--attacks", "fgsm,pgd-linf", "--eval-size", "0", "--transfer-from", "own", "--baselines", "he-baseline",
-                           "--extra-metrics", str(extra), "--no-progress"])
+                           "--extra-metrics", str(extra), "--no-progress", "--full"])
     assert rc == 0
     page = parse(out / "index.html")
     assert set(page.sections) == SECTIONS
-    # progress, replacements, spectra, one drawing per finalist, transfer, fooling, IG
+    # progress, replacements, spectra, one drawing per finalist, front, hypervolume, transfer,
+    # fooling, IG
     view = load_run(smoke_run)
-    assert len(page.images) == 3 + len(view.finalists) + 3
+    assert len(page.images) == 3 + len(view.finalists) + 2 + 3
     assert all(src.startswith("data:image/png;base64,") for src in page.images)  # self-contained
     assert_images_resolve(out / "index.html", page.images)
     results = json.loads((out / "results.json").read_text())
@@ -92,6 +93,33 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
         assert len(r["distance"]) == 2 and all(0.0 <= d <= 1.0 for d in r["distance"]), name
     assert len(models["extra"]) == 1 and models["extra"][0]["clean_acc"] is not None
     assert len(results["generations"]) == len(view.generations)
+    front = results["front"]
+    assert {p["id"] for p in front["points"]} <= set(view.children)
+    assert front["front"] and [h["generation"] for h in front["hypervolume"]] == [0, 1]
+
+
+def test_baselines_over_budget_are_left_out_then_reused_from_the_cache(
+        smoke_run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))  # no baseline cached yet
+    flags = ["--ig-images", "1", "--ig-steps", "4", "--skip-transfer", "--no-progress"]
+
+    def build(name: str, *extra: str) -> dict:
+        assert run(report.main, [str(smoke_run), "--out", str(tmp_path / name), *flags, *extra]) == 0
+        return json.loads((tmp_path / name / "results.json").read_text())["models"]
+
+    lean = build("lean", "--budget", "0")
+    err = capsys.readouterr().err
+    assert "ref. arch+CE" not in lean["accuracy"] and "ref. arch+GM" not in lean["accuracy"]
+    assert sum("left out" in n and "--full" in n for n in lean["notes"]["transfer"]) == 2
+    # one line per stage with its measured time, and the same stages in results.json
+    for stage in ("read the run", "baselines", "finalists", "accuracies", "integrated gradients"):
+        assert f"stage {stage}: " in err and " s\n" in err
+        assert any(k.startswith(stage) for k in lean["timings"])
+    build("full", "--full")  # trains and caches both baselines
+    capsys.readouterr()
+    again = build("again", "--budget", "0")
+    assert {"ref. arch+CE", "ref. arch+GM"} <= set(again["accuracy"])
+    assert "training" not in capsys.readouterr().err  # reused from the cache
 
 
 def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path: Path) -> None:
@@ -99,7 +127,7 @@ def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path:
     opts = report.ReportOptions(run_dir=str(smoke_run), out=str(out), embed=False)
     page_path = report.build_report(opts, models=False)
     page = parse(page_path)
-    assert page.sections == ["run", "progress", "population"]
+    assert page.sections == ["run", "progress", "population", "front"]
     assert page.images and not any(s.startswith("data:") for s in page.images)
     assert_images_resolve(page_path, page.images)
     stats = generation_stats(load_run(smoke_run))
