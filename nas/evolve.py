@@ -15,20 +15,17 @@ explains it all.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nas.cli import ArgumentParser, defense_arg, defense_args, run
-from nas.errors import UserError
 from nas.reporting.runview import ranked, ranking_note, selection_fitness
 from nas.search import config as cfgmod
 from nas.search.config import EvolveConfig
-from nas.search.driver import evolve, reference_line
+from nas.search.driver import evolve, new_run_path, reference_line
 from nas.search.rundir import (
     FINAL,
-    check_run_name,
     load_config,
 )
 from nas.values import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
@@ -180,27 +177,9 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-def default_name(cfg: EvolveConfig) -> str:
-    """``<date>-<time>-<dataset>-<reference>-s<seed>``."""
-    fit = cfg.fitness
-    return (f"{time.strftime('%Y%m%d-%H%M%S')}-{getattr(fit, 'dataset', 'data')}-"
-            f"{getattr(fit, 'reference', 'ref')}-s{cfg.search.seed}")
-
-
 def new_run_dir(args: argparse.Namespace, cfg: EvolveConfig) -> str:
-    """``--run-dir``/``--name`` of a fresh search, checked before anything is trained or written.
-
-    Raises:
-        UserError: a bad ``--name``, ``--run-dir`` naming a file, or a run that already exists.
-    """
-    parent = Path(args.run_dir)
-    if parent.exists() and not parent.is_dir():
-        raise UserError(f"--run-dir {parent} is a file; it must be a folder (the parent of run folders)")
-    name = check_run_name(args.name) if args.name is not None else default_name(cfg)
-    path = parent / name
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"run directory {path} already exists; use --resume {path} or another --name")
-    return str(path)
+    """``--run-dir``/``--name`` of a fresh search (:func:`nas.search.driver.new_run_path`)."""
+    return new_run_path(args.run_dir, args.name, cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

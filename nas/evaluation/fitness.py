@@ -54,6 +54,7 @@ from nas.evaluation.training import (
     train,
 )
 from nas.evaluation.transfer import fooling_rate
+from nas.progress import Stages
 
 
 @dataclass(frozen=True)
@@ -215,16 +216,22 @@ def check_defense(settings: FitnessSettings) -> None:
 
 def prepare(settings: FitnessSettings, *, progress: bool = True,
             log: Callable[[str], None] = print) -> Workspace:
-    """Build (or load from the cache) everything the fitness needs; idempotent."""
+    """Build (or load from the cache) everything the fitness needs; idempotent.
+
+    Each stage (data, reference, transferred sets, reference gradients) logs one line with its
+    measured time (:class:`nas.progress.Stages`); ``progress`` adds tqdm bars."""
     cache = cache_root(settings.cache_dir)
-    splits = load_splits(settings.dataset, train_size=settings.train_size,
-                         val_size=settings.val_size, test_size=settings.test_size,
-                         seed=settings.seed, data_root=settings.data_root,
-                         cache_dir=settings.cache_dir, log=log)
+    stages = Stages(log)
+    with stages(f"data {settings.dataset}"):
+        splits = load_splits(settings.dataset, train_size=settings.train_size,
+                             val_size=settings.val_size, test_size=settings.test_size,
+                             seed=settings.seed, data_root=settings.data_root,
+                             cache_dir=settings.cache_dir, log=log)
     device = resolve_device(settings.device)
-    reference, ref_key, meta = get_reference(
-        settings.reference, splits, cache, config=settings.reference_config(progress=progress),
-        seed=settings.seed, weights=settings.reference_weights, log=log)
+    with stages(f"reference {settings.reference}"):
+        reference, ref_key, meta = get_reference(
+            settings.reference, splits, cache, config=settings.reference_config(progress=progress),
+            seed=settings.seed, weights=settings.reference_weights, log=log)
     reference = reference.to(device).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -232,11 +239,13 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
     adversarial, preds, accs = {}, {}, {}
     for split in dict.fromkeys((settings.fitness_split, "test")):
         x, y = splits.split(split)
-        adversarial[split] = transferred_set(reference, ref_key, split, x, y, attack, cache,
-                                             device=device, progress=progress, log=log)
+        with stages(f"transferred {attack.name} set of split {split}"):
+            adversarial[split] = transferred_set(reference, ref_key, split, x, y, attack, cache,
+                                                 device=device, progress=progress, log=log)
         preds[split] = predict(reference, x, device=device)
         accs[split] = float((preds[split] == y).float().mean()) if len(y) else 0.0
-    grads = _cached_reference_grads(reference, ref_key, splits, cache, device, progress, log)
+    with stages("reference gradients"):
+        grads = _cached_reference_grads(reference, ref_key, splits, cache, device, progress, log)
     return Workspace(settings, splits, reference, ref_key, meta, attack, adversarial, preds,
                      grads, accs)
 

@@ -313,7 +313,8 @@ def get_reference(
     outcome = train(lambda: build_reference(name, splits.info), create_defense("none"),
                     splits.x_train, splits.y_train, num_classes=splits.info.num_classes,
                     config=config, seed=train_seed, log=log,
-                    val=(splits.x_val, splits.y_val) if use_val else None)
+                    val=(splits.x_val, splits.y_val) if use_val else None,
+                    epoch_log=lambda line: log(f"reference {name}: {line}"))
     if outcome.status != "ok":
         raise UserError(f"reference {name} diverged while training ({outcome.reason})")
     state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}

@@ -212,6 +212,7 @@ def train(
     reference_grad: Callable | None = None, adversary: Callable | None = None,
     cache_dir: str | None = None, log: Callable[[str], None] = print,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    epoch_log: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
     """Build (``defense.wrap``) and train a module with ``defense`` on a uint8 training set.
 
@@ -224,6 +225,8 @@ def train(
         seed: seeds parameter initialisation, the batch order and the augmentation (one
             torch Generator).
         val: validation split (uint8 images, labels) for early stopping (``config.patience``).
+        epoch_log: receives one line after every epoch (mean loss, validation accuracy when
+            ``val`` is given, elapsed time, the most time left under the epoch cap).
     """
     device = resolve_device(config.device)
     recipe = config.recipe
@@ -248,6 +251,7 @@ def train(
     stopper = _EarlyStopping(config.patience, val, device) if config.patience and val else None
     amp = _autocast(device, config.amp)
     outcome, start = TrainOutcome(model=model), time.perf_counter()
+    epoch_loss, epoch_steps = 0.0, 0
     model.train()
     bar = tqdm(total=n_batches, desc="train", disable=not config.progress, leave=False)
     x_dev, y_dev = x_train.to(device), y_train.to(device)
@@ -270,11 +274,17 @@ def train(
             if average is not None:
                 average.update(model)
             ctx.step += 1
+            epoch_loss, epoch_steps = epoch_loss + float(loss), epoch_steps + 1
             outcome.logs = logs
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
         outcome.epochs = epoch + 1
-        if stopper is not None and stopper.after_epoch(model, average, epoch + 1):
+        stop = stopper is not None and stopper.after_epoch(model, average, epoch + 1)
+        if epoch_log is not None:
+            epoch_log(_epoch_line(epoch + 1, config.epochs, epoch_loss / max(1, epoch_steps),
+                                  stopper, time.perf_counter() - start))
+        epoch_loss, epoch_steps = 0.0, 0
+        if stop:
             break
     bar.close()
     if average is not None:
@@ -287,6 +297,15 @@ def train(
     outcome.steps, outcome.seconds = ctx.step, time.perf_counter() - start
     model.eval()
     return outcome
+
+
+def _epoch_line(epoch: int, cap: int, loss: float, stopper: _EarlyStopping | None,
+                elapsed: float) -> str:
+    """``epoch 3/8: loss 0.512, validation accuracy 0.8730, 41 s, at most 1:49 left``."""
+    left = elapsed / epoch * (cap - epoch)
+    val = f", validation accuracy {stopper.last:.4f}" if stopper is not None else ""
+    return (f"epoch {epoch}/{cap}: loss {loss:.3f}{val}, {elapsed:.0f} s, at most "
+            f"{int(left // 60)}:{int(left % 60):02d} left")
 
 
 def augmentable(defense: Defense, ctx: TrainContext) -> bool:
@@ -304,7 +323,7 @@ class _EarlyStopping:
     def __init__(self, patience: int, val: tuple[torch.Tensor, torch.Tensor],
                  device: torch.device) -> None:
         self.patience, (self.x, self.y), self.device = patience, val, device
-        self.best, self.best_epoch, self.state = -1.0, 0, None
+        self.best, self.best_epoch, self.state, self.last = -1.0, 0, None, -1.0
 
     def after_epoch(self, model: nn.Module, average: WeightAverage | None, epoch: int) -> bool:
         """Record this epoch; ``True`` when training should stop."""
@@ -312,6 +331,7 @@ class _EarlyStopping:
             live = {k: v.detach().clone() for k, v in model.state_dict().items()}
             model.load_state_dict(average.averaged())
         acc = float((predict(model, self.x, device=self.device) == self.y).float().mean())
+        self.last = acc
         if acc > self.best:
             self.best, self.best_epoch = acc, epoch
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -14,8 +14,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from nas.evaluation.fitness import FitnessSettings, Workspace, evaluate_module, 
 from nas.evaluation.references import build_reference, get_reference, load_weights
 from nas.evaluation.training import resolve_device
 from nas.evaluation.transfer import accuracy, fooling_rates, transfer_matrix
+from nas.progress import Stages
 from nas.reporting import plots
 from nas.reporting.ig import compare_maps
 from nas.reporting.options import ATTACKS, PAPER_SOURCES, ReportData, ReportOptions
@@ -39,24 +39,6 @@ REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 #: A step of a defense with double backpropagation (GM) costs about this many CE steps
 #: (docs/speed.md: GM stays above 2x the plain step); used only to estimate training time.
 DEFENSE_COST = 3.0
-
-
-class Stages:
-    """Times the stages of a report: one line per stage with its measured time.
-
-    ``with stages("baselines"): ...`` logs ``stage baselines: 12.3 s`` when the block ends
-    and keeps the time in :attr:`times` (shown on the page and in ``results.json``).
-    """
-
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self.log, self.times = log, {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.times[name] = round(time.perf_counter() - start, 2)
-        self.log(f"stage {name}: {self.times[name]:.1f} s")
 
 
 def run_settings(view: RunView, opts: ReportOptions) -> FitnessSettings:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
+from nas.progress import Stages
 from nas.search.config import EvolveConfig
 from nas.search.ga import (
     GenomeOps,
@@ -34,6 +35,7 @@ from nas.search.rundir import (
     FINAL,
     POPULATION,
     EventLog,
+    check_run_name,
     create_run,
     open_run,
     write_json,
@@ -120,9 +122,14 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
             f"{stats['mean']:.4f} replaced {record['replaced']} elapsed "
             f"{time.strftime('%H:%M:%S', time.gmtime(time.monotonic() - started))}")
 
-    population = initial_population(toolbox, search, ops)
-    population, logbook, hof = steady_state(toolbox, population, search, on_generation)
-    refined = evaluator.refine(evaluate, population) if search.refine_epochs > 0 else [None] * len(population)
+    stages = Stages(log)
+    with stages(f"search ({search.generations} generations)"):
+        population = initial_population(toolbox, search, ops)
+        population, logbook, hof = steady_state(toolbox, population, search, on_generation)
+    refined = [None] * len(population)
+    if search.refine_epochs > 0:
+        with stages(f"refinement of {len(population)} finalists ({search.refine_epochs} epochs)"):
+            refined = evaluator.refine(evaluate, population)
     final = {
         "population": [{**ind.summary(), "test": res} for ind, res in zip(population, refined, strict=True)],
         "hall_of_fame": [ind.summary() for ind in hof],
@@ -159,6 +166,31 @@ def check_names(fitness: Any) -> None:
     fitness.training_recipe()  # an unknown recipe
     if fitness.fitness_split not in ("val", "test"):
         raise UserError(f"--fitness-split must be val or test, not {fitness.fitness_split!r}")
+
+
+def default_name(cfg: EvolveConfig) -> str:
+    """``<date>-<time>-<dataset>-<reference>-s<seed>``."""
+    fit = cfg.fitness
+    return (f"{time.strftime('%Y%m%d-%H%M%S')}-{getattr(fit, 'dataset', 'data')}-"
+            f"{getattr(fit, 'reference', 'ref')}-s{cfg.search.seed}")
+
+
+def new_run_path(parent: str | Path, name: str | None, cfg: EvolveConfig) -> str:
+    """The folder of a fresh search, checked before anything is trained or written.
+
+    Raises:
+        UserError: a bad ``name``, ``parent`` naming a file, or a run that already exists.
+    """
+    parent = Path(parent)
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"--run-dir {parent} is a file; it must be a folder (the parent of run "
+                        "folders)")
+    name = check_run_name(name) if name is not None else default_name(cfg)
+    path = parent / name
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"run directory {path} already exists; use --resume {path} or another "
+                        "--name")
+    return str(path)
 
 
 @dataclass
