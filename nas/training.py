@@ -210,6 +210,7 @@ def train(
     reference_grad: Callable | None = None, adversary: Callable | None = None,
     cache_dir: str | None = None, log: Callable[[str], None] = print,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    on_epoch: Callable[[nn.Module, int], str] | None = None,
 ) -> TrainOutcome:
     """Build (``defense.wrap``) and train a module with ``defense`` on a uint8 training set.
 
@@ -222,6 +223,10 @@ def train(
         seed: seeds parameter initialisation, the batch order and the augmentation (one
             torch Generator).
         val: validation split (uint8 images, labels) for early stopping (``config.patience``).
+        on_epoch: ``(model, epoch) -> reason`` called after every epoch with the weights that
+            would be kept (the weight average when the recipe has one); a non-empty reason
+            stops training with status ``"rejected"`` (early rejection, nas.fitness). It must
+            not draw random numbers, so a run it does not stop trains exactly as without it.
     """
     device = resolve_device(config.device)
     recipe = config.recipe
@@ -274,6 +279,11 @@ def train(
         outcome.epochs = epoch + 1
         if stopper is not None and stopper.after_epoch(model, average, epoch + 1):
             break
+        if on_epoch is not None and epoch + 1 < config.epochs:
+            reason = _call_on_averaged(on_epoch, model, average, epoch + 1)
+            if reason:
+                outcome.status, outcome.reason = "rejected", reason
+                break
     bar.close()
     if average is not None:
         model.load_state_dict(average.averaged())
@@ -285,6 +295,19 @@ def train(
     outcome.steps, outcome.seconds = ctx.step, time.perf_counter() - start
     model.eval()
     return outcome
+
+
+def _call_on_averaged(fn: Callable[[nn.Module, int], str], model: nn.Module,
+                      average: WeightAverage | None, epoch: int) -> str:
+    """``fn(model, epoch)`` with the averaged weights loaded (the live ones restored after)."""
+    if average is None:
+        return fn(model, epoch)
+    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(average.averaged())
+    try:
+        return fn(model, epoch)
+    finally:
+        model.load_state_dict(live)
 
 
 def augmentable(defense: Defense, ctx: TrainContext) -> bool:
