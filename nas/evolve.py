@@ -52,7 +52,7 @@ class Progress:
         self.trained_seconds: list[float] = []
 
     def child_done(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
-        if metrics.get("status", "ok") != "ok":
+        if metrics.get("status", "ok") not in ("ok", "rejected"):  # rejected: stopped on purpose
             self.failed += 1
         fit = float(metrics.get("fitness", 0.0))
         self.best = fit if self.best is None else max(self.best, fit)

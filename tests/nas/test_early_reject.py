@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from search_toys import RACING, run_toy
 from test_resume import child_events, comparable
 
 from nas.fitness import evaluate_genome, rung_epochs
+from nas.rundir import read_events
 
 TOYS = Path(__file__).with_name("search_toys.py")
 
@@ -92,8 +94,7 @@ def test_raced_search_logs_thresholds_rejects_some_and_counts_the_saved_epochs(r
     assert rejected and kept  # the toy has both kinds
     assert all(e["metrics"]["fitness"] < e["reject_below"] for e in rejected)
     assert all(e["metrics"]["epochs"] < e["epochs"] for e in rejected)
-    replaced = {e["id"] for e in __import__("nas.rundir", fromlist=["read_events"]).read_events(
-        run / "events.jsonl")[0] if e["type"] == "replacement"}
+    replaced = {e["id"] for e in read_events(run / "events.jsonl")[0] if e["type"] == "replacement"}
     assert not replaced & {e["id"] for e in rejected}
     cost = final["search_cost"]
     trained = [e for e in events if not e["reused"]]
@@ -107,7 +108,7 @@ def test_runs_without_early_rejection_log_no_racing_fields(tmp_path):
     run_toy(tmp_path / "plain", generations=1)
     events = child_events(tmp_path / "plain")
     assert not any("threshold" in e or "rungs" in e["metrics"] for e in events)
-    assert "search_cost" not in __import__("json").loads((tmp_path / "plain" / "final.json").read_text())
+    assert "search_cost" not in json.loads((tmp_path / "plain" / "final.json").read_text())
 
 
 def test_sigkill_inside_a_raced_child_then_resume_ends_identical(raced_run, tmp_path):

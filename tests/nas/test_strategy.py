@@ -7,6 +7,7 @@ import functools
 import json
 
 import pytest
+import torch
 from search_toys import TOY_SEARCH, racing_fitness, run_toy, spectrum_fitness
 from test_resume import child_events, comparable
 
@@ -58,10 +59,11 @@ def test_random_search_is_seeded(random_run, tmp_path):
 
 
 def test_refinement_passes_patience_only_when_set(tmp_path):
+    from search_toys import toy_config
+
     from nas.evolve import run_search
     from nas.ga import genome_ops
     from nas.rundir import create_run
-    from search_toys import toy_config
 
     for patience in (0, 3):
         run = tmp_path / f"p{patience}"
@@ -114,7 +116,7 @@ def test_held_out_sources_score_the_finalists_on_the_test_split_only(workspace, 
     ws = prepare(settings, progress=False, log=lambda m: None)
     assert set(ws.held_out_adv) == {"he-baseline"}
     assert ws.held_out_adv["he-baseline"].shape == ws.splits.x_test.shape
-    assert not __import__("torch").equal(ws.held_out_adv["he-baseline"], ws.adversarial["test"])
+    assert not torch.equal(ws.held_out_adv["he-baseline"], ws.adversarial["test"])
     msgs: list[str] = []
     prepare(settings, progress=False, log=msgs.append)
     assert msgs == []  # source and its PGD set come from the cache the second time
