@@ -36,17 +36,24 @@ __all__ = ["build_parser", "main"]
 def final_table(final: dict[str, Any]) -> str:
     """The final population as a plain-text table, best first, with a caption saying what it
     is ranked by: search fitness, refined validation fitness (``val F``) and test metrics."""
+    sources = sorted({k for m in final["population"] for k in ((m.get("test") or {}).get("held_out") or {})})
     head = (f"{'id':<12} {'spectrum':<18} {'search F':>8} {'val F':>7} {'test clean':>10} "
-            f"{'test adv':>9} {'test F':>7}")
+            f"{'test adv':>9} {'test F':>7}") + "".join(f" {'adv ' + n:>{max(9, len(n) + 4)}}" for n in sources)
     lines = [f"final population, {ranking_note(final.get('fitness_split', 'val'))}:", head,
              "-" * len(head)]
+    if sources:
+        lines.insert(1, "test adv = transferred from the reference; adv <source> = from a held-out "
+                        "source (trained with CE, never used by the search)")
     for m in ranked(final):
         test = m.get("test") or {}
         cells = [test.get(k) for k in ("val_fitness", "clean_acc", "adv_acc", "fitness")]
         fmt = ["-" if c is None else f"{float(c):.4f}" for c in cells]
+        held = test.get("held_out") or {}
+        extra = "".join(f" {'-' if held.get(n) is None else format(float(held[n]), '.4f'):>{max(9, len(n) + 4)}}"
+                        for n in sources)
         lines.append(f"{m['id']:<12} {str(tuple(m['spectrum'])):<18} "
                      f"{float(m['metrics']['fitness']):>8.4f} {fmt[0]:>7} {fmt[1]:>10} {fmt[2]:>9} "
-                     f"{fmt[3]:>7}")
+                     f"{fmt[3]:>7}{extra}")
     return "\n".join(lines)
 
 
@@ -95,6 +102,9 @@ _SEARCH_FLAGS = [
     ("--seed", nonneg_int, "run seed: every random draw and child seed derives from (seed, generation, child)"),
     ("--max-channels", positive_int, "channel cap of the search space"),
     ("--max-nodes", positive_int, "node cap of a genome"),
+    ("--refine-patience", nonneg_int, "refinement stops after this many epochs without a better validation accuracy, keeping the best weights (0: exactly --refine-epochs)"),
+    ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, same evaluation, same number of children)"),
+    ("--reject-margin", nonneg_float, "with --early-reject: stop a child whose fitness at a rung is below its threshold by more than this"),
 ]
 _FITNESS_FLAGS = [
     ("--dataset", str, "dataset: fashion-mnist, mnist, kmnist, cifar10 (paper), synthetic"),
@@ -114,6 +124,7 @@ _FITNESS_FLAGS = [
     ("--recipe", str, "training recipe of reference, children and refinement: paper (Adam, PyTorch defaults, constant rate, paper §4) or cpu (docs/fitness.md)"),
     ("--lr", positive_float, "peak learning rate (default: the recipe's)"),
     ("--device", str, "cpu, cuda or auto"),
+    ("--held-out", str, "held-out attack sources, comma-separated reference names (e.g. he-baseline,squeezenet1_1): trained with CE, never used by the search; their transferred accuracy is reported for the finalists"),
     ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's protocol)"),
     ("--data-root", str, "read-only directory with the raw datasets (else NAS_DATA_ROOT)"),
     ("--cache-dir", str, "cache directory for data, references and adversarial sets"),
@@ -143,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         "See docs/search.md.")
     run_g = p.add_argument_group("run")
     run_g.add_argument("--preset", choices=sorted(cfgmod.PRESETS), help="paper (the defaults), quick "
-                       "(Fashion-MNIST, minutes on a 2-core CPU) or smoke (synthetic data, seconds)")
+                       "(Fashion-MNIST, minutes on a 2-core CPU), cpu (reduced Fashion-MNIST 10k/1k/1k, "
+                       "he-ref, planned at <= 2 h on 2 cores; with --dataset mnist the MNIST run) or "
+                       "smoke (synthetic data, seconds)")
     run_g.add_argument("--config", metavar="FILE", help="JSON file of settings (flat keys, or a run's config.json)")
     run_g.add_argument("--run-dir", default="runs", help="parent directory of run directories (default: runs)")
     run_g.add_argument("--name", help="run directory name (default: <date>-<time>-<dataset>-<reference>-s<seed>)")
@@ -156,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--sequential", action="store_true", default=None,
                            help="follow Algorithm 1 line by line (children of candidate i mutate from the "
                            "current population) instead of evaluating a generation in parallel")
+            g.add_argument("--early-reject", action="store_true", default=None,
+                           help="race each child against its replacement threshold: stop it after 1/3 or "
+                           "2/3 of its epochs when its fitness is below the threshold by more than "
+                           "--reject-margin (status rejected; it never replaces)")
+            g.add_argument("--inherit", action="store_true", default=None,
+                           help="a child starts from its parent's trained weights for every node the "
+                           "mutation left unchanged (Lamarckian)")
     g.add_argument("--defense-arg", action="append", type=defense_arg, metavar="KEY=VALUE",
                    help="hyper-parameter of the defense, repeatable (e.g. lam=1.0, k=3)")
     g.add_argument("--lambda", dest="lam", type=nonneg_float, help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
@@ -170,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The explicitly given settings as a flat dict (``None`` = not given)."""
-    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential", "workers",
+    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential", "early_reject", "inherit", "workers",
                                                                      "backend", "scheduler", "progress"]
     flags = {k: getattr(args, k) for k in keys}
     flags["defense_args"] = defense_args(args.defense_arg, args.lam) or None
@@ -195,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome = evolve(cfg, resume=bool(args.resume))
     print(final_table(outcome.final))
     print(reference_line(cfg.fitness.reference, outcome.reference_acc))
+    for name, acc in outcome.held_out_acc.items():
+        print(f"held-out source {name}: clean accuracy test {acc:.4f}")
     print(best_line(outcome.final))
     print(f"final population written to {Path(cfg.run_dir) / FINAL}")
     return 0

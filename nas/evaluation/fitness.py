@@ -17,6 +17,7 @@ image, :func:`nas.evaluation.transfer.fooling_rate`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -70,6 +71,9 @@ class FitnessSettings:
     ``reference_patience`` epochs without improvement (0: exactly ``reference_epochs``);
     ``reference_amp`` ``"auto"`` = bf16 autocast where the device computes bf16 natively
     (CUDA with bf16, CPUs with AVX512-BF16 / AMX), ``"off"`` / ``"bf16"`` force it.
+    ``held_out``: held-out attack sources (reference names other than ``reference``), trained
+    with CE like the reference and cached; their PGD examples of the test split score the
+    finalists only (never the search).
     """
 
     def training_recipe(self) -> Recipe:
@@ -111,6 +115,7 @@ class FitnessSettings:
     lr: float | None = None
     device: str = "auto"
     fitness_split: str = "val"
+    held_out: tuple[str, ...] = ()
     data_root: str | None = None
     cache_dir: str | None = None
     seed: int = 0
@@ -125,6 +130,7 @@ class FitnessSettings:
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["defense_args"] = tuple(sorted(tuple(p) for p in kwargs.get("defense_args", ())))
+        kwargs["held_out"] = tuple(kwargs.get("held_out", ()))
         return cls(**kwargs)
 
 
@@ -153,13 +159,22 @@ class ChildResult:
     val_fitness: float | None = None
     val_clean_acc: float | None = None
     val_adv_acc: float | None = None
+    rungs: list[list[float]] | None = None
+    reject_below: float | None = None
+    inherited: int | None = None
+    held_out: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; an undefined (``nan``) fooling rate is ``None`` (``null`` in JSON:
-        run files stay standard JSON and compare equal across runs)."""
+        run files stay standard JSON and compare equal across runs). The fields of the
+        optional features (:data:`OPTIONAL_FIELDS`) are left out when unset, so a run without
+        them writes exactly what it wrote before they existed."""
         out = asdict(self)
         if math.isnan(out["fooling_rate"]):
             out["fooling_rate"] = None
+        for name in OPTIONAL_FIELDS:
+            if out[name] is None:
+                del out[name]
         return out
 
     @classmethod
@@ -181,6 +196,12 @@ class ChildResult:
         return cls(0.0, 0.0, 0.0, float("nan"), status, reason, epochs, seconds, params, macs)
 
 
+#: ``rungs`` ([epoch, fitness] at each rung of early rejection), ``reject_below`` (the
+#: threshold minus the margin), ``inherited`` (tensors taken from the parent, ``--inherit``),
+#: ``held_out`` (transferred accuracy per held-out source, test split of the finalists).
+OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out")
+
+
 @dataclass
 class Workspace:
     """Prepared artefacts: data, reference, adversarial sets, reference gradients."""
@@ -195,6 +216,8 @@ class Workspace:
     reference_pred: dict[str, torch.Tensor]  # split -> (N,) clean predictions of the reference
     reference_grads: torch.Tensor  # (N_train, C, H, W) reference input gradients
     reference_acc: dict[str, float] = field(default_factory=dict)
+    held_out_adv: dict[str, torch.Tensor] = field(default_factory=dict)  # source -> test set
+    held_out_acc: dict[str, float] = field(default_factory=dict)  # source -> test clean accuracy
 
 
 def attack_settings(settings: FitnessSettings) -> AttackSettings:
@@ -246,8 +269,34 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
         accs[split] = float((preds[split] == y).float().mean()) if len(y) else 0.0
     with stages("reference gradients"):
         grads = _cached_reference_grads(reference, ref_key, splits, cache, device, progress, log)
-    return Workspace(settings, splits, reference, ref_key, meta, attack, adversarial, preds,
-                     grads, accs)
+    ws = Workspace(settings, splits, reference, ref_key, meta, attack, adversarial, preds,
+                   grads, accs)
+    for name in settings.held_out:
+        with stages(f"held-out source {name}"):
+            ws.held_out_adv[name], ws.held_out_acc[name] = _held_out_source(
+                name, settings, splits, cache, attack, device, progress, log)
+    return ws
+
+
+def _held_out_source(name: str, settings: FitnessSettings, splits: Splits, cache: Path,
+                     attack: AttackSettings, device: torch.device, progress: bool,
+                     log: Callable[[str], None]) -> tuple[torch.Tensor, float]:
+    """A held-out source's adversarial test set and its clean test accuracy.
+
+    The source is trained exactly as the reference (CE, the recipe, to its validation
+    plateau) and cached by :func:`nas.evaluation.references.get_reference`; its examples by
+    :func:`nas.evaluation.attacks.transferred_set` (the same tensor-keyed caches as the reference's).
+    """
+    source, key, _ = get_reference(name, splits, cache, config=settings.reference_config(progress=progress),
+                                   seed=settings.seed, log=log)
+    source = source.to(device).eval()
+    for p in source.parameters():
+        p.requires_grad_(False)
+    x, y = splits.split("test")
+    adv = transferred_set(source, key, "test", x, y, attack, cache, device=device,
+                          progress=progress, log=log)
+    acc = float((predict(source, x, device=device) == y).float().mean()) if len(y) else 0.0
+    return adv, acc
 
 
 def _cached_reference_grads(reference: nn.Module, ref_key: str, splits: Splits, cache: Path,
@@ -326,12 +375,19 @@ def evaluate_module(
     factory: Callable[[], nn.Module], *, settings: FitnessSettings, epochs: int, seed: int,
     workspace: Workspace | None = None, split: str | None = None, out_dir: str | None = None,
     progress: bool = False, log: Callable[[str], None] = print, patience: int = 0,
+    reject_below: float | None = None, inherited: int | None = None,
 ) -> tuple[ChildResult, nn.Module | None]:
     """Train any architecture with ``settings.defense`` and score it (eq. 4).
 
     With ``patience`` > 0, ``epochs`` is a cap: training stops at the validation plateau and
     keeps the best-on-validation weights (``nas.train`` without ``--epochs``); the result's
     ``epochs`` is the epoch whose weights were kept.
+
+    With ``reject_below`` (early rejection: the child's threshold minus the margin), the
+    fitness on the scored split is measured at the rungs (:func:`rung_epochs`) and training
+    stops at the first rung where it is below ``reject_below``: status ``"rejected"``, the
+    fitness of that rung, ``epochs`` the epochs trained. ``inherited`` (the number of tensors
+    the factory took from the parent) is only recorded.
 
     Returns the result and the trained module (``None`` when training diverged). Raises on
     programming errors; :func:`evaluate_genome` turns every exception into a ``failed`` result.
@@ -344,19 +400,36 @@ def evaluate_module(
     config = settings.child_config(epochs, patience=patience, progress=progress)
     info = ws.splits.info
     val = (ws.splits.x_val, ws.splits.y_val) if patience and len(ws.splits.y_val) else None
+    rungs: list[list[float]] = []
+    on_epoch = None
+    if reject_below is not None:
+        def on_epoch(model: nn.Module, epoch: int) -> str:
+            if epoch not in rung_epochs(epochs):
+                return ""
+            clean, adv, _ = score(model, ws, split)
+            rungs.append([epoch, min(clean, adv)])
+            if min(clean, adv) < reject_below:
+                return (f"fitness {min(clean, adv):.4f} after {epoch}/{epochs} epochs is below "
+                        f"{reject_below:.4f} (threshold - margin)")
+            return ""
     outcome = train(factory, defense, ws.splits.x_train, ws.splits.y_train, config=config,
                     seed=derive_seed("child", seed), num_classes=info.num_classes,
                     reference_grad=CachedReferenceGrad(ws.reference_grads, device),
                     adversary=_adversary(ws), cache_dir=str(cache_root(settings.cache_dir)),
-                    log=log, val=val)
+                    log=log, val=val, on_epoch=on_epoch)
     if val is not None:
         epochs = outcome.best_epoch or outcome.epochs
+    if outcome.status == "rejected":
+        epochs = outcome.epochs
+    extra = {"rungs": rungs if reject_below is not None else None, "reject_below": reject_below,
+             "inherited": inherited}
     model = outcome.model
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, info.input_shape)
-    if outcome.status != "ok":
-        result = ChildResult.failed(outcome.status, outcome.reason, epochs,
-                                    time.perf_counter() - start, params, macs)
+    if outcome.status not in ("ok", "rejected"):
+        result = dataclasses.replace(ChildResult.failed(
+            outcome.status, outcome.reason, epochs, time.perf_counter() - start, params, macs),
+            **extra)
         _write_outputs(out_dir, result, None, settings, split)
         return result, None
     clean, adv, fooling = score(model, ws, split)
@@ -364,10 +437,21 @@ def evaluate_module(
     if settings.fitness_split == "val" and split != "val":  # what finalists are ranked by
         v_clean, v_adv, _ = score(model, ws, "val")
         val = (min(v_clean, v_adv), v_clean, v_adv)
-    result = ChildResult(min(clean, adv), clean, adv, fooling, "ok", "", epochs,
-                         round(time.perf_counter() - start, 3), params, macs, *val)
+    if split == "test" and ws.held_out_adv:
+        y_test = ws.splits.y_test
+        extra["held_out"] = {name: float((predict(model, x_adv) == y_test).float().mean())
+                             for name, x_adv in ws.held_out_adv.items()}
+    result = ChildResult(min(clean, adv), clean, adv, fooling, outcome.status, outcome.reason,
+                         epochs, round(time.perf_counter() - start, 3), params, macs, *val,
+                         **extra)
     _write_outputs(out_dir, result, model, settings, split)
     return result, model
+
+
+def rung_epochs(epochs: int) -> tuple[int, ...]:
+    """The epochs after which early rejection scores a child of ``epochs`` epochs: 1/3 and
+    2/3 of its training (rounded, at least 1, before the last epoch; none for 1 epoch)."""
+    return tuple(sorted({max(1, round(epochs * k / 3)) for k in (1, 2)} - {epochs}))
 
 
 def _adversary(ws: Workspace) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -393,13 +477,19 @@ def _write_outputs(out_dir: str | None, result: ChildResult, model: nn.Module | 
 
 def evaluate_genome(
     genome_json: str, *, settings: FitnessSettings, epochs: int, seed: int,
-    out_dir: str | None = None, split: str | None = None,
+    out_dir: str | None = None, split: str | None = None, patience: int = 0,
+    reject_below: float | None = None, inherit_genome: str | None = None,
+    inherit_weights: str | None = None,
 ) -> ChildResult:
     """Compile a genome, train it with the selected defense and score it; never raises.
 
     Returns ``status="failed"`` (reason = one line) for any exception, ``"diverged"`` for a
     non-finite loss; both with fitness 0. Writes ``out_dir/metrics.json`` and
-    ``out_dir/weights.pt`` when ``out_dir`` is given.
+    ``out_dir/weights.pt`` when ``out_dir`` is given. ``patience``: early stopping on the
+    validation split (refinement); ``reject_below``: early rejection
+    (:func:`evaluate_module`); ``inherit_genome`` / ``inherit_weights``: the parent's genome
+    and trained weights, whose tensors of unchanged nodes the child starts from
+    (:func:`nas.evaluation.inherit.inherited_state`).
     """
     start = time.perf_counter()
     try:
@@ -409,13 +499,25 @@ def evaluate_genome(
         info = ws.splits.info
         graph = from_json(genome_json)
 
+        start_from: dict[str, torch.Tensor] = {}
+        if inherit_genome is not None and inherit_weights is not None:
+            from nas.evaluation.inherit import inherited_state
+
+            start_from = inherited_state(from_json(inherit_genome), graph, torch.load(
+                inherit_weights, map_location="cpu", weights_only=True), info)
+
         def factory() -> nn.Module:
-            return compile_genome(graph, num_classes=info.num_classes,
-                                  input_shape=info.input_shape, mean=info.mean, std=info.std)
+            net = compile_genome(graph, num_classes=info.num_classes,
+                                 input_shape=info.input_shape, mean=info.mean, std=info.std)
+            if start_from:
+                net.load_state_dict(start_from, strict=False)
+            return net
 
         result, _ = evaluate_module(factory, settings=settings, epochs=epochs, seed=seed,
                                     workspace=ws, split=split, out_dir=out_dir,
-                                    log=lambda _m: None)
+                                    log=lambda _m: None, patience=patience,
+                                    reject_below=reject_below,
+                                    inherited=len(start_from) if inherit_weights else None)
         return result
     except Exception as exc:  # noqa: BLE001 - a bad child must never stop the search
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"

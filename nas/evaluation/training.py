@@ -213,6 +213,7 @@ def train(
     cache_dir: str | None = None, log: Callable[[str], None] = print,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     epoch_log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[nn.Module, int], str] | None = None,
 ) -> TrainOutcome:
     """Build (``defense.wrap``) and train a module with ``defense`` on a uint8 training set.
 
@@ -227,6 +228,10 @@ def train(
         val: validation split (uint8 images, labels) for early stopping (``config.patience``).
         epoch_log: receives one line after every epoch (mean loss, validation accuracy when
             ``val`` is given, elapsed time, the most time left under the epoch cap).
+        on_epoch: ``(model, epoch) -> reason`` called after every epoch with the weights that
+            would be kept (the weight average when the recipe has one); a non-empty reason
+            stops training with status ``"rejected"`` (early rejection, nas.evaluation.fitness). It must
+            not draw random numbers, so a run it does not stop trains exactly as without it.
     """
     device = resolve_device(config.device)
     recipe = config.recipe
@@ -286,6 +291,11 @@ def train(
         epoch_loss, epoch_steps = 0.0, 0
         if stop:
             break
+        if on_epoch is not None and epoch + 1 < config.epochs:
+            reason = _call_on_averaged(on_epoch, model, average, epoch + 1)
+            if reason:
+                outcome.status, outcome.reason = "rejected", reason
+                break
     bar.close()
     if average is not None:
         model.load_state_dict(average.averaged())
@@ -306,6 +316,17 @@ def _epoch_line(epoch: int, cap: int, loss: float, stopper: _EarlyStopping | Non
     val = f", validation accuracy {stopper.last:.4f}" if stopper is not None else ""
     return (f"epoch {epoch}/{cap}: loss {loss:.3f}{val}, {elapsed:.0f} s, at most "
             f"{int(left // 60)}:{int(left % 60):02d} left")
+def _call_on_averaged(fn: Callable[[nn.Module, int], str], model: nn.Module,
+                      average: WeightAverage | None, epoch: int) -> str:
+    """``fn(model, epoch)`` with the averaged weights loaded (the live ones restored after)."""
+    if average is None:
+        return fn(model, epoch)
+    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(average.averaged())
+    try:
+        return fn(model, epoch)
+    finally:
+        model.load_state_dict(live)
 
 
 def augmentable(defense: Defense, ctx: TrainContext) -> bool:

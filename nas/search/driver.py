@@ -14,8 +14,8 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class Progress:
         self.trained_seconds: list[float] = []
 
     def child_done(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
-        if metrics.get("status", "ok") != "ok":
+        if metrics.get("status", "ok") not in ("ok", "rejected"):  # rejected: stopped on purpose
             self.failed += 1
         fit = float(metrics.get("fitness", 0.0))
         self.best = fit if self.best is None else max(self.best, fit)
@@ -105,7 +105,9 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         log: where summary lines go.
     """
     search, run_dir = cfg.search, Path(cfg.run_dir)
-    events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed})
+    options = {k: v for k, v in (("strategy", search.strategy), ("early_reject", search.early_reject),
+                                 ("inherit", search.inherit)) if v not in ("ga", False)}
+    events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed, **options})
     ex = cfg.execution
     evaluator = ChildEvaluator(events, run_dir, search, workers=ex.workers, backend=ex.backend,
                                scheduler=ex.scheduler, progress=progress)
@@ -137,9 +139,26 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         "refine_epochs": search.refine_epochs,
         "fitness_split": getattr(cfg.fitness, "fitness_split", "val"),
     }
+    if search.strategy != "ga" or search.early_reject or search.inherit:
+        final["search_cost"] = search_cost(events.events)
+        final["strategy"] = search.strategy
     write_json(run_dir / FINAL, final)
     events.emit({"type": "run_finished", "population": [ind.child_id for ind in population]})
     return final
+
+
+def search_cost(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the search's children cost, from the log: children trained (not reused), rejected,
+    child-epochs planned and trained, and the fraction of child-epochs early rejection saved."""
+    trained = [e for e in events if e["type"] == "child_finished" and not e["reused"]]
+    planned = sum(int(e["epochs"]) for e in trained)
+    run = sum(int(e["metrics"].get("epochs", e["epochs"])) if e["metrics"].get("status") == "rejected"
+              else int(e["epochs"]) for e in trained)
+    return {"children_trained": len(trained),
+            "rejected": sum(e["metrics"].get("status") == "rejected" for e in trained),
+            "child_epochs_planned": planned, "child_epochs_trained": run,
+            "child_epochs_saved_fraction": round(1 - run / planned, 4) if planned else 0.0,
+            "inherited": sum(1 for e in trained if e.get("inherited_from"))}
 
 
 def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
@@ -161,6 +180,10 @@ def check_names(fitness: Any) -> None:
     DATASETS.get(fitness.dataset)
     REFERENCES.get(fitness.reference)
     ATTACKS.get(fitness.attack)
+    for name in fitness.held_out:
+        REFERENCES.get(name)
+    if fitness.reference in fitness.held_out:
+        raise UserError(f"--held-out must not contain the reference {fitness.reference!r}")
     DEFENSES.get(fitness.defense)
     check_defense(fitness)
     fitness.training_recipe()  # an unknown recipe
@@ -201,6 +224,7 @@ class SearchOutcome:
     final: dict[str, Any]
     run_dir: str
     reference_acc: dict[str, float]
+    held_out_acc: dict[str, float] = field(default_factory=dict)
 
 
 def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = None,
@@ -249,7 +273,8 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
     finally:
         if events is not None:
             events.close()
-    return SearchOutcome(final=final, run_dir=cfg.run_dir, reference_acc=workspace.reference_acc)
+    return SearchOutcome(final=final, run_dir=cfg.run_dir, reference_acc=workspace.reference_acc,
+                         held_out_acc=dict(workspace.held_out_acc))
 
 
 def reference_line(name: str, accuracy: dict[str, float]) -> str:

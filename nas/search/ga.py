@@ -58,6 +58,8 @@ class Candidate:
         spectrum: spectrum vector (paper eq. 3).
         hash: canonical hash of the architecture.
         metrics: the evaluation result (a ``ChildResult`` dict) once evaluated.
+        threshold: with early rejection, the fitness of the member nearest to it when it was
+            mutated (the fitness it must beat to replace); ``None`` otherwise.
     """
 
     def __init__(self, genome: str, child_id: str, parent: str | None, generation: int,
@@ -66,6 +68,7 @@ class Candidate:
         self.generation, self.index = generation, index
         self.spectrum, self.hash = tuple(int(v) for v in spectrum), hash
         self.metrics: dict[str, Any] | None = None
+        self.threshold: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description (for population.json and final.json)."""
@@ -195,6 +198,22 @@ def initial_population(toolbox: base.Toolbox, search: SearchSettings, ops: Genom
     return [make_individual(ops, g, 0, i, None) for i, g in enumerate(initial_genomes(search, ops))]
 
 
+def random_child(generation: int, index: int, *, ops: GenomeOps, search: SearchSettings) -> Any:
+    """Child ``index`` of ``generation`` under ``--strategy random``: a fresh sample of the
+    search space (no parent), drawn with its own stream ``[seed, generation, index, 2]``."""
+    genome = ops.sample(np.random.default_rng([search.seed, generation, index, 2]))
+    child = make_individual(ops, genome, generation, index, None)
+    del child.fitness.values
+    return child
+
+
+def set_thresholds(population: Sequence[Any], children: Sequence[Any]) -> None:
+    """Early rejection: each child's threshold is the fitness of its nearest member of
+    ``population`` (the member it would be compared with, known before training)."""
+    for child in children:
+        child.threshold = float(population[nearest(population, child)].fitness.values[0])
+
+
 def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[..., dict],
                   map_fn: Callable[..., list[dict]], emit: Callable[[dict], Any]) -> base.Toolbox:
     """The DEAP toolbox of a search.
@@ -210,6 +229,7 @@ def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[
     setup_creator()
     toolbox = base.Toolbox()
     toolbox.register("mutate", mutate_child, ops=ops, search=search)
+    toolbox.register("random_child", random_child, ops=ops, search=search)
     toolbox.register("evaluate", evaluate)
     toolbox.register("map", map_fn)
     toolbox.register("emit", emit)
@@ -224,7 +244,13 @@ def assign(individuals: Sequence[Candidate], results: Sequence[dict[str, Any]]) 
 
 
 def select_replace(population: list[Any], child: Any, generation: int, toolbox: base.Toolbox) -> bool:
-    """Algorithm 1 lines 7-9: the nearest member is replaced if the child is strictly fitter."""
+    """Algorithm 1 lines 7-9: the nearest member is replaced if the child is strictly fitter.
+
+    A child stopped by early rejection (status ``rejected``) never replaces: its fitness is
+    that of a partly trained network.
+    """
+    if (child.metrics or {}).get("status") == "rejected":
+        return False
     k = nearest(population, child)
     old = population[k]
     if not child.fitness.values[0] > old.fitness.values[0]:
@@ -251,6 +277,8 @@ def generation_parallel(toolbox: base.Toolbox, population: list[Any], t: int,
     """One generation, children of the generation-start population evaluated together."""
     children = [toolbox.mutate(parent, t, i * search.children + j)
                 for i, parent in enumerate(list(population)) for j in range(search.children)]
+    if search.early_reject:
+        set_thresholds(population, children)
     assign(children, toolbox.map(toolbox.evaluate, children))
     replaced = sum(select_replace(population, c, t, toolbox) for c in children)
     return children, replaced
@@ -267,10 +295,31 @@ def generation_sequential(toolbox: base.Toolbox, population: list[Any], t: int,
     for i in range(len(population)):
         parent = population[i]
         children = [toolbox.mutate(parent, t, i * search.children + j) for j in range(search.children)]
+        if search.early_reject:
+            set_thresholds(population, children)
         assign(children, toolbox.map(toolbox.evaluate, children))
         replaced += sum(select_replace(population, c, t, toolbox) for c in children)
         all_children += children
     return all_children, replaced
+
+
+def generation_random(toolbox: base.Toolbox, population: list[Any], t: int,
+                      search: SearchSettings) -> tuple[list[Any], int]:
+    """Random search (``--strategy random``): s x n fresh samples of the space, evaluated as
+    the GA's children are (same evaluation, same epochs); the population becomes the s best
+    distinct architectures seen so far (members first on ties), so the finalists are the
+    best of the same number of evaluated children."""
+    children = [toolbox.random_child(t, i) for i in range(len(population) * search.children)]
+    assign(children, toolbox.map(toolbox.evaluate, children))
+    pool, hashes = [], set()
+    for ind in list(population) + children:
+        if ind.hash not in hashes:
+            hashes.add(ind.hash)
+            pool.append(ind)
+    best = sorted(pool, key=lambda ind: -ind.fitness.values[0])[:len(population)]
+    replaced = sum(1 for ind in best if any(ind is c for c in children))
+    population[:] = best
+    return children, replaced
 
 
 def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSettings,
@@ -305,7 +354,8 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     logbook.record(gen=0, evals=len(population), replaced=0, **stats.compile(population))
     if on_generation:
         on_generation(0, population, logbook[-1])
-    step = generation_sequential if search.sequential else generation_parallel
+    step = {"random": generation_random}.get(search.strategy) or (
+        generation_sequential if search.sequential else generation_parallel)
     for t in range(1, search.generations + 1):
         children, replaced = step(toolbox, population, t, search)
         hof.update(children)

@@ -56,6 +56,10 @@ class Task:
         seed: the child's own training seed (derived from run seed + child id).
         out_dir: directory the worker writes the child's files into (or ``None``).
         split: evaluation split (``None``: the configured fitness split; ``"test"``: final).
+        extra: further keyword arguments of ``evaluate``, only those a feature set (sorted
+            pairs): ``patience`` (refinement), ``reject_below`` (early rejection),
+            ``inherit_genome`` / ``inherit_weights`` (inheritance). Empty by default, so an
+            evaluation function that knows none of them keeps working.
     """
 
     child_id: str
@@ -64,6 +68,7 @@ class Task:
     seed: int
     out_dir: str | None = None
     split: str | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 def worker_threads(workers: int, cores: int | None = None) -> int:
@@ -105,7 +110,8 @@ def run_task(evaluate: EvaluateFn, task: Task, threads: int | None = None,
 
         torch.set_num_threads(threads)
     result = evaluate(
-        task.genome, epochs=task.epochs, seed=task.seed, out_dir=task.out_dir, split=task.split
+        task.genome, epochs=task.epochs, seed=task.seed, out_dir=task.out_dir, split=task.split,
+        **dict(task.extra),
     )
     if hasattr(result, "to_dict"):
         result = result.to_dict()
@@ -204,8 +210,10 @@ def check_scheduler(scheduler: str | None) -> None:
 
 
 def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str | None) -> dict[str, Any]:
-    """The ``child_finished`` log line of an evaluated (or reused) child."""
-    return {
+    """The ``child_finished`` log line of an evaluated (or reused) child; with early rejection
+    it also holds the child's ``threshold`` and ``reject_below``, with inheritance the
+    ``inherited_from`` weights file (keys absent when the option is off)."""
+    event = {
         "type": "child_finished", "id": ind.child_id, "parent": ind.parent,
         "generation": ind.generation, "hash": ind.hash, "spectrum": list(ind.spectrum),
         "epochs": task.epochs, "seed": task.seed, "reused": reused_from is not None,
@@ -213,6 +221,12 @@ def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str 
         "reused_what": "metrics and weights" if reused_from else None,
         "metrics": metrics,
     }
+    extra = dict(task.extra)
+    if "reject_below" in extra:
+        event["threshold"], event["reject_below"] = ind.threshold, extra["reject_below"]
+    if "inherit_weights" in extra:
+        event["inherited_from"] = Path(extra["inherit_weights"]).parent.name  # a child id
+    return event
 
 
 class ChildEvaluator:
@@ -241,8 +255,36 @@ class ChildEvaluator:
         gen = ind.generation if generation is None else generation
         out = child_dir(self.run_dir, ind.child_id) / sub if sub else child_dir(self.run_dir, ind.child_id)
         out.mkdir(parents=True, exist_ok=True)
+        extra: dict[str, Any] = {}
+        if split is None and self.search.early_reject and getattr(ind, "threshold", None) is not None:
+            extra["reject_below"] = float(ind.threshold) - self.search.reject_margin
+        if split is None and self.search.inherit and ind.parent is not None:
+            extra.update(self.parent_weights(ind.parent))
         return Task(ind.child_id, ind.genome, epochs or self.search.epochs_at(gen),
-                    train_seed(self.search.seed, gen, ind.index), str(out), split)
+                    train_seed(self.search.seed, gen, ind.index), str(out), split,
+                    tuple(sorted(extra.items())))
+
+    def parent_weights(self, parent: str) -> dict[str, str]:
+        """``inherit_genome`` / ``inherit_weights`` of a child of ``parent``: its genome and
+        trained weights (those of the child it reused its result from, if it did); empty when
+        it has no weights (it failed or diverged)."""
+        logged = self.log.get(("child_finished", parent)) or {}
+        source = logged.get("reused_from") or parent
+        weights = self.run_dir / "children" / source / "weights.pt"
+        genome = self.run_dir / "children" / parent / "genome.json"
+        if not (weights.is_file() and genome.is_file()):
+            return {}
+        return {"inherit_genome": genome.read_text(encoding="utf-8"), "inherit_weights": str(weights)}
+
+    def reusable(self, ind: Any, key: tuple[str, int]) -> bool:
+        """Whether ``ind`` may take the result seen for ``key``: always, unless that child was
+        stopped by early rejection against a stricter bar than ``ind``'s (then ``ind`` is
+        trained itself)."""
+        metrics = self.seen[key][1]
+        if metrics.get("status") != "rejected":
+            return True
+        bar = getattr(ind, "threshold", None)
+        return bar is not None and bar - self.search.reject_margin >= float(metrics["reject_below"])
 
     def map(self, evaluate: EvaluateFn, individuals: Sequence[Any]) -> list[dict[str, Any]]:
         """Metrics of every individual, in order (see the class docstring)."""
@@ -260,15 +302,25 @@ class ChildEvaluator:
                 self.seen.setdefault(reuse_key(ind.hash, logged["epochs"]),
                                      (ind.child_id, logged["metrics"]))
                 self._tick(logged["metrics"], replayed=True)
-            elif key in self.seen:
+            elif key in self.seen and self.reusable(ind, key):
                 self._reuse(ind, key, results)
             elif key in waiting:
                 waiting[key].append(ind)
             else:
                 waiting[key] = []
                 todo.append((ind, self.task(ind)))
+        while todo:  # a second round trains duplicates of a rejected child it may not reuse
+            todo = self._dispatch(evaluate, todo, waiting, results)
+        return [results[ind.child_id] for ind in individuals]
+
+    def _dispatch(self, evaluate: EvaluateFn, todo: list[tuple[Any, Task]],
+                  waiting: dict[tuple[str, int], list[Any]],
+                  results: dict[str, dict[str, Any]]) -> list[tuple[Any, Task]]:
+        """Evaluate ``todo``, log each child as it finishes, answer its waiting duplicates;
+        returns the duplicates that must be trained themselves (:meth:`reusable`)."""
         by_id = {ind.child_id: (ind, task) for ind, task in todo}
         tasks = [task for _, task in todo]
+        again: list[tuple[Any, Task]] = []
         self._running(len(tasks))
         for left, (cid, metrics) in enumerate(
             evaluate_tasks(evaluate, tasks, workers=self.workers, backend=self.backend,
@@ -280,9 +332,16 @@ class ChildEvaluator:
             key = reuse_key(ind.hash, task.epochs)
             self.seen[key] = (cid, metrics)
             self._tick(metrics)
-            for dup in waiting[key]:
-                self._reuse(dup, key, results)
-        return [results[ind.child_id] for ind in individuals]
+            pending = []
+            for dup in waiting.get(key, []):
+                if self.reusable(dup, key):
+                    self._reuse(dup, key, results)
+                else:
+                    pending.append(dup)
+            waiting[key] = pending[1:]  # they wait for the first of them
+            if pending:
+                again.append((pending[0], self.task(pending[0])))
+        return sorted(again, key=lambda pair: pair[0].child_id)
 
     def _reuse(self, ind: Any, key: tuple[str, int], results: dict[str, dict[str, Any]]) -> None:
         source, metrics = self.seen[key]
@@ -305,7 +364,9 @@ class ChildEvaluator:
                 continue
             task = self.task(ind, split="test", epochs=max(1, self.search.refine_epochs),
                              generation=gen, sub="refined")
-            tasks.append(dataclasses.replace(task, seed=train_seed(self.search.seed, gen, slot)))
+            extra = (("patience", self.search.refine_patience),) if self.search.refine_patience else ()
+            tasks.append(dataclasses.replace(task, seed=train_seed(self.search.seed, gen, slot),
+                                             extra=extra))
         self._running(len(tasks))
         for left, (cid, metrics) in enumerate(
             evaluate_tasks(evaluate, tasks, workers=self.workers, backend=self.backend,

@@ -27,6 +27,9 @@ TOY_SEARCH = dict(population=4, children=2, generations=4, min_distance=2.0, mut
                   mutations_max=3, epochs=1, epochs_step=1, epochs_every=2, refine_epochs=1,
                   max_channels=32, max_nodes=16, seed=7)
 
+#: Settings of the raced toy search (early rejection, 3 epochs so there are two rungs).
+RACING = dict(early_reject=True, reject_margin=0.05, epochs=3, epochs_step=0)
+
 
 def spectrum_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,
                      split: str | None = None, delay: float = 0.0, mark: bool = False) -> dict[str, Any]:
@@ -49,6 +52,31 @@ def spectrum_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str |
     return {"fitness": fit, "clean_acc": fit, "adv_acc": fit, "fooling_rate": 0.0,
             "status": "ok", "reason": "", "epochs": epochs, "seconds": delay, "params": 0,
             "macs": 0}
+
+
+def racing_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,
+                   split: str | None = None, delay: float = 0.0, reject_below: float | None = None,
+                   patience: int = 0, **_: Any) -> dict[str, Any]:
+    """:func:`spectrum_fitness` trained in "epochs": the fitness after epoch ``e`` is
+    ``F * (0.7 + 0.3 e / epochs)``; with ``reject_below`` it is checked at the rungs of
+    :func:`nas.evaluation.fitness.rung_epochs` and the child stops (status ``rejected``) below it.
+    ``delay`` seconds pass per epoch, so a kill lands in the middle of a raced child."""
+    from nas.evaluation.fitness import rung_epochs
+
+    final = spectrum_fitness(genome_json, epochs=epochs, seed=seed, split=split)
+    out = {**final, "patience": patience}
+    rungs: list[list[float]] = []
+    for epoch in range(1, epochs + 1):
+        time.sleep(delay)
+        if reject_below is not None and epoch in rung_epochs(epochs):
+            fit = final["fitness"] * (0.7 + 0.3 * epoch / epochs)
+            rungs.append([epoch, fit])
+            if fit < reject_below:
+                return {**out, "fitness": fit, "status": "rejected", "epochs": epoch,
+                        "rungs": rungs, "reject_below": reject_below}
+    if reject_below is not None:
+        out.update(rungs=rungs, reject_below=reject_below)
+    return out
 
 
 def lazy_ops(search: SearchSettings) -> Any:
@@ -77,8 +105,10 @@ def toy_config(run_dir: str | Path, *, workers: int = 1, **search: Any) -> Evolv
 
 def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, workers: int = 1,
             lazy: bool = False, backend: str = "loky", scheduler: str | None = None,
-            mark: bool = False, **search: Any) -> dict[str, Any]:
-    """Run (or resume) the toy search in ``run_dir``; returns final.json's content."""
+            mark: bool = False, racing: bool = False, **search: Any) -> dict[str, Any]:
+    """Run (or resume) the toy search in ``run_dir``; returns final.json's content.
+
+    ``racing``: the evaluation is :func:`racing_fitness` (``delay`` per epoch)."""
     import dataclasses
 
     from nas.search.driver import run_search
@@ -92,7 +122,8 @@ def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, wo
     events = open_run(run_dir, log=lambda m: None) if resume else create_run(run_dir, cfg.to_dict())
     try:
         return run_search(cfg, ops=ops,
-                          evaluate=functools.partial(spectrum_fitness, delay=delay, mark=mark),
+                          evaluate=functools.partial(racing_fitness, delay=delay) if racing
+                          else functools.partial(spectrum_fitness, delay=delay, mark=mark),
                           events=events, resumed=resume, log=lambda m: None)
     finally:
         events.close()
@@ -102,8 +133,9 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     delay = float(args[args.index("--delay") + 1]) if "--delay" in args else 0.0
     workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    racing = dict(racing=True, **RACING) if "--racing" in args else {}
     run_toy(args[0], resume="--resume" in args, delay=delay, lazy="--lazy" in args,
-            workers=workers, mark="--mark" in args)
+            workers=workers, mark="--mark" in args, **racing)
 
 
 def probe(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,

@@ -1,0 +1,133 @@
+"""``--strategy random``, refinement with early stopping, held-out sources, the cpu preset."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import pytest
+import torch
+from search_toys import TOY_SEARCH, racing_fitness, run_toy, spectrum_fitness
+from test_resume import child_events, comparable
+
+from nas.search.rundir import read_events
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("random") / "run"
+    return run, run_toy(run, strategy="random")
+
+
+def test_random_search_evaluates_as_many_children_of_the_same_space(random_run, tmp_path):
+    from genome import from_json
+    from genome.validate import check_genome
+    from nas.search.config import SearchSettings
+    from nas.search.ga import search_space
+
+    run, final = random_run
+    ga = tmp_path / "ga"
+    run_toy(ga)
+    rand_children, ga_children = child_events(run), child_events(ga)
+    assert len(rand_children) == len(ga_children) == 4 + 4 * 4 * 2
+    assert all(e["parent"] is None for e in rand_children)  # samples, not mutations
+    assert sorted((e["generation"], e["epochs"]) for e in rand_children) == sorted(
+        (e["generation"], e["epochs"]) for e in ga_children)  # same budget per generation
+    space = search_space(SearchSettings(**TOY_SEARCH), (1, 28, 28))
+    for e in rand_children:
+        g = from_json((run / "children" / e["id"] / "genome.json").read_text())
+        assert check_genome(g, input_shape=(1, 28, 28), max_channels=space.max_channels) == []
+        assert g.number_of_nodes() <= space.max_nodes
+        # the same evaluation function scored it
+        assert e["metrics"]["fitness"] == spectrum_fitness(json.dumps(json.loads(
+            (run / "children" / e["id"] / "genome.json").read_text())), epochs=1, seed=0)["fitness"]
+    events, _ = read_events(run / "events.jsonl")
+    assert events[0]["strategy"] == "random" and final["strategy"] == "random"
+    assert json.loads((run / "config.json").read_text())["config"]["search"]["strategy"] == "random"
+    # the finalists are the best distinct architectures seen
+    best = sorted({e["hash"]: e["metrics"]["fitness"] for e in rand_children}.values(), reverse=True)[:4]
+    assert sorted((m["metrics"]["fitness"] for m in final["population"]), reverse=True) == best
+
+
+def test_random_search_is_seeded(random_run, tmp_path):
+    run, _ = random_run
+    run_toy(tmp_path / "again", strategy="random")
+    assert comparable(tmp_path / "again") == comparable(run)
+    run_toy(tmp_path / "other", strategy="random", seed=8)
+    assert {e["hash"] for e in child_events(tmp_path / "other")} != {e["hash"] for e in child_events(run)}
+
+
+def test_refinement_passes_patience_only_when_set(tmp_path):
+    from search_toys import toy_config
+
+    from nas.search.driver import run_search
+    from nas.search.ga import genome_ops
+    from nas.search.rundir import create_run
+
+    for patience in (0, 3):
+        run = tmp_path / f"p{patience}"
+        cfg = toy_config(run, generations=1, refine_patience=patience)
+        events = create_run(run, cfg.to_dict())
+        evaluate = functools.partial(racing_fitness)
+        final = run_search(cfg, ops=genome_ops(cfg.search, (1, 28, 28)), evaluate=evaluate,
+                           events=events, log=lambda m: None)
+        events.close()
+        assert {m["test"]["patience"] for m in final["population"]} == {patience}
+        assert {e["metrics"]["patience"] for e in child_events(run)} == {0}  # search children: never
+
+
+def test_cpu_preset_resolves_for_both_datasets():
+    from nas.search.config import PRESETS, resolve
+
+    cfg = resolve({}, preset="cpu", config_file=None, run_dir="")
+    f, s = cfg.fitness, cfg.search
+    assert (f.dataset, f.train_size, f.val_size, f.test_size) == ("fashion-mnist", 10000, 1000, 1000)
+    assert (f.reference, f.defense, f.recipe, s.strategy) == ("he-ref", "gm", "cpu", "ga")
+    assert f.reference_patience > 0 and s.refine_patience > 0 and len(f.held_out) >= 2
+    assert f.reference not in f.held_out
+    assert not s.early_reject and not s.inherit  # Algorithm 1 as written unless asked
+    mnist = resolve({"dataset": "mnist"}, preset="cpu", config_file=None, run_dir="")
+    assert mnist.fitness.dataset == "mnist" and mnist.search == s
+    assert "cpu" in PRESETS
+
+
+def test_options_are_flags_and_bad_values_are_user_errors():
+    from nas.cli import UserError
+    from nas.evolve import build_parser, flags_from_args
+    from nas.search.config import resolve
+
+    args = build_parser().parse_args(["--early-reject", "--inherit", "--strategy", "random",
+                                      "--held-out", "he-baseline,resnet18", "--refine-patience", "4"])
+    cfg = resolve(flags_from_args(args), preset="smoke", config_file=None, run_dir="")
+    assert cfg.search.early_reject and cfg.search.inherit and cfg.search.strategy == "random"
+    assert cfg.fitness.held_out == ("he-baseline", "resnet18") and cfg.search.refine_patience == 4
+    with pytest.raises(UserError, match="strategy"):
+        resolve({"strategy": "bayes"}, preset="smoke", config_file=None, run_dir="")
+
+
+def test_held_out_sources_score_the_finalists_on_the_test_split_only(workspace, small_settings, tmp_path):
+    from genome import to_json
+    from nas.evaluation.fitness import evaluate_genome, prepare
+    from nas.evolve import final_table
+    from search_spaces import named_genome
+
+    settings = dataclasses.replace(small_settings, held_out=("he-baseline",))
+    ws = prepare(settings, progress=False, log=lambda m: None)
+    assert set(ws.held_out_adv) == {"he-baseline"}
+    assert ws.held_out_adv["he-baseline"].shape == ws.splits.x_test.shape
+    assert not torch.equal(ws.held_out_adv["he-baseline"], ws.adversarial["test"])
+    msgs: list[str] = []
+    prepare(settings, progress=False, log=msgs.append)
+    # source and its PGD set come from the cache the second time: only the timed stage lines
+    assert msgs and all(m.startswith("stage ") for m in msgs), msgs
+    genome = to_json(named_genome("he-ref"))
+    test = evaluate_genome(genome, settings=settings, epochs=1, seed=0, split="test")
+    search = evaluate_genome(genome, settings=settings, epochs=1, seed=0)
+    assert set(test.held_out) == {"he-baseline"} and 0.0 <= test.held_out["he-baseline"] <= 1.0
+    assert search.held_out is None  # never used by the search
+    final = {"population": [{"id": "g001-c000", "spectrum": [1, 0, 0, 0, 0],
+                             "metrics": search.to_dict(), "test": test.to_dict()}],
+             "fitness_split": "val"}
+    table = final_table(final)
+    assert "adv he-baseline" in table and f"{test.held_out['he-baseline']:.4f}" in table
