@@ -61,14 +61,14 @@ class FitnessSettings:
     """Everything that determines a child's score except genome, epochs and seed (JSON-able).
 
     ``eps`` / ``step_size`` / ``steps`` ``None`` mean the per-dataset default of the attack
-    (nas.evaluation.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g. ``(("lam", 1.0),)``.
-    ``fitness_split`` is ``"val"`` (held out from training) or ``"test"`` (paper protocol).
-    ``recipe`` names the training recipe (nas.evaluation.recipe.RECIPES) of the reference, the children,
-    the refinement and the baselines; ``lr`` ``None`` keeps the recipe's peak rate. The
-    reference trains to its validation plateau: at most ``reference_epochs``, stopping after
-    ``reference_patience`` epochs without improvement (0: exactly ``reference_epochs``);
-    ``reference_amp`` ``"auto"`` = bf16 autocast where the device computes bf16 natively
-    (CUDA with bf16, CPUs with AVX512-BF16 / AMX), ``"off"`` / ``"bf16"`` force it.
+    (nas.evaluation.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g.
+    ``(("lam", 1.0),)``. ``fitness_split`` is ``"val"`` (held out from training) or ``"test"``
+    (paper protocol). ``recipe`` names the training recipe (nas.evaluation.recipe.RECIPES) of the
+    reference, the children, the refinement and the baselines; ``lr`` ``None`` keeps the recipe's
+    peak rate. The reference trains to its validation plateau: at most ``reference_epochs``,
+    stopping after ``reference_patience`` epochs without improvement (0: exactly
+    ``reference_epochs``); ``reference_amp`` ``"auto"`` = bf16 autocast where the device computes
+    bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 / AMX), ``"off"`` / ``"bf16"`` force it.
     """
 
     def training_recipe(self) -> Recipe:
@@ -79,12 +79,14 @@ class FitnessSettings:
         """How the reference is trained (CE, the recipe, to the validation plateau)."""
         amp = self.reference_amp
         if amp == "auto":
-            amp = "bf16" if resolve_device(self.device).type == "cpu" and cpu_has_native_bf16() else "auto"
+            amp = ("bf16" if resolve_device(self.device).type == "cpu" and cpu_has_native_bf16()
+                   else "auto")
         return TrainConfig(epochs=self.reference_epochs, batch_size=self.batch_size,
                            recipe=self.training_recipe(), patience=self.reference_patience,
                            device=self.device, amp=amp, progress=progress)
 
-    def child_config(self, epochs: int, *, patience: int = 0, progress: bool = False) -> TrainConfig:
+    def child_config(self, epochs: int, *, patience: int = 0,
+                     progress: bool = False) -> TrainConfig:
         """How a child / finalist / baseline is trained for ``epochs`` with the recipe."""
         return TrainConfig(epochs=epochs, batch_size=self.batch_size,
                            recipe=self.training_recipe(), patience=patience,
@@ -133,10 +135,10 @@ class ChildResult:
 
     ``macs``: multiply-accumulate operations of one forward pass of one image (the one cost
     measure of the project, as ``genome.count_macs``). ``fooling_rate``: ``nan`` when no
-    image is eligible (:func:`nas.evaluation.transfer.fooling_rate`; ``null`` in JSON). ``val_*``: fitness, clean and
-    adversarial accuracy on the validation split, measured as well when the scored split is
-    another one under ``--fitness-split val`` (refinement scores the test split; finalists
-    are ranked by these, never by the test numbers); ``None`` otherwise.
+    image is eligible (:func:`nas.evaluation.transfer.fooling_rate`; ``null`` in JSON). ``val_*``:
+    fitness, clean and adversarial accuracy on the validation split, measured as well when the
+    scored split is another one under ``--fitness-split val`` (refinement scores the test split;
+    finalists are ranked by these, never by the test numbers); ``None`` otherwise.
     """
 
     fitness: float
@@ -278,8 +280,8 @@ def _workspace(settings: FitnessSettings) -> Workspace:
 def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, float]:
     """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``.
 
-    The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the reference
-    and ``model`` classify correctly (``nan`` when there is none).
+    The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the
+    reference and ``model`` classify correctly (``nan`` when there is none).
     """
     x, y = ws.splits.split(split)
     if split not in ws.adversarial:

@@ -71,7 +71,8 @@ def transfer_matrix(
         (same object) gets its white-box accuracy in that row.
     """
     table: dict[str, dict[str, float]] = {}
-    for name, source in tqdm(sources.items(), desc="transfer matrix", disable=not progress, leave=False):
+    for name, source in tqdm(sources.items(), desc="transfer matrix", disable=not progress,
+                             leave=False):
         x_adv = attack_dataset(source, x, y, settings, device=device, seed=seed)  # (N, C, H, W)
         table[name] = {t: accuracy(m, x_adv, y, device=device) for t, m in targets.items()}
     return table
@@ -121,7 +122,8 @@ def fooling_rates(
         for t, model in targets.items():
             eligible = ref_ok & clean_ok[t]  # (N,) bool
             n = int(eligible.sum())
-            fooled = int((predict(model, x_adv[eligible], device=device) != y[eligible]).sum()) if n else 0
+            fooled = (int((predict(model, x_adv[eligible], device=device) != y[eligible]).sum())
+                      if n else 0)
             row[t] = FoolingRate(fooling_rate(fooled, n), fooled, n)
         out[settings.name] = row
     return out
