@@ -106,7 +106,8 @@ class ExecSettings:
     def check(self) -> None:
         """Raise :class:`UserError` on an execution no search can run with."""
         if self.backend == "dask" and not self.scheduler:
-            raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's address)")
+            raise UserError("--backend dask needs --scheduler tcp://host:8786 "
+                            "(the Dask scheduler's address)")
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,9 @@ EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
 # --------------------------------------------------------------------------------------------
 # PRESETS, applied over the dataclass defaults; ``paper`` is used when none is chosen.
 # >>> QUICK PRESET NUMBERS: the README's main job (resnet34 reference, Fashion-MNIST, 2 CPU
-# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/evaluation/recipe.py) for the
-# >>> reference, the children and the refinement; the reference trains with bf16 autocast on
-# >>> CPUs that compute bf16 natively, to its validation plateau within 8 epochs (the one-cycle
+# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/evaluation/recipe.py)
+# >>> for the reference, the children and the refinement; the reference trains with bf16 autocast
+# >>> on CPUs that compute bf16 natively, to its validation plateau within 8 epochs (the one-cycle
 # >>> schedule spans the cap). 5,000 training images; <= 32 channels and <= 16 nodes keep a
 # >>> child under ~1 minute. Measured in docs/fitness.md and docs/experiments.md. Change them
 # >>> here and only here.
@@ -238,7 +239,8 @@ def _defense_args(value: Any) -> Any:
     try:
         pairs = [(str(k), v) for k, v in pairs]
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected an object of key: value, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an object of key: value, "
+                                         f"got {value!r}") from None
     for key, v in pairs:
         if isinstance(v, float):
             try:
@@ -257,14 +259,16 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "refine_epochs": nonneg_int, "seed": nonneg_int, "sequential": _switch,
     "max_channels": positive_int, "max_nodes": positive_int,
     # execution
-    "workers": positive_int, "backend": _backend, "scheduler": _optional(_text), "progress": _switch,
+    "workers": positive_int, "backend": _backend, "scheduler": _optional(_text),
+    "progress": _switch,
     # fitness
     "dataset": _text, "train_size": positive_int, "val_size": nonneg_int, "test_size": positive_int,
     "reference": _text, "reference_epochs": positive_int, "reference_patience": nonneg_int,
     "reference_weights": _optional(_text), "recipe": _text,
     "attack": _text, "eps": _optional(unit_float), "step_size": _optional(positive_float),
     "steps": _optional(positive_int), "defense": _text, "defense_args": _defense_args,
-    "batch_size": positive_int, "lr": _optional(positive_float), "device": _text, "fitness_split": _text,
+    "batch_size": positive_int, "lr": _optional(positive_float), "device": _text,
+    "fitness_split": _text,
     "data_root": _optional(_text), "cache_dir": _optional(_text),
 }
 
@@ -302,7 +306,8 @@ def load_config_file(path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"config file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise UserError(f"config file {path}: not valid JSON "
+                        f"({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path}: expected a JSON object")
     data = data.get("config", data)
@@ -315,7 +320,8 @@ def load_config_file(path: str) -> dict[str, Any]:
     return flat
 
 
-def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | None, run_dir: str) -> EvolveConfig:
+def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | None,
+            run_dir: str) -> EvolveConfig:
     """Layer defaults < preset < config file < explicit ``flags`` into an :class:`EvolveConfig`.
 
     Args:
@@ -349,7 +355,8 @@ def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
     fkeys = fitness_keys()
     fit = {k: v for k, v in values.items() if k in fkeys}
     if "defense_args" in fit:
-        fit["defense_args"] = tuple(sorted((str(k), v) for k, v in dict(fit["defense_args"]).items()))
+        fit["defense_args"] = tuple(sorted((str(k), v)
+                                           for k, v in dict(fit["defense_args"]).items()))
     search = SearchSettings(**{k: v for k, v in values.items() if k in SEARCH_KEYS})
     search.check()
     execution = ExecSettings(**{k: v for k, v in values.items() if k in EXEC_KEYS})

@@ -54,7 +54,8 @@ class Progress:
         self.workers, self.running, self.failed, self.best = max(1, workers), 0, 0, None
         self.trained_seconds: list[float] = []
 
-    def child_done(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
+    def child_done(self, metrics: dict[str, Any], *, reused: bool = False,
+                   replayed: bool = False) -> None:
         if metrics.get("status", "ok") != "ok":
             self.failed += 1
         fit = float(metrics.get("fitness", 0.0))
@@ -78,8 +79,9 @@ class Progress:
     def _postfix(self) -> None:
         eta = self.eta()
         best = "-" if self.best is None else f"{self.best:.4f}"
-        self.bar.set_postfix_str(f"running={self.running} failed={self.failed} best={best} "
-                                 f"eta={'?' if eta is None else time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        self.bar.set_postfix_str(
+            f"running={self.running} failed={self.failed} best={best} "
+            f"eta={'?' if eta is None else time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
     def write(self, line: str) -> None:
         self.bar.write(line, file=sys.stdout)
@@ -122,9 +124,11 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
 
     population = initial_population(toolbox, search, ops)
     population, logbook, hof = steady_state(toolbox, population, search, on_generation)
-    refined = evaluator.refine(evaluate, population) if search.refine_epochs > 0 else [None] * len(population)
+    refined = (evaluator.refine(evaluate, population) if search.refine_epochs > 0
+               else [None] * len(population))
     final = {
-        "population": [{**ind.summary(), "test": res} for ind, res in zip(population, refined, strict=True)],
+        "population": [{**ind.summary(), "test": res}
+                       for ind, res in zip(population, refined, strict=True)],
         "hall_of_fame": [ind.summary() for ind in hof],
         "logbook": [dict(r) for r in logbook],
         "refine_epochs": search.refine_epochs,
@@ -206,10 +210,12 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
             events = create_run(cfg.run_dir, cfg.to_dict())
             log(f"run directory: {cfg.run_dir}")
         s = cfg.search
-        total = s.population * (1 + s.generations * s.children) + (s.population if s.refine_epochs else 0)
+        total = (s.population * (1 + s.generations * s.children)
+                 + (s.population if s.refine_epochs else 0))
         bar = Progress(total, workers=cfg.execution.workers, enabled=show)
         try:
-            final = run_search(cfg, ops=ops, evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
+            final = run_search(cfg, ops=ops,
+                               evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
                                events=events, resumed=resume, progress=bar,
                                log=bar.write if show else log)
         finally:

@@ -199,11 +199,13 @@ def check_scheduler(scheduler: str | None) -> None:
         UserError: no address, or no scheduler answers there.
     """
     if not scheduler:
-        raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's address)")
+        raise UserError("--backend dask needs --scheduler tcp://host:8786 "
+                        "(the Dask scheduler's address)")
     _connect(scheduler).close()
 
 
-def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str | None) -> dict[str, Any]:
+def child_event(ind: Any, task: Task, metrics: dict[str, Any],
+                reused_from: str | None) -> dict[str, Any]:
     """The ``child_finished`` log line of an evaluated (or reused) child."""
     return {
         "type": "child_finished", "id": ind.child_id, "parent": ind.parent,
@@ -239,7 +241,8 @@ class ChildEvaluator:
              generation: int | None = None, sub: str = "") -> Task:
         """The :class:`Task` of an individual (its epochs, seed and directory)."""
         gen = ind.generation if generation is None else generation
-        out = child_dir(self.run_dir, ind.child_id) / sub if sub else child_dir(self.run_dir, ind.child_id)
+        out = (child_dir(self.run_dir, ind.child_id) / sub if sub
+               else child_dir(self.run_dir, ind.child_id))
         out.mkdir(parents=True, exist_ok=True)
         return Task(ind.child_id, ind.genome, epochs or self.search.epochs_at(gen),
                     train_seed(self.search.seed, gen, ind.index), str(out), split)
@@ -254,8 +257,9 @@ class ChildEvaluator:
             key = reuse_key(ind.hash, self.search.epochs_at(ind.generation))
             if logged is not None:
                 if logged["hash"] != ind.hash:
-                    raise RunCorrupt(f"replayed child {ind.child_id} is not the logged architecture "
-                                     "(the genome or search code changed since the run started?)")
+                    raise RunCorrupt(f"replayed child {ind.child_id} is not the logged "
+                                     "architecture (the genome or search code changed since the "
+                                     "run started?)")
                 results[ind.child_id] = logged["metrics"]
                 self.seen.setdefault(reuse_key(ind.hash, logged["epochs"]),
                                      (ind.child_id, logged["metrics"]))
@@ -318,7 +322,8 @@ class ChildEvaluator:
             self._tick(metrics)
         return [results[ind.child_id] for ind in individuals]
 
-    def _tick(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
+    def _tick(self, metrics: dict[str, Any], *, reused: bool = False,
+              replayed: bool = False) -> None:
         if self.progress is not None:
             self.progress.child_done(metrics, reused=reused, replayed=replayed)
 
