@@ -5,8 +5,9 @@ the cache the search used), the baselines (the reference's architecture trained 
 CE, the paper's "Ref. Net.", and with the run's defense, "Ref. Net.+GM"; optionally other
 architectures with the defense, "HE. Net.+GM"; each trained here once and cached) and the
 *finalists* of the search (compiled from their genome, with their refined weights when the
-run finished). Everything reuses the run's prepared workspace (:func:`nas.evaluation.fitness.prepare`):
-same data subsets, same reference, same transferred sets."""
+run finished). Everything reuses the run's prepared workspace
+(:func:`nas.evaluation.fitness.prepare`): same data subsets, same reference, same transferred
+sets."""
 
 from __future__ import annotations
 
@@ -128,13 +129,15 @@ def sources(names: tuple[str, ...], ws: Workspace, settings: FitnessSettings, op
 def ig_images(ws: Workspace, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first test image of each class, then the following ones: ``(n, C, H, W)``, ``(n,)``."""
     y = ws.splits.y_test
-    first = [int((y == c).nonzero()[0]) for c in range(ws.splits.info.num_classes) if (y == c).any()]
+    first = [int((y == c).nonzero()[0]) for c in range(ws.splits.info.num_classes)
+             if (y == c).any()]
     rest = [i for i in range(len(y)) if i not in set(first)]
     pick = torch.tensor((first + rest)[:n], dtype=torch.long)
     return ws.splits.x_test[pick].float() / 255.0, y[pick]  # (n, C, H, W), (n,)
 
 
-def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = print) -> ReportData:
+def compute(view: RunView, opts: ReportOptions, *,
+            log: Callable[[str], None] = print) -> ReportData:
     """Every model-based number and figure of the report (see the module docstring)."""
     settings = run_settings(view, opts)
     ws = prepare(settings, progress=opts.progress, log=log)
@@ -142,10 +145,11 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
     epochs = opts.baseline_epochs or int(search.get("refine_epochs") or search.get("epochs") or 1)
     nets: dict[str, nn.Module] = {REF: ws.reference}
     nets[REF_CE] = baseline(ws, settings, settings.reference, "none", epochs, log, opts.progress)
-    nets[REF_GM] = baseline(ws, settings, settings.reference, settings.defense, epochs, log, opts.progress)
+    nets[REF_GM] = baseline(ws, settings, settings.reference, settings.defense, epochs, log,
+                            opts.progress)
     for arch in opts.baselines:
-        nets[f"{arch}+{settings.defense}"] = baseline(ws, settings, arch, settings.defense, epochs, log,
-                                                     opts.progress)
+        nets[f"{arch}+{settings.defense}"] = baseline(ws, settings, arch, settings.defense, epochs,
+                                                     log, opts.progress)
     nets.update(finalist_models(view, ws, opts))
     device = resolve_device(opts.device)
     nets = {n: m.to(device).eval() for n, m in nets.items()}
@@ -157,8 +161,9 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
     data.notes["transfer"] = [
         f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} "
         f"(CE, {settings.reference_epochs} epochs; its own column is white-box). Baselines "
-        f"({REF_CE}: an independent CE copy of the reference's architecture; {REF_GM}: trained with "
-        f"{settings.defense}) trained for {epochs} epochs; attack {ws.attack.name} "
+        f"({REF_CE}: an independent CE copy of the reference's architecture; {REF_GM}: "
+        f"trained with {settings.defense}) trained for {epochs} epochs; "
+        f"attack {ws.attack.name} "
         f"eps={ws.attack.eps:g}, step {ws.attack.step_size:g}, {ws.attack.steps} steps."]
     if not opts.skip_transfer:
         _transfer_and_fooling(data, nets, ws, settings, opts, device, log)
@@ -176,25 +181,31 @@ def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Work
     src = {n: m.to(device) for n, m in sources(opts.transfer_from, ws, settings, opts, log).items()}
     data.transfer = transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
                                     progress=opts.progress)
-    p = plots.plot_matrix(data.transfer, out / "transfer.png", title=f"Transfer matrix ({ws.attack.name})",
+    p = plots.plot_matrix(data.transfer, out / "transfer.png",
+                          title=f"Transfer matrix ({ws.attack.name})",
                           row_label="examples crafted on", col_label="evaluated network",
                           value_label="adversarial accuracy")
-    data.figures["transfer"] = [(str(p), "Adversarial accuracy of each network (columns) on examples "
-                                         "crafted on each source network (rows); higher = less transfer.")]
+    data.figures["transfer"] = [(str(p), "Adversarial accuracy of each network (columns) on "
+                                         "examples crafted on each source network (rows); "
+                                         "higher = less transfer.")]
     data.notes["transfer"].append(f"Transfer matrix and fooling rates on {len(y)} test images "
                                   f"(--eval-size); sources trained with CE for "
                                   f"{opts.source_epochs or settings.reference_epochs} epochs.")
-    attacks = [ws.attack if a == ws.attack.name else resolve_attack(a, settings.dataset) for a in opts.attacks]
+    attacks = [ws.attack if a == ws.attack.name else resolve_attack(a, settings.dataset)
+               for a in opts.attacks]
     data.attack_settings = {a.name: dataclasses.asdict(a) for a in attacks}
     rates = fooling_rates(ws.reference, nets, x, y, attacks, device=device, seed=opts.seed,
                           progress=opts.progress)
-    data.fooling = {a: {n: dataclasses.asdict(r) for n, r in row.items()} for a, row in rates.items()}
+    data.fooling = {a: {n: dataclasses.asdict(r) for n, r in row.items()}
+                    for a, row in rates.items()}
     p = plots.plot_matrix({a: {n: r.rate for n, r in row.items()} for a, row in rates.items()},
-                          out / "fooling.png", title="Fooling rates (examples crafted on the reference)",
-                          row_label="attack", col_label="evaluated network", value_label="fooling rate",
-                          cmap="magma_r")
-    data.figures["fooling"] = [(str(p), "Fraction of correctly classified images whose reference-crafted "
-                                        "adversarial version fools the network; lower is better.")]
+                          out / "fooling.png",
+                          title="Fooling rates (examples crafted on the reference)",
+                          row_label="attack", col_label="evaluated network",
+                          value_label="fooling rate", cmap="magma_r")
+    data.figures["fooling"] = [(str(p), "Fraction of correctly classified images whose "
+                                        "reference-crafted adversarial version fools the "
+                                        "network; lower is better.")]
 
 
 def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: ReportOptions,
@@ -204,12 +215,15 @@ def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: Repor
     x, y = ig_images(ws, opts.ig_images)
     res = compare_maps(models, x.to(device), y.to(device), reference=REF, n_steps=opts.ig_steps)
     res = {n: {k: v.cpu() for k, v in r.items()} for n, r in res.items()}
-    data.ig = {n: {"distance": r["distance"].tolist(), "delta": r["delta"].tolist()} for n, r in res.items()}
+    data.ig = {n: {"distance": r["distance"].tolist(), "delta": r["delta"].tolist()}
+               for n, r in res.items()}
     p = plots.plot_ig_grid(x, {n: r["maps"] for n, r in res.items()},
                            {n: r["distance"] for n, r in res.items()},
-                           {n: r["delta"] for n, r in res.items()}, out / "integrated_gradients.png")
+                           {n: r["delta"] for n, r in res.items()},
+                           out / "integrated_gradients.png")
     data.figures["ig"] = [(str(p), "Integrated gradients of the true class (black baseline, "
-                                   f"{opts.ig_steps} steps), scaled to [-1, 1]: red negative, green positive.")]
+                                   f"{opts.ig_steps} steps), scaled to [-1, 1]: red negative, "
+                                   "green positive.")]
 
 
 EXTRA_COLUMNS = ("architecture", "dataset", "defense", "reference", "clean_acc", "adv_acc",
@@ -219,7 +233,8 @@ EXTRA_COLUMNS = ("architecture", "dataset", "defense", "reference", "clean_acc",
 def _extra_row(item: dict[str, Any], source: str) -> dict[str, Any]:
     """One table row from a ``nas.train`` metrics.json (settings nested or flat)."""
     flat = {**(item.get("settings") or {}), **(item.get("metrics") or {}), **item}
-    return {"file": source, **{k: flat.get(k) for k in EXTRA_COLUMNS if not isinstance(flat.get(k), dict | list)}}
+    return {"file": source, **{k: flat.get(k) for k in EXTRA_COLUMNS
+                               if not isinstance(flat.get(k), dict | list)}}
 
 
 def load_extra(paths: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -238,7 +253,8 @@ def load_extra(paths: tuple[str, ...]) -> list[dict[str, Any]]:
             raise UserError(f"--extra-metrics file {path} is not JSON ({exc.msg})") from None
         items = doc.get("results", [doc]) if isinstance(doc, dict) else doc
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise UserError(f"--extra-metrics file {path}: expected a JSON object or a list of objects")
+            raise UserError(f"--extra-metrics file {path}: "
+                            "expected a JSON object or a list of objects")
         rows += [_extra_row(item, Path(path).parent.name or Path(path).name) for item in items]
     return rows
 

@@ -52,10 +52,14 @@ def plot_progress(stats: Sequence[Mapping[str, float]], path: str | Path) -> Pat
     ax1.plot(gen, _pct([s["fitness_best"] for s in stats]), "o-", label="best")
     ax1.plot(gen, _pct([s["fitness_mean"] for s in stats]), "s--", label="population mean")
     ax1.set_title("Fitness = min(clean, adversarial) (eq. 4)")
-    ax2.plot(gen, _pct([s["clean_mean"] for s in stats]), "o-", color="tab:blue", label="clean, mean")
-    ax2.plot(gen, _pct([s["adv_mean"] for s in stats]), "o-", color="tab:red", label="transferred adv., mean")
-    ax2.plot(gen, _pct([s["clean_best"] for s in stats]), ":", color="tab:blue", label="clean, fittest")
-    ax2.plot(gen, _pct([s["adv_best"] for s in stats]), ":", color="tab:red", label="transferred adv., fittest")
+    ax2.plot(gen, _pct([s["clean_mean"] for s in stats]), "o-", color="tab:blue",
+             label="clean, mean")
+    ax2.plot(gen, _pct([s["adv_mean"] for s in stats]), "o-", color="tab:red",
+             label="transferred adv., mean")
+    ax2.plot(gen, _pct([s["clean_best"] for s in stats]), ":", color="tab:blue",
+             label="clean, fittest")
+    ax2.plot(gen, _pct([s["adv_best"] for s in stats]), ":", color="tab:red",
+             label="transferred adv., fittest")
     ax2.set_title("Population accuracy (fitness split)")
     for ax in (ax1, ax2):
         ax.set_xlabel("generation")
@@ -126,16 +130,20 @@ def plot_ig_grid(
         path: PNG to write.
     """
     n, names = images.shape[0], list(maps)
-    fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.4 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.4 * n),
+                             squeeze=False)
     for i in range(n):
         img = images[i].detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
-        axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray",
+                          vmin=0, vmax=1)
         axes[i, 0].set_title("input" if i == 0 else "", fontsize=9)
         for j, name in enumerate(names, start=1):
-            im = axes[i, j].imshow(maps[name][i].detach().cpu().numpy(), cmap=IG_CMAP, vmin=-1, vmax=1)
+            im = axes[i, j].imshow(maps[name][i].detach().cpu().numpy(), cmap=IG_CMAP,
+                                   vmin=-1, vmax=1)
             head = f"{name}\n" if i == 0 else ""
             axes[i, j].set_title(
-                f"{head}dist {float(distances[name][i]):.3f}, delta {float(deltas[name][i]):.1e}", fontsize=8
+                f"{head}dist {float(distances[name][i]):.3f}, "
+                f"delta {float(deltas[name][i]):.1e}", fontsize=8
             )
     for ax in axes.flat:
         ax.set_xticks([])
