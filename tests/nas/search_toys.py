@@ -29,7 +29,8 @@ TOY_SEARCH = dict(population=4, children=2, generations=4, min_distance=2.0, mut
 
 
 def spectrum_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,
-                     split: str | None = None, delay: float = 0.0, mark: bool = False) -> dict[str, Any]:
+                     split: str | None = None, delay: float = 0.0,
+                     mark: bool = False) -> dict[str, Any]:
     """A ChildResult-shaped dict whose fitness is ``1 / (1 + |spectrum - TARGET|)``.
 
     ``mark``: first write the evaluating process's pid to ``out_dir/worker.pid``.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 
 import pytest
 import torch
@@ -54,7 +53,7 @@ def _legacy_train(factory, defense, x_train, y_train, *, epochs, batch_size, lr,
                         log=print)
     defense.prepare(x_train, y_train, ctx)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    outcome, start = TrainOutcome(model=model), time.perf_counter()
+    outcome = TrainOutcome(model=model)
     model.train()
     x_dev, y_dev = x_train.to(device), y_train.to(device)
     for epoch in range(epochs):
@@ -118,8 +117,8 @@ def test_onecycle_schedule_shape():
     assert lrs[0] == pytest.approx(r.lr / 25)
     assert max(lrs) == pytest.approx(r.lr) and lrs.index(max(lrs)) == warm
     up, down = lrs[: warm + 1], lrs[warm:]
-    assert all(a < b for a, b in zip(up, up[1:]))  # linear warm-up
-    assert all(a >= b for a, b in zip(down, down[1:]))  # cosine annealing
+    assert all(a < b for a, b in zip(up, up[1:], strict=False))  # linear warm-up
+    assert all(a >= b for a, b in zip(down, down[1:], strict=False))  # cosine annealing
     assert lrs[warm + (total - warm) // 2] == pytest.approx(r.lr * (0.5 + 0.5e-4), rel=0.05)
     assert lrs[-1] < r.lr * 1e-3
     assert all(math.isfinite(v) for v in lrs)
