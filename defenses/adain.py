@@ -100,7 +100,8 @@ def load_checked(module: nn.Module, path: str) -> None:
     expected = module.state_dict()
     for key, tensor in expected.items():
         if key not in state:
-            raise ValueError(f"{path}: layer {key!r} missing (expected shape {tuple(tensor.shape)})")
+            raise ValueError(f"{path}: layer {key!r} missing "
+                             f"(expected shape {tuple(tensor.shape)})")
         found = tuple(state[key].shape)
         if found != tuple(tensor.shape):
             raise ValueError(
@@ -146,7 +147,8 @@ class AdaINStylizer(nn.Module):
 
 
 def load_adain(weights_dir: str) -> AdaINStylizer:
-    """An :class:`AdaINStylizer` with ``vgg_normalised.pth`` and ``decoder.pth`` from a directory."""
+    """An :class:`AdaINStylizer` with ``vgg_normalised.pth`` and ``decoder.pth`` from a
+    directory."""
     model = AdaINStylizer()
     load_checked(model.encoder, os.path.join(weights_dir, "vgg_normalised.pth"))
     load_checked(model.decoder, os.path.join(weights_dir, "decoder.pth"))

@@ -1,4 +1,5 @@
-"""``cldl``: Conditional Label Dependency Learning ensemble (``cldl-label-dependency-ensemble.txt`` §III).
+"""``cldl``: Conditional Label Dependency Learning ensemble
+(``cldl-label-dependency-ensemble.txt`` §III).
 
 ``N`` members plus a label confusion model (LCM) that turns each member's image
 representation into an instance-dependent soft label:

@@ -1,4 +1,5 @@
-"""``ncen``: Negative Correlation Ensemble (NCEn paper, ``ncen-negative-correlation-ensemble.txt`` §III).
+"""``ncen``: Negative Correlation Ensemble (NCEn paper,
+``ncen-negative-correlation-ensemble.txt`` §III).
 
 ``k`` members of the child architecture are trained jointly. Besides the mean member
 cross-entropy (eq. 5), two regularisers make the members' input gradients negatively

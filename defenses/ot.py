@@ -1,4 +1,5 @@
-"""``ot``: hierarchical feature alignment by optimal transport (``ot-hierarchical-alignment.txt`` §3).
+"""``ot``: hierarchical feature alignment by optimal transport
+(``ot-hierarchical-alignment.txt`` §3).
 
 The model is trained on clean images and on PGD examples of itself, and the feature maps
 of a few intermediate layers are pulled together across the two domains:

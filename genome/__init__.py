@@ -43,7 +43,8 @@ __all__ = [
     "GenomeFormatError", "GenomeNet", "InvalidGenome", "MutationLimits", "UnknownGenomeName",
     "add_block", "add_skip", "assert_valid", "canonical_hash",
     "check_genome", "compile_genome", "count_macs", "count_params", "delete_block",
-    "delete_skip", "edit_block", "export_module", "export_source", "from_dict", "from_json", "infer_shapes", "is_valid_for",
+    "delete_skip", "edit_block", "export_module", "export_source", "from_dict", "from_json",
+    "infer_shapes", "is_valid_for",
     "load", "mutate", "save", "spectrum", "spectrum_distance", "to_dict", "to_json",
     "write_atomically", "write_text_atomically",
 ]

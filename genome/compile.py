@@ -51,7 +51,8 @@ class Step:
     kwargs: tuple[tuple[str, Any], ...]
 
 
-def _constructor(op: str, params: dict[str, Any], in_ch: int, num_classes: int) -> tuple[str, dict[str, Any]]:
+def _constructor(op: str, params: dict[str, Any], in_ch: int,
+                 num_classes: int) -> tuple[str, dict[str, Any]]:
     if op in ("conv", "sconv"):
         stride = 1 if op == "conv" else 2
         return "ConvBNReLU", {"in_channels": in_ch, "out_channels": params["channels"],
@@ -63,7 +64,8 @@ def _constructor(op: str, params: dict[str, Any], in_ch: int, num_classes: int) 
     if op == "concat":
         return "Concat", {}
     if op == "output":
-        return "Head", {"in_features": in_ch, "hidden": params["hidden"], "num_classes": num_classes}
+        return "Head", {"in_features": in_ch, "hidden": params["hidden"],
+                        "num_classes": num_classes}
     return "Normalize", {}
 
 
@@ -82,7 +84,8 @@ def build_plan(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> list[Step
     return steps
 
 
-def _channel_stats(values: Sequence[float] | float | None, channels: int, default: float) -> list[float]:
+def _channel_stats(values: Sequence[float] | float | None, channels: int,
+                   default: float) -> list[float]:
     if values is None:
         return [default] * channels
     if isinstance(values, (int, float)):

@@ -72,7 +72,8 @@ def draw_genome(
     colors = [OP_COLORS.get(g.nodes[n]["op"], "#eeeeee") for n in g.nodes]
     rank = {n: round(-y / 1.1) for n, (_, y) in pos.items()}
     short = [(u, v) for u, v in g.edges if rank[v] - rank[u] == 1]
-    long = sorted((e for e in g.edges if rank[e[1]] - rank[e[0]] > 1), key=lambda e: (str(e[0]), str(e[1])))
+    long = sorted((e for e in g.edges if rank[e[1]] - rank[e[0]] > 1),
+                  key=lambda e: (str(e[0]), str(e[1])))
     nx.draw_networkx_edges(g, pos, edgelist=short, ax=ax, arrows=True, arrowsize=12,
                            node_size=2600, edge_color="#555555")
     for i, edge in enumerate(long):  # skips curve out to alternating sides, wider when longer

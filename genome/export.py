@@ -65,7 +65,8 @@ def _forward_lines(steps: list[Step]) -> list[str]:
 def _header(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> list[str]:
     """The module docstring: what the network takes and gives, its spectrum, its genome."""
     doc = to_dict(g)
-    items = [",\n".join(f"      {json.dumps(x, sort_keys=True)}" for x in doc[k]) for k in ("nodes", "edges")]
+    items = [",\n".join(f"      {json.dumps(x, sort_keys=True)}" for x in doc[k])
+             for k in ("nodes", "edges")]
     genome_doc = (f'    {{"format": "{doc["format"]}", "format_version": {doc["format_version"]},\n'
                   f'     "nodes": [\n{items[0]}\n     ],\n     "edges": [\n{items[1]}\n     ]}}')
     return [
@@ -115,8 +116,10 @@ def _class(steps: list[Step], class_name: str, input_shape: Shape, num_classes: 
 
 def _loader(class_name: str) -> list[str]:
     return [
-        f"def load_model(weights_path: str | None = None, map_location: str = \"cpu\") -> {class_name}:",
-        '    """Build the network and load its weights (default: ``WEIGHTS_FILE`` beside this file)."""',
+        f"def load_model(weights_path: str | None = None, map_location: str = \"cpu\") "
+        f"-> {class_name}:",
+        '    """Build the network and load its weights '
+        '(default: ``WEIGHTS_FILE`` beside this file)."""',
         f"    model = {class_name}()",
         "    if weights_path is None and WEIGHTS_FILE is not None:",
         "        weights_path = str(Path(__file__).with_name(WEIGHTS_FILE))",

@@ -65,7 +65,8 @@ class MutationLimits:
 def is_valid_for(g: nx.DiGraph, limits: MutationLimits) -> bool:
     """True when ``g`` is valid for every input shape of ``limits`` under its caps."""
     return all(
-        not check_genome(g, input_shape=s, max_channels=limits.max_channels, max_nodes=limits.max_nodes)
+        not check_genome(g, input_shape=s, max_channels=limits.max_channels,
+                         max_nodes=limits.max_nodes)
         for s in limits.input_shapes
     )
 
@@ -98,7 +99,8 @@ def _sorted_edges(g: nx.DiGraph) -> list[tuple[Any, Any]]:
     return sorted(g.edges, key=lambda e: (str(e[0]), str(e[1])))
 
 
-def add_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits, op: str) -> nx.DiGraph | None:
+def add_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits,
+              op: str) -> nx.DiGraph | None:
     """Insert a new ``op`` block (conv / pool / sconv) with random params on a random edge."""
     params = _block_params(op, rng, limits)
 
@@ -115,7 +117,8 @@ def add_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits
     return _first_valid(g, rng, limits, _sorted_edges(g), apply)
 
 
-def edit_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits, op: str) -> nx.DiGraph | None:
+def edit_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits,
+               op: str) -> nx.DiGraph | None:
     """Change one ``op`` block: new channels or kernel (conv / sconv), other kind (pool)."""
 
     def apply(child: nx.DiGraph, node: Any) -> bool:
@@ -138,7 +141,8 @@ def edit_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimit
     return _first_valid(g, rng, limits, find_op(g, op), apply)
 
 
-def delete_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits, op: str) -> nx.DiGraph | None:
+def delete_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits,
+                 op: str) -> nx.DiGraph | None:
     """Remove one ``op`` block, connecting its input to each of its consumers."""
 
     def apply(child: nx.DiGraph, node: Any) -> bool:
@@ -154,7 +158,8 @@ def delete_block(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLim
     return _first_valid(g, rng, limits, find_op(g, op), apply)
 
 
-def add_skip(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits, op: str) -> nx.DiGraph | None:
+def add_skip(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits,
+             op: str) -> nx.DiGraph | None:
     """Add a ``sum`` / ``concat`` block joining an edge's source with an earlier node."""
     sites = [((u, v), a) for u, v in _sorted_edges(g)
              for a in sorted(nx.ancestors(g, u), key=str)]
@@ -179,7 +184,8 @@ def _prune_dead(g: nx.DiGraph) -> None:
     g.remove_nodes_from([n for n in list(g.nodes) if n not in live])
 
 
-def delete_skip(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits, op: str) -> nx.DiGraph | None:
+def delete_skip(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits,
+                op: str) -> nx.DiGraph | None:
     """Remove a ``sum`` / ``concat`` block, keeping one input; a branch left dangling goes too."""
     sites = [(n, keep) for n in find_op(g, op) for keep in (0, 1)]
 
@@ -199,7 +205,8 @@ def delete_skip(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimi
 
 
 def _bind(fn: Callable[..., nx.DiGraph | None], op: str, name: str) -> Mutation:
-    def operator(g: nx.DiGraph, rng: np.random.Generator, *, limits: MutationLimits) -> nx.DiGraph | None:
+    def operator(g: nx.DiGraph, rng: np.random.Generator, *,
+                 limits: MutationLimits) -> nx.DiGraph | None:
         return fn(g, rng, limits=limits, op=op)
 
     operator.__name__ = operator.__qualname__ = name
@@ -250,7 +257,8 @@ def mutate(
     names = sorted(operators) if operators is not None else sorted(MUTATIONS)
     unknown = [n for n in names if n not in MUTATIONS]
     if unknown:
-        raise ValueError(f"unknown mutation operators {unknown}; valid: {', '.join(sorted(MUTATIONS))}")
+        raise ValueError(f"unknown mutation operators {unknown}; "
+                         f"valid: {', '.join(sorted(MUTATIONS))}")
     child, applied = g.copy(), []
     for _ in range(count):
         for i in rng.permutation(len(names)):

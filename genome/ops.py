@@ -90,7 +90,8 @@ def param_problems(node: Any, attrs: dict[str, Any]) -> list[str]:
         if attrs["kernel"] < 1 or attrs["kernel"] % 2 == 0:
             problems.append(f"node {node!r}: kernel must be odd and >= 1, got {attrs['kernel']}")
     elif op == "pool" and attrs["kind"] not in POOL_KINDS:
-        problems.append(f"node {node!r}: pool kind must be one of {POOL_KINDS}, got {attrs['kind']!r}")
+        problems.append(f"node {node!r}: pool kind must be one of {POOL_KINDS}, "
+                        f"got {attrs['kind']!r}")
     elif op == "output" and attrs["hidden"] < 0:
         problems.append(f"node {node!r}: hidden must be >= 0, got {attrs['hidden']}")
     return problems

@@ -81,9 +81,11 @@ def _json_scalar(value: Any) -> bool:
 def from_dict(doc: Any) -> nx.DiGraph:
     """Build a genome from a parsed document; raises :class:`GenomeFormatError` on bad format."""
     _require(isinstance(doc, dict), "genome document must be a JSON object")
-    _require(doc.get("format") == FORMAT_NAME, f"not a genome document ('format' must be {FORMAT_NAME!r})")
+    _require(doc.get("format") == FORMAT_NAME,
+             f"not a genome document ('format' must be {FORMAT_NAME!r})")
     version = doc.get("format_version")
-    _require(version == FORMAT_VERSION, f"unsupported genome format_version {version!r} (expected {FORMAT_VERSION})")
+    _require(version == FORMAT_VERSION,
+             f"unsupported genome format_version {version!r} (expected {FORMAT_VERSION})")
     unknown = set(doc) - {"format", "format_version", "nodes", "edges", "meta"}
     _require(not unknown, f"unknown top-level keys {sorted(unknown)}")
     nodes, edges = doc.get("nodes"), doc.get("edges")
@@ -92,7 +94,8 @@ def from_dict(doc: Any) -> nx.DiGraph:
     g = nx.DiGraph()
     for i, node in enumerate(nodes):
         _require(isinstance(node, dict), f"nodes[{i}] must be an object")
-        _require(isinstance(node.get("id"), str) and node["id"] != "", f"nodes[{i}] needs a non-empty string 'id'")
+        _require(isinstance(node.get("id"), str) and node["id"] != "",
+                 f"nodes[{i}] needs a non-empty string 'id'")
         _require(isinstance(node.get("op"), str), f"node {node['id']!r} needs a string 'op'")
         _require(node["id"] not in g, f"duplicate node id {node['id']!r}")
         attrs = {k: v for k, v in node.items() if k != "id"}
@@ -108,7 +111,8 @@ def from_dict(doc: Any) -> nx.DiGraph:
         _require(not g.has_edge(src, dst), f"duplicate edge {src!r} -> {dst!r}")
         if "port" in edge:
             port = edge["port"]
-            _require(isinstance(port, int) and not isinstance(port, bool), f"edges[{i}]: 'port' must be an integer")
+            _require(isinstance(port, int) and not isinstance(port, bool),
+                     f"edges[{i}]: 'port' must be an integer")
             g.add_edge(src, dst, port=port)
         else:
             g.add_edge(src, dst)
@@ -120,7 +124,8 @@ def from_json(text: str) -> nx.DiGraph:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise GenomeFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise GenomeFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} "
+                                f"column {exc.colno}") from None
     return from_dict(doc)
 
 

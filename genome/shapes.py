@@ -38,7 +38,8 @@ def _block_shape(op: str, params: dict[str, Any], ins: list[Shape], input_shape:
     if op == "sconv":
         _, h, w = ins[0]
         k = params["kernel"]
-        return (params["channels"], (h + 2 * (k // 2) - k) // 2 + 1, (w + 2 * (k // 2) - k) // 2 + 1)
+        return (params["channels"], (h + 2 * (k // 2) - k) // 2 + 1,
+                (w + 2 * (k // 2) - k) // 2 + 1)
     if op == "pool":
         c, h, w = ins[0]
         return (c, h // 2, w // 2)
@@ -71,7 +72,8 @@ def infer_shapes(g: nx.DiGraph, input_shape: Shape) -> dict[Any, Shape]:
     return propagate_shapes(g, tuple(input_shape))  # type: ignore[arg-type]
 
 
-def _node_cost(g: nx.DiGraph, n: Any, shapes: dict[Any, Shape], num_classes: int) -> tuple[int, int]:
+def _node_cost(g: nx.DiGraph, n: Any, shapes: dict[Any, Shape],
+               num_classes: int) -> tuple[int, int]:
     """(parameters, MACs) of one node."""
     op, params = g.nodes[n]["op"], node_params(g, n)
     if op in ("conv", "sconv"):
@@ -84,7 +86,8 @@ def _node_cost(g: nx.DiGraph, n: Any, shapes: dict[Any, Shape], num_classes: int
         c = shapes[n][0]
         hidden = params["hidden"]
         if hidden:
-            return c * hidden + hidden + hidden * num_classes + num_classes, c * hidden + hidden * num_classes
+            return (c * hidden + hidden + hidden * num_classes + num_classes,
+                    c * hidden + hidden * num_classes)
         return c * num_classes + num_classes, c * num_classes
     return 0, 0
 

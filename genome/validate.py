@@ -66,7 +66,8 @@ def assert_valid(
     max_nodes: int | None = None,
 ) -> nx.DiGraph:
     """Return ``g`` when valid, else raise :class:`InvalidGenome` listing every problem."""
-    problems = check_genome(g, input_shape=input_shape, max_channels=max_channels, max_nodes=max_nodes)
+    problems = check_genome(g, input_shape=input_shape, max_channels=max_channels,
+                            max_nodes=max_nodes)
     if problems:
         raise InvalidGenome(problems)
     return g

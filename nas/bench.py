@@ -7,8 +7,8 @@ attack-set generation once per reference):
 - GM step with cached reference gradients (the search's path) and with the reference
   gradient computed live (reference ``he-ref`` and ``resnet34``); ratios to the plain step;
 - the same plain and GM steps done straightforwardly (PyTorch's own layers and default memory
-  layout instead of ``nas.evaluation.training.build_training_model``), to show what the layout and the
-  closed-form second derivatives of ``nas.evaluation.double_backward`` buy;
+  layout instead of ``nas.evaluation.training.build_training_model``), to show what the layout and
+  the closed-form second derivatives of ``nas.evaluation.double_backward`` buy;
 - transferred attack-set generation throughput (PGD-L-inf, per-dataset default steps) for
   the ``he-ref`` and ``resnet34`` references, as seconds per 1,000 images;
 - one training step of every other registered defense relative to plain CE (a defense the
@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short smoke version (seconds)")
     p.add_argument("--json", action="store_true", help="print one JSON object for machines")
     p.add_argument("--dataset", default="fashion-mnist", help="image shape / normalisation")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default 128, 16 quick)")
-    p.add_argument("--reps", type=positive_int, default=None, help="timed repetitions (default 9, 2 quick)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="batch size (default 128, 16 quick)")
+    p.add_argument("--reps", type=positive_int, default=None,
+                   help="timed repetitions (default 9, 2 quick)")
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     return p
@@ -143,7 +145,8 @@ def bench(*, quick: bool = False, dataset: str = "fashion-mnist", batch_size: in
             row["gm_cached_s"] / row["plain_straightforward_s"])
         row["gm_straightforward_over_gm_cached"] = row["gm_straightforward_s"] / row["gm_cached_s"]
         for ref_name in refs:
-            row[f"gm_live_{ref_name}_over_cached"] = row[f"gm_live_{ref_name}_s"] / row["gm_cached_s"]
+            row[f"gm_live_{ref_name}_over_cached"] = (row[f"gm_live_{ref_name}_s"]
+                                                      / row["gm_cached_s"])
         out["children"][child] = row
     out["attack"] = _bench_attacks(refs, x, y, dataset, quick)
     out["defenses"] = _bench_defenses(info, batch, dev, reps, cached)

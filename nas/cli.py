@@ -20,7 +20,8 @@ from nas.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are :class:`UserError` (one line, exit 2 in :func:`run`).
+    """``argparse.ArgumentParser`` whose errors are :class:`UserError` (one line, exit 2 in
+    :func:`run`).
 
     argparse prints the usage block before the message and exits itself; a bad flag here reads
     like every other bad input of the project (``--help`` still shows the usage).

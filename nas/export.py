@@ -102,7 +102,8 @@ def select(run: Path, children: dict[str, dict[str, Any]], *, all_: bool,
     return ids
 
 
-def weights_file(run: Path, child_id: str, children: dict[str, dict[str, Any]]) -> tuple[Path, dict]:
+def weights_file(run: Path, child_id: str,
+                 children: dict[str, dict[str, Any]]) -> tuple[Path, dict]:
     """The weights of a child (refined ones first; a reused child's source) and its metrics."""
     entry = children[child_id]
     if "refined" in entry:
@@ -120,8 +121,8 @@ def weights_file(run: Path, child_id: str, children: dict[str, dict[str, Any]]) 
 def _load_checked(run: Path, child_id: str, wpath: Path, info: Any) -> tuple[Any, dict]:
     """The genome and weights of a child, verified to load into the compiled network.
 
-    Weights go through :func:`nas.evaluation.references.load_weights` (``weights_only``; an unreadable,
-    truncated or non-tensor file is one :class:`UserError`).
+    Weights go through :func:`nas.evaluation.references.load_weights` (``weights_only``; an
+    unreadable, truncated or non-tensor file is one :class:`UserError`).
     """
     import genome as gn
     from nas.evaluation.references import load_weights
@@ -149,7 +150,8 @@ def readme(rows: list[dict[str, Any]], run: Path, dataset: str) -> str:
     for r in rows:
         m = r["metrics"]
         lines.append(f"| `{r['module']}` | {tuple(r['spectrum'])} | {m['split']} | "
-                     f"{m.get('clean_acc', float('nan')):.4f} | {m.get('adv_acc', float('nan')):.4f} | "
+                     f"{m.get('clean_acc', float('nan')):.4f} | "
+                     f"{m.get('adv_acc', float('nan')):.4f} | "
                      f"{m.get('fitness', float('nan')):.4f} | {m.get('params', '-')} |")
     lines += ["", "Split `test`: measured after refinement on the test split; `fitness`: the "
               "search's fitness split (not refined)."]
@@ -182,7 +184,8 @@ def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
     if front:
         ids = _front_ids(run, front_size)
     config = load_config(run)
-    dataset = config.get("fitness", {}).get("dataset") if isinstance(config.get("fitness"), dict) else None
+    dataset = (config.get("fitness", {}).get("dataset")
+               if isinstance(config.get("fitness"), dict) else None)
     if not isinstance(dataset, str):
         raise RunCorrupt(f"{run / 'config.json'} names no dataset (fitness.dataset)")
     info = dataset_info(dataset)

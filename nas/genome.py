@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m nas.genome`` (one sub-parser per verb)."""
     doc = __doc__ or ""
     parser = ArgumentParser(
-        prog="python -m nas.genome", description="\n\n".join(doc.split("\n\n")[:2]).replace("``", ""),
+        prog="python -m nas.genome",
+        description="\n\n".join(doc.split("\n\n")[:2]).replace("``", ""),
         epilog=doc[doc.index("Examples::"):].replace("Examples::", "examples:").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mutate", help="apply COUNT random mutations in a row (aggressive mutation)")
     _add_genome_arg(p)
     p.add_argument("--seed", type=nonneg_int, required=True, help="seed of the random generator")
-    p.add_argument("--count", type=positive_int, default=4, help="number of mutations in a row (default 4)")
+    p.add_argument("--count", type=positive_int, default=4,
+                   help="number of mutations in a row (default 4)")
     _add_shape_arg(p)
     p.add_argument("--out", required=True, help="where to write the child genome JSON")
     p = sub.add_parser("validate", help="check a genome; exit 0 when valid, 2 with the problems")
@@ -86,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="ops, shapes, spectrum, hash, parameters and MACs")
     _add_genome_arg(p)
     _add_shape_arg(p)
-    p.add_argument("--num-classes", type=positive_int, default=10, help="number of classes (default 10)")
+    p.add_argument("--num-classes", type=positive_int, default=10,
+                   help="number of classes (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p = sub.add_parser("export", help="write standalone PyTorch source (+ weights) for a genome")
     _add_genome_arg(p)
     _add_shape_arg(p)
-    p.add_argument("--num-classes", type=positive_int, default=10, help="number of classes (default 10)")
+    p.add_argument("--num-classes", type=positive_int, default=10,
+                   help="number of classes (default 10)")
     p.add_argument("--mean", type=finite_float, nargs="+", default=None,
                    help="normalisation mean (one value or one per channel; default 0)")
     p.add_argument("--std", type=positive_float, nargs="+", default=None,
@@ -131,7 +135,8 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     _check_positive(args.count, "--count")
     g = resolve_genome(args.genome)
     limits = _space_limits(shape)
-    gn.assert_valid(g, input_shape=shape, max_channels=limits.max_channels, max_nodes=limits.max_nodes)
+    gn.assert_valid(g, input_shape=shape, max_channels=limits.max_channels,
+                    max_nodes=limits.max_nodes)
     child, applied = gn.mutate(g, np.random.default_rng(args.seed), limits=limits, count=args.count)
     if not applied:
         raise UserError(f"no mutation applies to {args.genome} within the search space's caps")
@@ -161,7 +166,8 @@ def describe_genome(g: nx.DiGraph, input_shape: Shape, num_classes: int) -> dict
     for n in topological_order(g):
         attrs = dict(g.nodes[n])
         ins = ordered_inputs(g, n)
-        nodes.append({"id": str(n), **attrs, "inputs": [str(i) for i in ins], "shape": list(shapes[n])})
+        nodes.append({"id": str(n), **attrs, "inputs": [str(i) for i in ins],
+                      "shape": list(shapes[n])})
     spec = gn.spectrum(g)
     return {
         "hash": gn.canonical_hash(g),
@@ -185,7 +191,8 @@ def _describe_text(name: str, d: dict[str, Any]) -> str:
     for node in d["nodes"]:
         params = " ".join(f"{k}={v}" for k, v in node.items()
                           if k not in ("id", "op", "inputs", "shape"))
-        shape = "x".join(map(str, node["shape"])) if node["op"] != "output" else f"{d['num_classes']} logits"
+        shape = ("x".join(map(str, node["shape"])) if node["op"] != "output"
+                 else f"{d['num_classes']} logits")
         lines.append(f"{node['id']:<8}{node['op']:<8}{params:<22}{','.join(node['inputs']):<16}{shape}")
     return "\n".join(lines)
 
@@ -216,9 +223,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     g = gn.assert_valid(resolve_genome(args.genome), input_shape=shape)
     state = _load_weights(args.weights, g, args, shape) if args.weights else None
     try:
-        src, weights = gn.export_module(g, args.out, num_classes=args.num_classes, input_shape=shape,
-                                        mean=args.mean, std=args.std, state_dict=state,
-                                        class_name=args.class_name)
+        src, weights = gn.export_module(g, args.out, num_classes=args.num_classes,
+                                        input_shape=shape, mean=args.mean, std=args.std,
+                                        state_dict=state, class_name=args.class_name)
     except ValueError as exc:  # e.g. wrong number of mean/std values
         raise UserError(str(exc)) from None
     print(f"wrote {src}" + (f" and {weights}" if weights else " (no weights: --weights not given)"))
@@ -230,7 +237,8 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
     shape = _shape(args.input_shape)
     g = gn.assert_valid(resolve_genome(args.genome), input_shape=shape)
-    title = args.title if args.title is not None else f"{args.genome}  ({gn.canonical_hash(g)[:12]})"
+    title = (args.title if args.title is not None
+             else f"{args.genome}  ({gn.canonical_hash(g)[:12]})")
     try:
         path = draw_genome(g, args.out, input_shape=shape, title=title)
     except ValueError as exc:  # unsupported image format

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate "
                    "(default: the recipe's)")
     p.add_argument("--attack", default=d.attack, help="attack generating the transferred set")
-    p.add_argument("--eps", type=unit_float, default=None, help="attack radius (default per dataset)")
+    p.add_argument("--eps", type=unit_float, default=None,
+                   help="attack radius (default per dataset)")
     p.add_argument("--step-size", type=positive_float, default=None, help="attack step size")
     p.add_argument("--steps", type=positive_int, default=None, help="attack iterations")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of ARCH's training")
@@ -130,7 +131,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         reference_epochs=args.reference_epochs, reference_patience=args.reference_patience,
         reference_weights=args.reference_weights, recipe=args.recipe,
         attack=args.attack, eps=args.eps, step_size=args.step_size, steps=args.steps,
-        defense=args.defense, defense_args=tuple(sorted(defense_args(args.defense_arg, args.lam).items())),
+        defense=args.defense,
+        defense_args=tuple(sorted(defense_args(args.defense_arg, args.lam).items())),
         batch_size=args.batch_size, lr=args.lr, device=args.device, fitness_split="val",
         data_root=args.data_root, cache_dir=args.cache_dir, seed=args.data_seed)
 
@@ -146,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.epochs is None and args.val_size < 1:
-        raise UserError("training to the validation plateau needs --val-size > 0 (or give --epochs)")
+        raise UserError("training to the validation plateau needs --val-size > 0 "
+                        "(or give --epochs)")
     if args.out:
         check_out_dir(args.out, "--out")  # before any training
     settings = settings_from_args(args)

@@ -9,12 +9,13 @@ The paper's Fig. 4 is not in its text; the description is:
 
 ``he-ref`` and ``he-baseline`` follow that description block for block (``docs/genome.md``
 draws them). The "two fully-connected blocks" are the head's hidden layer (64) and the
-classifier. The project's head is global average pooling, so a network whose last map is large sees only
-small patches: measured on Fashion-MNIST, a first draft of (a) with one plain and two strided
-conv blocks (last map 7x7) reached 74% after 3 epochs on 20k images, the all-strided version
-below 83%. So the "convolutional blocks" are read as conv or strided-conv blocks: (a) has no
-pooling block and uses three strided ones (maps 14, 7, 4); (b) has two plain and two strided
-ones around its pool. Channels stay within 32-64 so both train quickly on two CPU cores.
+classifier. The project's head is global average pooling, so a network whose last map is large
+sees only small patches: measured on Fashion-MNIST, a first draft of (a) with one plain and two
+strided conv blocks (last map 7x7) reached 74% after 3 epochs on 20k images, the all-strided
+version below 83%. So the "convolutional blocks" are read as conv or strided-conv blocks: (a)
+has no pooling block and uses three strided ones (maps 14, 7, 4); (b) has two plain and two
+strided ones around its pool. Channels stay within 32-64 so both train quickly on two CPU
+cores.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import networkx as nx
 from genome import GenomeFormatError, UnknownGenomeName, assert_valid, load
 
 
-def _build(nodes: list[tuple[str, str, dict[str, Any]]], edges: list[tuple[str, str, int | None]]) -> nx.DiGraph:
+def _build(nodes: list[tuple[str, str, dict[str, Any]]],
+           edges: list[tuple[str, str, int | None]]) -> nx.DiGraph:
     g = nx.DiGraph()
     for node, op, params in nodes:
         g.add_node(node, op=op, **params)

@@ -62,6 +62,7 @@ def sample_genome(
         if rng.random() < space.skip_probability:
             child = add_skip(g, rng, limits=limits, op="sum" if rng.random() < 0.5 else "concat")
             g = child if child is not None else g
-    assert_valid(g, input_shape=input_shape, max_channels=space.max_channels, max_nodes=space.max_nodes)
+    assert_valid(g, input_shape=input_shape, max_channels=space.max_channels,
+                 max_nodes=space.max_nodes)
     assert is_valid_for(g, limits)
     return g

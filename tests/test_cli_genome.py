@@ -62,7 +62,8 @@ def test_describe_text_and_json(capsys):
     assert main(["describe", "he-baseline"]) == 0
     text = capsys.readouterr().out
     assert "spectrum conv 2, pool 1, sconv 2, sum 1, concat 1" in text
-    assert main(["describe", "he-ref", "--json", "--input-shape", "3x32x32", "--num-classes", "7"]) == 0
+    assert main(["describe", "he-ref", "--json", "--input-shape", "3x32x32",
+                 "--num-classes", "7"]) == 0
     d = json.loads(capsys.readouterr().out)
     g = named_genome("he-ref")
     assert d["hash"] == gn.canonical_hash(g)
@@ -77,8 +78,8 @@ def test_export_with_weights(tmp_path, capsys):
     net = gn.compile_genome(g, mean=0.5, std=0.5).eval()
     torch.save(net.state_dict(), tmp_path / "trained.pt")
     out = tmp_path / "exp" / "net.py"
-    assert main(["export", "he-baseline", "--out", str(out), "--weights", str(tmp_path / "trained.pt"),
-                 "--mean", "0.5", "--std", "0.5"]) == 0
+    assert main(["export", "he-baseline", "--out", str(out),
+                 "--weights", str(tmp_path / "trained.pt"), "--mean", "0.5", "--std", "0.5"]) == 0
     namespace: dict = {"__file__": str(out)}
     exec(compile(out.read_text(), str(out), "exec"), namespace)
     model = namespace["load_model"]()
@@ -104,7 +105,8 @@ def test_draw_writes_a_png(tmp_path):
      (["describe", "resnet"], "unknown genome 'resnet'; valid: he-baseline, he-ref"),
      (["validate", "BAD"], "not valid JSON"),
      (["sample", "--seed", "0", "--input-shape", "28x28", "--out", "x.json"], "CxHxW"),
-     (["mutate", "he-ref", "--seed", "0", "--count", "0", "--out", "x.json"], "--count: must be an integer >= 1")],
+     (["mutate", "he-ref", "--seed", "0", "--count", "0", "--out", "x.json"],
+      "--count: must be an integer >= 1")],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

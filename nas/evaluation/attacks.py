@@ -66,7 +66,8 @@ def resolve_attack(
 ) -> AttackSettings:
     """Fill ``None`` fields with the per-dataset default of the attack's norm."""
     ATTACKS.get(name)  # raises UnknownName with the valid names
-    family = "cifar10" if dataset.startswith("cifar") or dataset == "synthetic-rgb" else "mnist-like"
+    family = ("cifar10" if dataset.startswith("cifar") or dataset == "synthetic-rgb"
+              else "mnist-like")
     d_eps, d_step, d_steps = _DEFAULTS[family]["l2" if name == "pgd-l2" else "linf"]
     if name == "fgsm":
         d_steps = 1

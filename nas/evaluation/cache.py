@@ -150,7 +150,8 @@ def discard(path: Path, reason: str, log: Callable[[str], None]) -> None:
     path.unlink(missing_ok=True)
 
 
-def _problem(path: Path, key: dict[str, Any]) -> str | tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _problem(path: Path,
+             key: dict[str, Any]) -> str | tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """What is wrong with the entry (a phrase), or its ``(tensors, meta)`` when nothing is."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -13,9 +13,10 @@ read-only) into the cache *before* torchvision extracts anything, each atomicall
 file, fsync, rename) and verified (the source's size, torchvision's md5); otherwise torchvision
 downloads them (unless env ``NAS_OFFLINE=1``). A staged file that is empty, truncated or fails
 its md5 (e.g. a kill during an older copy) is logged in one line and staged again, and files
-torchvision extracted that it cannot read are extracted again. torchvision called with ``download=True`` and correct-md5 ``.gz`` files
-present verifies them and makes no network request. When all three fail the user gets one line
-naming the dataset, the files looked for and the flag to use (:class:`nas.cli.UserError`).
+torchvision extracted that it cannot read are extracted again. torchvision called with
+``download=True`` and correct-md5 ``.gz`` files present verifies them and makes no network request.
+When all three fail the user gets one line naming the dataset, the files looked for and the flag to
+use (:class:`nas.cli.UserError`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ DATASETS: Registry[tuple[DatasetInfo, Loader]] = Registry("dataset")
 
 
 def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:
-    """Decorator registering a loader ``(cache, data_root, sizes, seed, log) -> (xtr, ytr, xte, yte)``."""
+    """Decorator registering a loader
+    ``(cache, data_root, sizes, seed, log) -> (xtr, ytr, xte, yte)``."""
 
     def decorator(fn: Loader) -> Loader:
         DATASETS.register(info.name)((info, fn))
@@ -271,7 +273,8 @@ def _stage_raw(cache: Path, data_root: str | None, folder: str, files: list[str]
 
 
 def _torchvision(name: str, cls_name: str, folder: str, files: list[str], cache: Path,
-                 data_root: str | None, log: Callable[[str], None] = print) -> tuple[torch.Tensor, ...]:
+                 data_root: str | None,
+                 log: Callable[[str], None] = print) -> tuple[torch.Tensor, ...]:
     """Load train + test of a torchvision dataset with the staging rules of the module doc."""
     import torchvision.datasets as tvd
 

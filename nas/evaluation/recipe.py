@@ -1,7 +1,7 @@
 """The training recipe: optimizer, learning-rate schedule, label smoothing, augmentation, EMA.
 
-One frozen :class:`Recipe` is used by the one training loop (:func:`nas.evaluation.training.train`) for
-references, children, refinement and baselines. Two are registered (:data:`RECIPES`):
+One frozen :class:`Recipe` is used by the one training loop (:func:`nas.evaluation.training.train`)
+for references, children, refinement and baselines. Two are registered (:data:`RECIPES`):
 
 - ``paper``: the paper's Adam with PyTorch defaults (lr 1e-3), constant rate, no label
   smoothing, no augmentation, no weight averaging (gm-neuroevolution §4). With it the loop is
@@ -12,10 +12,10 @@ references, children, refinement and baselines. Two are registered (:data:`RECIP
 
 Augmentation and the GM defense: the cached reference input gradients are gradients of the
 *un-augmented* training images, so the loop shifts inputs only when nothing the defense uses
-is looked up by image index (:func:`nas.evaluation.training.train`): with cached reference gradients (the
-search, ``nas.train``) GM trains on un-shifted images; with live reference gradients
-(:class:`nas.evaluation.training.LiveReferenceGrad`) the images are shifted and the reference gradient is
-taken of the shifted images.
+is looked up by image index (:func:`nas.evaluation.training.train`): with cached reference gradients
+(the search, ``nas.train``) GM trains on un-shifted images; with live reference gradients
+(:class:`nas.evaluation.training.LiveReferenceGrad`) the images are shifted and the reference
+gradient is taken of the shifted images.
 """
 
 from __future__ import annotations

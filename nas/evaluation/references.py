@@ -21,8 +21,8 @@ Every builder returns a module with the model contract of docs/architecture.md: 
   ``genome.compile_genome``.
 
 A reference is trained once with CE (:func:`get_reference`) and cached as one all-or-nothing
-entry (its ``state_dict`` and metadata in one file, :mod:`nas.evaluation.cache`), keyed by everything
-that determines it: architecture, the digest of the exact training images and labels, and
+entry (its ``state_dict`` and metadata in one file, :mod:`nas.evaluation.cache`), keyed by
+everything that determines it: architecture, the digest of the exact training images and labels, and
 the whole training configuration.
 """
 
@@ -100,7 +100,8 @@ class TorchvisionNet(nn.Module):
 
 class _PoolLinear(nn.Sequential):
     def __init__(self, num_features: int, num_classes: int) -> None:
-        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(num_features, num_classes))
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(num_features, num_classes))
 
 
 def adapt_resnet(net: tvm.ResNet, info: DatasetInfo) -> tvm.ResNet:
@@ -165,7 +166,8 @@ def squeezenet1_1(info: DatasetInfo) -> TorchvisionNet:
     net = tvm.squeezenet1_1(num_classes=info.num_classes)
     net.features[0] = nn.Conv2d(info.input_shape[0], 64, kernel_size=3, stride=1)
     taps = tuple(f"features.{i}" for i, m in enumerate(net.features) if isinstance(m, nn.MaxPool2d))
-    return TorchvisionNet(info, net.features, nn.Sequential(net.classifier, nn.Flatten()), 512, taps)
+    return TorchvisionNet(info, net.features, nn.Sequential(net.classifier, nn.Flatten()), 512,
+                          taps)
 
 
 def _named_genome_net(name: str, info: DatasetInfo) -> nn.Module:
@@ -287,8 +289,8 @@ def get_reference(
     as ``config`` says (recipe, epochs; with ``config.patience`` to the validation plateau,
     keeping the best-on-validation weights; seed derived from ``("reference", seed)`` so it
     differs from any child's stream) and caches ``references/<name>-<dataset>-<key>.pt`` (one
-    file: weights + metadata, :func:`nas.evaluation.cache.save_entry`). The whole ``config`` (but device
-    and progress) enters the key. A freshly trained reference is returned exactly as a later
+    file: weights + metadata, :func:`nas.evaluation.cache.save_entry`). The whole ``config`` (but
+    device and progress) enters the key. A freshly trained reference is returned exactly as a later
     run loads it (a fresh build holding the stored tensors), so everything computed from it
     (adversarial sets, input gradients) is the same on both paths.
     """

@@ -151,7 +151,8 @@ def compare_maps(
     """
     if reference not in models:
         raise KeyError(f"reference {reference!r} not among the models {sorted(models)}")
-    results = {name: integrated_gradients(m, x, target, n_steps=n_steps) for name, m in models.items()}
+    results = {name: integrated_gradients(m, x, target, n_steps=n_steps)
+               for name, m in models.items()}
     ref_maps = results[reference].maps
     return {
         name: {"maps": r.maps, "delta": r.delta, "distance": pixel_distance(ref_maps, r.maps)}

@@ -109,7 +109,8 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """Events of ``events.jsonl`` (:func:`nas.search.rundir.read_events`); a torn last line is ignored."""
+    """Events of ``events.jsonl`` (:func:`nas.search.rundir.read_events`); a torn last line is
+    ignored."""
     return rundir.read_events(path)[0]
 
 
@@ -120,7 +121,8 @@ def _population_ids(event: dict[str, Any]) -> list[str] | None:
     return [p if isinstance(p, str) else str(p.get("id")) for p in pop]
 
 
-def _replay(events: list[dict[str, Any]], children: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _replay(events: list[dict[str, Any]],
+            children: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-generation populations from the log (explicit ids, else replayed replacements)."""
     current = [cid for cid, ev in children.items() if int(ev.get("generation", 0)) == 0]
     gens, seen = [], set()
@@ -190,7 +192,8 @@ def load_run(path: str | Path) -> RunView:
     if not view.finalists and view.generations:
         last = view.generations[-1]["population"]
         view.finalists = sorted(
-            ({"id": c, "spectrum": children[c].get("spectrum"), "metrics": children[c].get("metrics", {}),
+            ({"id": c, "spectrum": children[c].get("spectrum"),
+              "metrics": children[c].get("metrics", {}),
               "search_metrics": children[c].get("metrics", {}), "split": "fitness",
               "rank_fitness": selection_fitness(children[c].get("metrics"), None, view.ranked_by)}
              for c in last if c in children),
@@ -202,7 +205,8 @@ def generation_stats(view: RunView) -> list[dict[str, float]]:
     """Per generation: best / mean fitness and mean / fittest clean and adversarial accuracy."""
     rows = []
     for gen in view.generations:
-        metrics = [view.children[c].get("metrics", {}) for c in gen["population"] if c in view.children]
+        metrics = [view.children[c].get("metrics", {}) for c in gen["population"]
+                   if c in view.children]
         if not metrics:
             continue
         fit = np.array([float(m.get("fitness", 0.0)) for m in metrics])
@@ -273,7 +277,8 @@ def finalist_genome(spec: str) -> Path | None:
         match = [f for f in view.finalists if f["id"] == selector]
         if not match:
             ids = ", ".join(f["id"] for f in view.finalists)
-            raise UserError(f"{spec}: no finalist {selector!r}; use best, 1-{len(view.finalists)} or one of {ids}")
+            raise UserError(f"{spec}: no finalist {selector!r}; "
+                            f"use best, 1-{len(view.finalists)} or one of {ids}")
         chosen = match[0]
     return child_files(view, chosen["id"])[0]
 

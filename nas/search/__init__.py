@@ -1,1 +1,2 @@
-"""The search: its configuration, the DEAP genetic algorithm, the parallel map, run directories and the search driver."""
+"""The search: its configuration, the DEAP genetic algorithm, the parallel map, run directories and
+the search driver."""

@@ -202,7 +202,8 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], byt
             if number == len(lines) and not tail:
                 torn = raw + b"\n"
                 break
-            raise RunCorrupt(f"{path}: line {number} is corrupt; the log cannot be replayed") from None
+            raise RunCorrupt(f"{path}: line {number} is corrupt; "
+                             "the log cannot be replayed") from None
         events.append(event)
     return events, torn
 
@@ -275,7 +276,8 @@ def create_run(path: str | os.PathLike[str], config: dict[str, Any]) -> EventLog
     """
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"run directory {path} already exists; use --resume {path} or another --name")
+        raise UserError(f"run directory {path} already exists; "
+                        f"use --resume {path} or another --name")
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_killed_builds(path)
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")

@@ -24,9 +24,11 @@ class TinyNet(nn.Module):
 
     def __init__(self, in_ch: int = 1, num_classes: int = NUM_CLASSES, width: int = 8) -> None:
         super().__init__()
-        self.block1 = nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.block1 = nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1), nn.BatchNorm2d(width),
+                                    nn.ReLU())
         self.pool = nn.MaxPool2d(2)
-        self.block2 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1),
+                                    nn.BatchNorm2d(2 * width), nn.ReLU())
         self.fc = nn.Linear(2 * width, num_classes)
         self.num_classes = num_classes
         self.num_features = 2 * width
@@ -53,7 +55,8 @@ def synthetic(n: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.1,
-        step: float = 0.05, steps: int = 3, generator: torch.Generator | None = None) -> torch.Tensor:
+        step: float = 0.05, steps: int = 3,
+        generator: torch.Generator | None = None) -> torch.Tensor:
     """L-inf PGD with random start on ``model`` (pixel space, [0, 1])."""
     delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
     x_adv = (x + delta).clamp(0, 1).detach()

@@ -28,7 +28,8 @@ def _ref_grad_fn(reference: nn.Module):
 
 def _batch(n: int = 6, dtype=torch.float32, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return Batch(torch.rand(n, 1, 6, 6, generator=g).to(dtype), torch.randint(0, 3, (n,), generator=g),
+    return Batch(torch.rand(n, 1, 6, 6, generator=g).to(dtype),
+                 torch.randint(0, 3, (n,), generator=g),
                  torch.arange(n))
 
 

@@ -123,7 +123,8 @@ def test_prepare_caches_and_loss_pairs_by_index(factory, data, make_ctx, tmp_pat
     out = defense.loss(model, _batch(x, y, idx), ctx)
     xs = sty[idx].float() / 255
     z, zs = model(x[idx].float() / 255), model(xs)
-    expected = (F.cross_entropy(z, y[idx]) + F.cross_entropy(zs, y[idx])) / 2 + 0.5 * F.mse_loss(z, zs)
+    expected = ((F.cross_entropy(z, y[idx]) + F.cross_entropy(zs, y[idx])) / 2
+                + 0.5 * F.mse_loss(z, zs))
     assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     assert out.logs["weight_free"] == 1.0
 

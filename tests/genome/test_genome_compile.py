@@ -13,7 +13,8 @@ from search_spaces import sample_genome
 
 def test_model_contract():
     g = skip_net("concat", c_main=8, c_skip=4)
-    net = gn.compile_genome(g, num_classes=7, input_shape=(3, 32, 32), mean=[0.1, 0.2, 0.3], std=0.5)
+    net = gn.compile_genome(g, num_classes=7, input_shape=(3, 32, 32), mean=[0.1, 0.2, 0.3],
+                            std=0.5)
     x = torch.rand(2, 3, 32, 32)
     f = net.forward_features(x)
     assert f.shape == (2, net.num_features, 16, 16) and net.num_features == 12
@@ -23,7 +24,8 @@ def test_model_contract():
     assert not torch.allclose(logits.softmax(1).sum(1), logits.sum(1))  # raw logits
     assert net.tap_names == ("conv_a", "sconv_b", "concat_s")
     outs = []
-    hooks = [net.get_submodule(n).register_forward_hook(lambda m, i, o: outs.append(o)) for n in net.tap_names]
+    hooks = [net.get_submodule(n).register_forward_hook(lambda m, i, o: outs.append(o))
+             for n in net.tap_names]
     net(x)
     for h in hooks:
         h.remove()
@@ -81,7 +83,8 @@ def test_skip_reconciles_spatial_size_with_adaptive_max_pool():
     net = gn.compile_genome(g, input_shape=(1, 6, 6)).eval()
     acts = {}
     for name in ("conv_a", "sconv_b"):
-        net.get_submodule(name).register_forward_hook(lambda m, i, o, n=name: acts.__setitem__(n, o))
+        net.get_submodule(name).register_forward_hook(
+            lambda m, i, o, n=name: acts.__setitem__(n, o))
     out = net.forward_features(torch.rand(2, 1, 6, 6))
     assert out.shape == (2, 5, 3, 3)
     assert torch.equal(out[:, :3], acts["sconv_b"])  # port 0 first
@@ -108,7 +111,8 @@ def _real_shapes(net, g, x):
         if op in ("input", "output"):
             continue
         mod = net.get_submodule(f"{op}_{n}")
-        hooks.append(mod.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:]))))
+        hooks.append(mod.register_forward_hook(
+            lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:]))))
     net(x)
     for h in hooks:
         h.remove()

@@ -30,7 +30,8 @@ def test_export_round_trip_in_a_fresh_process(tmp_path):
     net = gn.compile_genome(g, **kw)
     _randomise_bn(net, 0)
     net.eval()
-    src, weights = gn.export_module(g, tmp_path / "out" / "net.py", state_dict=net.state_dict(), **kw)
+    src, weights = gn.export_module(g, tmp_path / "out" / "net.py", state_dict=net.state_dict(),
+                                    **kw)
     assert weights == tmp_path / "out" / "net.pt"
     x = torch.rand(5, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")

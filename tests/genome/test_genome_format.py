@@ -38,7 +38,8 @@ def test_json_is_deterministic_and_versioned():
 
 def test_json_is_stable_across_processes():
     code = ("import sys; sys.path.insert(0, 'tests/genome'); from genome_factories import skip_net;"
-            " import genome as gn; g = skip_net('sum'); print(gn.to_json(g)); print(gn.canonical_hash(g))")
+            " import genome as gn; g = skip_net('sum'); print(gn.to_json(g));"
+            " print(gn.canonical_hash(g))")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)]
     assert runs[0] == runs[1]
@@ -64,7 +65,8 @@ def _doc(**changes):
         (_doc(extra=1), "unknown top-level keys ['extra']"),
         (_doc(nodes={}), "'nodes' must be a list"),
         (_doc(nodes=[{"op": "input"}]), "needs a non-empty string 'id'"),
-        (_doc(nodes=[{"id": "a", "op": "input"}, {"id": "a", "op": "input"}]), "duplicate node id 'a'"),
+        (_doc(nodes=[{"id": "a", "op": "input"}, {"id": "a", "op": "input"}]),
+         "duplicate node id 'a'"),
         (_doc(nodes=[{"id": "a", "op": "conv", "channels": [1]}]), "params must be plain values"),
         (_doc(edges=[{"src": "n0", "dst": "zz"}]), "refers to unknown node"),
         (_doc(edges=[{"src": "n0", "dst": "n1", "port": "x"}]), "'port' must be an integer"),

@@ -21,7 +21,8 @@ def test_valid_genomes_have_no_problems():
 def test_cycle():
     g = chain(conv(), conv())
     g.add_edge("n2", "n1")
-    assert any(p.startswith("genome has a cycle: ") and "n1" in p and "n2" in p for p in _problems(g))
+    assert any(p.startswith("genome has a cycle: ") and "n1" in p and "n2" in p
+               for p in _problems(g))
 
 
 def test_sum_with_one_input():

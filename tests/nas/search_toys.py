@@ -32,7 +32,8 @@ RACING = dict(early_reject=True, reject_margin=0.05, epochs=3, epochs_step=0)
 
 
 def spectrum_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,
-                     split: str | None = None, delay: float = 0.0, mark: bool = False) -> dict[str, Any]:
+                     split: str | None = None, delay: float = 0.0,
+                     mark: bool = False) -> dict[str, Any]:
     """A ChildResult-shaped dict whose fitness is ``1 / (1 + |spectrum - TARGET|)``.
 
     ``mark``: first write the evaluating process's pid to ``out_dir/worker.pid``.

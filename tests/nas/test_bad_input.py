@@ -47,7 +47,8 @@ def finished_run(tmp_path_factory) -> Path:
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file and folder under ``root`` with a hash of its content."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file()
+                                       else "dir")
             for p in sorted(root.rglob("*"))}
 
 
@@ -119,20 +120,26 @@ CASES = {
     "evolve-population-text": (evolve, [*SMOKE, "--population", "three"], None),
     "evolve-config-population-text": (evolve, [*SMOKE, "--config", "{tmp}/c.json"],
                                       config_file({"population": "three"})),
-    "evolve-config-eps-above-1": (evolve, [*SMOKE, "--config", "{tmp}/c.json"], config_file({"eps": 2})),
-    "evolve-config-lr-text": (evolve, [*SMOKE, "--config", "{tmp}/c.json"], config_file({"lr": "fast"})),
+    "evolve-config-eps-above-1": (evolve, [*SMOKE, "--config", "{tmp}/c.json"],
+                                  config_file({"eps": 2})),
+    "evolve-config-lr-text": (evolve, [*SMOKE, "--config", "{tmp}/c.json"],
+                              config_file({"lr": "fast"})),
     "evolve-config-recipe-unknown": (evolve, [*SMOKE, "--config", "{tmp}/c.json"],
                                      config_file({"recipe": "turbo"})),
-    "evolve-config-preset-list": (evolve, ["--config", "{tmp}/c.json"], config_file({"preset": []})),
+    "evolve-config-preset-list": (evolve, ["--config", "{tmp}/c.json"],
+                                  config_file({"preset": []})),
     "evolve-dask-without-scheduler": (evolve, [*SMOKE, "--backend", "dask"], None),
-    "evolve-dask-bad-scheduler": (evolve, [*SMOKE, "--backend", "dask", "--scheduler", "nonsense"], None),
+    "evolve-dask-bad-scheduler": (evolve, [*SMOKE, "--backend", "dask", "--scheduler", "nonsense"],
+                                  None),
     "evolve-name-escapes": (evolve, [*SMOKE, "--name", "../escaped"], None),
     "evolve-name-nested": (evolve, [*SMOKE, "--name", "a/b"], None),
-    "evolve-run-dir-is-a-file": (evolve, [*SMOKE[:2], "--run-dir", "{tmp}/file", *SMOKE[4:]], a_file),
+    "evolve-run-dir-is-a-file": (evolve, [*SMOKE[:2], "--run-dir", "{tmp}/file", *SMOKE[4:]],
+                                 a_file),
     # nas.evolve --resume of a spoiled run
     "resume-config-empty-object": (evolve, ["--resume", "{run}"], write("config.json", "{}")),
     "resume-config-list": (evolve, ["--resume", "{run}"], write("config.json", "[1, 2]")),
-    "resume-config-no-sections": (evolve, ["--resume", "{run}"], write("config.json", '{"config": {}}')),
+    "resume-config-no-sections": (evolve, ["--resume", "{run}"],
+                                  write("config.json", '{"config": {}}')),
     "resume-config-garbage": (evolve, ["--resume", "{run}"], write("config.json", "garbage")),
     "resume-config-bad-value": (evolve, ["--resume", "{run}"], write(
         "config.json", '{"config": {"search": {"population": "three"}, "fitness": {}}}')),
@@ -141,11 +148,14 @@ CASES = {
     # nas.export
     "export-truncated-weights": (export, ["{run}", "--out", "{tmp}/out"], truncate_weights),
     "export-pickled-weights": (export, ["{run}", "--out", "{tmp}/out"], pickled_weights),
-    "export-final-garbage": (export, ["{run}", "--out", "{tmp}/out"], write("final.json", "garbage")),
+    "export-final-garbage": (export, ["{run}", "--out", "{tmp}/out"],
+                             write("final.json", "garbage")),
     "export-final-not-a-population": (export, ["{run}", "--out", "{tmp}/out"],
                                       write("final.json", '{"population": 3}')),
-    "export-empty-events-beside-final": (export, ["{run}", "--out", "{tmp}/out"], write("events.jsonl", "")),
-    "export-config-empty-object": (export, ["{run}", "--out", "{tmp}/out"], write("config.json", "{}")),
+    "export-empty-events-beside-final": (export, ["{run}", "--out", "{tmp}/out"],
+                                         write("events.jsonl", "")),
+    "export-config-empty-object": (export, ["{run}", "--out", "{tmp}/out"],
+                                   write("config.json", "{}")),
     "export-config-list": (export, ["{run}", "--out", "{tmp}/out"], write("config.json", "[1, 2]")),
     "export-out-is-a-file": (export, ["{run}", "--out", "{tmp}/file"], a_file),
     # nas.train
@@ -158,10 +168,12 @@ CASES = {
     "train-eps-above-1": (train, [*TRAIN, "--eps", "2"], None),
     "train-epochs-0": (train, [*TRAIN, "--epochs", "0"], None),
     # nas.genome, nas.bench, nas.report
-    "genome-sample-seed-negative": (genome_cli, ["sample", "--seed", "-1", "--out", "{tmp}/g.json"], None),
+    "genome-sample-seed-negative": (genome_cli, ["sample", "--seed", "-1", "--out",
+                                                 "{tmp}/g.json"], None),
     "genome-mutate-seed-negative": (genome_cli, ["mutate", "he-ref", "--seed", "-1", "--out",
                                                  "{tmp}/g.json"], None),
-    "genome-export-std-0": (genome_cli, ["export", "he-ref", "--std", "0", "--out", "{tmp}/n.py"], None),
+    "genome-export-std-0": (genome_cli, ["export", "he-ref", "--std", "0", "--out",
+                                         "{tmp}/n.py"], None),
     "bench-threads-negative": (bench, ["--threads", "-1"], None),
     "bench-threads-0": (bench, ["--threads", "0"], None),
     "bench-batch-size-0": (bench, ["--batch-size", "0"], None),

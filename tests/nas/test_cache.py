@@ -1,4 +1,5 @@
-"""Caches keyed by what they hold, all-or-nothing entries, corrupt entries rebuilt (issues 11, 12)."""
+"""Caches keyed by what they hold, all-or-nothing entries, corrupt entries rebuilt
+(issues 11, 12)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def test_one_weights_file_on_other_images_never_reuses_their_adversarial_sets(tm
     torch.save(build_reference("he-ref", dataset_info("synthetic")).state_dict(), tmp_path / "w.pt")
     spaces = []
     for seed in (0, 1):
-        ws = prepare(_settings(tmp_path / "cache", seed=seed, reference_weights=str(tmp_path / "w.pt")),
+        ws = prepare(_settings(tmp_path / "cache", seed=seed,
+                               reference_weights=str(tmp_path / "w.pt")),
                      progress=False, log=lambda _m: None)
         for split in ("val", "test"):
             assert _distance(ws, split) <= ws.attack.eps + 1e-6, (seed, split)
@@ -85,7 +87,8 @@ def test_check_adversarial_names_each_kind_of_wrong_set():
 
 
 def _files(cache: Path) -> dict[str, Path]:
-    return {kind: next((cache / kind).glob("*.pt")) for kind in ("references", "adversarial", "refgrad")}
+    return {kind: next((cache / kind).glob("*.pt"))
+            for kind in ("references", "adversarial", "refgrad")}
 
 
 @pytest.mark.parametrize("kind", ["references", "adversarial", "refgrad"])
@@ -203,8 +206,8 @@ def test_report_baselines_are_keyed_by_the_training_images_and_rebuilt_when_corr
         baseline(ws, s, "he-baseline", "none", 1, msgs.append, False)
     assert sum("training he-baseline" in m for m in msgs) == 2  # not reused across images
     (entry,) = [p for p in (tmp_path / "cache" / "report").glob("*.pt")
-                if p.stat().st_mtime_ns == max(q.stat().st_mtime_ns
-                                               for q in (tmp_path / "cache" / "report").glob("*.pt"))]
+                if p.stat().st_mtime_ns == max(
+                    q.stat().st_mtime_ns for q in (tmp_path / "cache" / "report").glob("*.pt"))]
     entry.write_bytes(entry.read_bytes()[:200])
     msgs.clear()
     ws, s = spaces[1]

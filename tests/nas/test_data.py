@@ -18,7 +18,8 @@ from nas.evaluation.data import (
     synthetic_images,
 )
 
-SHARED = Path(os.environ.get("NAS_DATA_ROOT") or Path(__file__).resolve().parents[3] / "shared" / "data")
+SHARED = Path(os.environ.get("NAS_DATA_ROOT")
+              or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def test_registry_lists_the_documented_datasets():
@@ -132,7 +133,8 @@ def test_a_kill_while_staging_leaves_no_partial_file(tmp_path):
     import sys
 
     code = ("import sys; from nas.evaluation.data import load_splits; load_splits('fashion-mnist', "
-            "train_size=100, val_size=10, test_size=10, data_root=sys.argv[1], cache_dir=sys.argv[2])")
+            "train_size=100, val_size=10, test_size=10, data_root=sys.argv[1], "
+            "cache_dir=sys.argv[2])")
     env = {**os.environ, "NAS_TEST_KILL_AT": "stage:before-rename",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run([sys.executable, "-c", code, str(SHARED), str(tmp_path)], env=env,

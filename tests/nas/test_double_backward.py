@@ -260,7 +260,8 @@ def test_training_layout_is_channels_last_and_trains_as_pytorch_does():
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     xb = to_training_layout(x)
     assert xb.is_contiguous(memory_format=torch.channels_last) and torch.equal(xb, x)
-    for model, batch in ((fast, Batch(xb, y, torch.arange(8))), (plain, Batch(x, y, torch.arange(8)))):
+    for model, batch in ((fast, Batch(xb, y, torch.arange(8))),
+                         (plain, Batch(x, y, torch.arange(8)))):
         ctx = build_context(gm, device=torch.device("cpu"), generator=torch.Generator(),
                             reference_grad=cached, log=lambda _m: None)
         train_step(model, gm, torch.optim.SGD(model.parameters(), lr=0.1), batch, ctx)

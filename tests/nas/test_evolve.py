@@ -42,7 +42,8 @@ def files(run: Path) -> dict[str, str]:
 
 def test_smoke_search_in_process_writes_a_complete_run(smoke_run):
     cfg = json.loads((smoke_run / "config.json").read_text())
-    assert cfg["config"]["search"]["population"] == 3 and cfg["config"]["fitness"]["dataset"] == "synthetic"
+    assert (cfg["config"]["search"]["population"] == 3
+            and cfg["config"]["fitness"]["dataset"] == "synthetic")
     assert {"torch", "deap", "python"} <= set(cfg["versions"])
     events = [json.loads(x) for x in (smoke_run / "events.jsonl").read_text().splitlines()]
     kinds = [e["type"] for e in events]
@@ -157,7 +158,8 @@ def test_resume_of_a_run_in_use_is_refused_in_one_line_and_changes_nothing(smoke
         before = files(smoke_run)
         code = run(main, ["--resume", str(smoke_run), "--no-progress"])
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and f"in use by another process (pid {holder.pid})" in err[0]
+        assert (code == 2 and len(err) == 1
+                and f"in use by another process (pid {holder.pid})" in err[0])
         assert files(smoke_run) == before
     finally:
         holder.kill()

@@ -36,7 +36,8 @@ def trained_run(tmp_path_factory):
         model = gn.compile_genome(gn.load(run_dir / "children" / member["id"] / "genome.json"),
                                   num_classes=info.num_classes, input_shape=info.input_shape,
                                   mean=info.mean, std=info.std)
-        torch.save(model.state_dict(), run_dir / "children" / member["id"] / "refined" / "weights.pt")
+        torch.save(model.state_dict(),
+                   run_dir / "children" / member["id"] / "refined" / "weights.pt")
     return run_dir, [m["id"] for m in final["population"]]
 
 

@@ -42,7 +42,8 @@ def run_ga(**overrides):
     pop = initial_population(toolbox, search, ops)
     pop, logbook, hof = steady_state(
         toolbox, pop, search,
-        lambda t, p, r: snapshots.append([(m.child_id, m.fitness.values[0], m.spectrum) for m in p]))
+        lambda t, p, r: snapshots.append([(m.child_id, m.fitness.values[0], m.spectrum)
+                                          for m in p]))
     return search, pop, logbook, hof, events, snapshots
 
 

@@ -25,7 +25,8 @@ def _negated(model: nn.Module) -> nn.Module:
     return neg
 
 
-def _images(n: int = 4, shape: tuple[int, int, int] = (1, 6, 6)) -> tuple[torch.Tensor, torch.Tensor]:
+def _images(n: int = 4,
+            shape: tuple[int, int, int] = (1, 6, 6)) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(7)
     return torch.rand((n, *shape), generator=gen), torch.randint(0, 3, (n,), generator=gen)
 
@@ -48,7 +49,8 @@ def test_ig_of_nonlinear_model_satisfies_completeness() -> None:
     x, y = _images()
     res = integrated_gradients(model, x, y, n_steps=64)
     with torch.no_grad():
-        gain = model(x).gather(1, y[:, None]).squeeze(1) - model(torch.zeros_like(x)).gather(1, y[:, None]).squeeze(1)
+        gain = (model(x).gather(1, y[:, None]).squeeze(1)
+                - model(torch.zeros_like(x)).gather(1, y[:, None]).squeeze(1))
     torch.testing.assert_close(res.attributions.flatten(1).sum(1), gain, rtol=1e-3, atol=1e-3)
 
 

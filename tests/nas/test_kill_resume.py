@@ -116,7 +116,8 @@ def test_two_resumes_started_together_one_is_refused(reference, cache, tmp_path)
     assert comparable(tmp_path / "k") == comparable(ref)
 
 
-@pytest.mark.parametrize("point", ["create:config", pytest.param("create:locked", marks=pytest.mark.slow),
+@pytest.mark.parametrize("point", ["create:config",
+                                   pytest.param("create:locked", marks=pytest.mark.slow),
                                    pytest.param("create:events", marks=pytest.mark.slow)])
 def test_a_search_killed_while_its_run_folder_is_made_starts_again_with_the_same_command(
         point, reference, cache, tmp_path):

@@ -27,7 +27,8 @@ def test_in_process_when_one_worker(tmp_path):
     out = dict(evaluate_tasks(probe, tasks(3, tmp_path), workers=1))
     assert sorted(out) == ["c0", "c1", "c2"]
     assert {r["pid"] for r in out.values()} == {os.getpid()}
-    assert (tmp_path / "c1" / "genome.json").exists() and (tmp_path / "c1" / "metrics.json").exists()
+    assert ((tmp_path / "c1" / "genome.json").exists()
+            and (tmp_path / "c1" / "metrics.json").exists())
 
 
 def test_loky_runs_children_in_worker_processes_with_limited_threads(tmp_path):
@@ -102,7 +103,8 @@ def test_loky_workers_die_with_a_killed_driver_and_write_no_child_file_after(tmp
     deadline = time.monotonic() + 120
     marks: list[Path] = []
     while len(marks) < 2 and time.monotonic() < deadline and driver.poll() is None:
-        marks = sorted((run / "children").glob("*/worker.pid")) if (run / "children").is_dir() else []
+        marks = (sorted((run / "children").glob("*/worker.pid")) if (run / "children").is_dir()
+                 else [])
         time.sleep(0.02)
     driver.send_signal(signal.SIGKILL)
     driver.wait()

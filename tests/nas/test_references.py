@@ -34,7 +34,8 @@ def test_resnet_parameter_count_equals_torchvision_with_the_documented_stem(name
     ours = build_reference(name, info)
     assert _count(ours) == _count(oracle)
     oracle.eval(), ours.eval()
-    ours.load_state_dict({"normalize.mean": ours.normalize.mean, "normalize.std": ours.normalize.std,
+    ours.load_state_dict({"normalize.mean": ours.normalize.mean,
+                          "normalize.std": ours.normalize.std,
                           **{k2.replace("fc.", "head.2.", 1) if k2.startswith("fc.") else
                              f"features.{k2}": v for k2, v in oracle.state_dict().items()}})
     x = torch.rand(2, *info.input_shape)

@@ -28,7 +28,8 @@ def comparable(run: Path) -> dict:
     events, _ = read_events(run / "events.jsonl")
     keep = [strip_timing(e) for e in events if e["type"] not in ("run_started", "run_resumed")]
     unordered = ("child_finished", "refined")  # logged in order of completion
-    children = sorted((e for e in keep if e["type"] in unordered), key=lambda e: (e["type"], e["id"]))
+    children = sorted((e for e in keep if e["type"] in unordered),
+                      key=lambda e: (e["type"], e["id"]))
     others = [e for e in keep if e["type"] not in unordered]
     final = strip_timing(json.loads((run / "final.json").read_text()))
     population = strip_timing(json.loads((run / "population.json").read_text()))

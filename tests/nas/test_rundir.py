@@ -39,7 +39,8 @@ def test_create_run_writes_config_with_versions_and_refuses_existing(tmp_path):
     log.close()
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["config"] == {"search": {"seed": 1}}
-    assert {"torch", "torchvision", "deap", "numpy", "networkx", "python"} <= set(stored["versions"])
+    assert ({"torch", "torchvision", "deap", "numpy", "networkx", "python"}
+            <= set(stored["versions"]))
     assert load_config(tmp_path / "r") == {"search": {"seed": 1}}
     with pytest.raises(UserError, match="already exists"):
         create_run(tmp_path / "r", {})
@@ -154,7 +155,8 @@ CREATE = ("import sys; from nas.search.rundir import create_run; "
 
 
 @pytest.mark.parametrize("point", ["create:locked", "create:config", "create:events"])
-def test_a_creation_killed_midway_leaves_no_run_and_the_same_creation_then_succeeds(tmp_path, point):
+def test_a_creation_killed_midway_leaves_no_run_and_the_same_creation_then_succeeds(
+        tmp_path, point):
     run = tmp_path / "runs" / "r"
     proc = subprocess.run([sys.executable, "-c", CREATE, str(run)], cwd=ROOT, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "NAS_TEST_KILL_AT": point})
@@ -190,7 +192,8 @@ def test_resume_removes_temporary_files_a_kill_left_behind(tmp_path):
     run = tmp_path / "r"
     create_run(run, {}).close()
     (run / "children" / "g000-c000" / "refined").mkdir(parents=True)
-    leftovers = [run / ".population.json.tmp4242", run / "children" / "g000-c000" / ".metrics.json.tmp17",
+    leftovers = [run / ".population.json.tmp4242",
+                 run / "children" / "g000-c000" / ".metrics.json.tmp17",
                  run / "children" / "g000-c000" / "refined" / ".weights.pt.tmp99"]
     for path in leftovers:
         path.write_text("half")

@@ -25,7 +25,8 @@ def _final(split: str) -> dict:
     pop = []
     for i, cid in enumerate(("c", "b", "a")):  # population order is not the ranking
         search = VAL[cid] if split == "val" else TEST[cid] - 0.05
-        refined = _metrics(TEST[cid], **({"val_fitness": VAL[cid] + 0.01} if split == "val" else {}))
+        refined = _metrics(TEST[cid],
+                           **({"val_fitness": VAL[cid] + 0.01} if split == "val" else {}))
         pop.append({"id": cid, "parent": None, "generation": 0, "hash": cid,
                     "spectrum": [i, 0, 0, 0, 0], "metrics": _metrics(search), "test": refined})
     return {"population": pop, "hall_of_fame": [], "logbook": [], "refine_epochs": 1,

@@ -20,7 +20,8 @@ class Constant(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros(x.shape[0], self.k) + 0 * self.dummy + 0 * x.flatten(1).sum(1, keepdim=True)
+        logits = (torch.zeros(x.shape[0], self.k) + 0 * self.dummy
+                  + 0 * x.flatten(1).sum(1, keepdim=True))
         logits[:, self.cls] = 1.0
         return logits
 
@@ -57,7 +58,8 @@ def test_transfer_matrix_white_box_vs_input_blind_target() -> None:
     source = _linear(0)
     x, y = _data(source)
     blind = Constant(0)
-    table = transfer_matrix({"src": source}, {"src": source, "blind": blind, "other": _linear(5)}, x, y, PGD)
+    table = transfer_matrix({"src": source}, {"src": source, "blind": blind, "other": _linear(5)},
+                            x, y, PGD)
     assert set(table) == {"src"} and set(table["src"]) == {"src", "blind", "other"}
     assert table["src"]["src"] < 0.2  # white-box attack on a linear model
     assert table["src"]["blind"] == accuracy(blind, x, y)  # an input-blind model is unaffected

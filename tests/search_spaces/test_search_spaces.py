@@ -107,8 +107,10 @@ def test_named_genome_lookup():
 def test_resolve_genome(tmp_path):
     path = tmp_path / "g.json"
     gn.save(ss.named_genome("he-baseline"), path)
-    assert gn.canonical_hash(ss.resolve_genome(str(path))) == gn.canonical_hash(ss.named_genome("he-baseline"))
-    assert gn.canonical_hash(ss.resolve_genome("he-ref")) == gn.canonical_hash(ss.named_genome("he-ref"))
+    assert (gn.canonical_hash(ss.resolve_genome(str(path)))
+            == gn.canonical_hash(ss.named_genome("he-baseline")))
+    assert (gn.canonical_hash(ss.resolve_genome("he-ref"))
+            == gn.canonical_hash(ss.named_genome("he-ref")))
     with pytest.raises(gn.GenomeFormatError, match="does not exist"):
         ss.resolve_genome(str(tmp_path / "missing.json"))
     with pytest.raises(ss.UnknownGenomeName, match="valid: he-baseline, he-ref"):
