@@ -36,9 +36,11 @@ __all__ = ["build_parser", "main"]
 def final_table(final: dict[str, Any]) -> str:
     """The final population as a plain-text table, best first, with a caption saying what it
     is ranked by: search fitness, refined validation fitness (``val F``) and test metrics."""
-    sources = sorted({k for m in final["population"] for k in ((m.get("test") or {}).get("held_out") or {})})
+    sources = sorted({k for m in final["population"]
+                      for k in ((m.get("test") or {}).get("held_out") or {})})
     head = (f"{'id':<12} {'spectrum':<18} {'search F':>8} {'val F':>7} {'test clean':>10} "
-            f"{'test adv':>9} {'test F':>7}") + "".join(f" {'adv ' + n:>{max(9, len(n) + 4)}}" for n in sources)
+            f"{'test adv':>9} {'test F':>7}") + "".join(f" {'adv ' + n:>{max(9, len(n) + 4)}}"
+                                                        for n in sources)
     lines = [f"final population, {ranking_note(final.get('fitness_split', 'val'))}:", head,
              "-" * len(head)]
     if sources:
@@ -70,7 +72,8 @@ def best_line(final: dict[str, Any]) -> str:
     if t.get("fitness") is None:
         return f"best evolved network {best['id']} ({chosen}): no test metrics (refinement skipped)"
     return (f"best evolved network {best['id']} ({chosen}): test fitness {float(t['fitness']):.4f} "
-            f"(clean {float(t['clean_acc']):.4f}, transferred adversarial {float(t['adv_acc']):.4f})")
+            f"(clean {float(t['clean_acc']):.4f}, transferred adversarial "
+            f"{float(t['adv_acc']):.4f})")
 
 
 def _defaults() -> dict[str, Any]:
@@ -89,43 +92,62 @@ def _defaults() -> dict[str, Any]:
 
 # (flag, type, help); the key is the flag name with "_"; the default comes from the dataclasses.
 _SEARCH_FLAGS = [
-    ("--population", positive_int, "s, candidates in the population (paper Alg. 1; §4: four or five)"),
+    ("--population", positive_int, "s, candidates in the population (paper Alg. 1; §4: four or "
+                                   "five)"),
     ("--children", positive_int, "n, children per candidate per generation (paper §4: two)"),
     ("--generations", nonneg_int, "g, generations (paper §4: 50)"),
-    ("--min-distance", nonneg_float, "d, min pairwise spectrum distance (eq. 3) of the initial population (paper §4: 4)"),
-    ("--mutations-min", positive_int, "fewest mutation operators per child (aggressive mutation, paper §4: 4-5)"),
+    ("--min-distance", nonneg_float, "d, min pairwise spectrum distance (eq. 3) of the initial "
+                                     "population (paper §4: 4)"),
+    ("--mutations-min", positive_int, "fewest mutation operators per child (aggressive mutation, "
+                                      "paper §4: 4-5)"),
     ("--mutations-max", positive_int, "most mutation operators per child"),
     ("--epochs", positive_int, "training epochs of a child (paper §4: 20)"),
     ("--epochs-step", nonneg_int, "epochs added every --epochs-every generations (paper §4: +5)"),
     ("--epochs-every", positive_int, "generations between epoch increments (paper §4: 10)"),
-    ("--refine-epochs", nonneg_int, "epochs the final population is trained for before the test report (paper §4: 1000; 0 = skip)"),
-    ("--seed", nonneg_int, "run seed: every random draw and child seed derives from (seed, generation, child)"),
+    ("--refine-epochs", nonneg_int, "epochs the final population is trained for before the test "
+                                    "report (paper §4: 1000; 0 = skip)"),
+    ("--seed", nonneg_int, "run seed: every random draw and child seed derives from (seed, "
+                           "generation, child)"),
     ("--max-channels", positive_int, "channel cap of the search space"),
     ("--max-nodes", positive_int, "node cap of a genome"),
-    ("--refine-patience", nonneg_int, "refinement stops after this many epochs without a better validation accuracy, keeping the best weights (0: exactly --refine-epochs)"),
-    ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, same evaluation, same number of children)"),
-    ("--reject-margin", nonneg_float, "with --early-reject: stop a child whose fitness at a rung is below its threshold by more than this"),
+    ("--refine-patience", nonneg_int, "refinement stops after this many epochs without a better "
+                                      "validation accuracy, keeping the best weights (0: exactly "
+                                      "--refine-epochs)"),
+    ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, "
+                        "same evaluation, same number of children)"),
+    ("--reject-margin", nonneg_float, "with --early-reject: stop a child whose fitness at a rung "
+                                      "is below its threshold by more than this"),
 ]
 _FITNESS_FLAGS = [
     ("--dataset", str, "dataset: fashion-mnist, mnist, kmnist, cifar10 (paper), synthetic"),
     ("--train-size", positive_int, "training images (balanced per class; paper §4.2 reduced sets)"),
     ("--val-size", nonneg_int, "validation images held out from training (the fitness split)"),
     ("--test-size", positive_int, "test images (final report only)"),
-    ("--reference", str, "reference network: resnet34 (paper), resnet18, vgg16_bn, densenet121, squeezenet1_1, he-ref, he-baseline"),
-    ("--reference-epochs", positive_int, "most CE epochs of the reference (trained to its validation plateau, cached)"),
-    ("--reference-patience", nonneg_int, "stop the reference after this many epochs without a better validation accuracy (0: train exactly --reference-epochs)"),
+    ("--reference", str, "reference network: resnet34 (paper), resnet18, vgg16_bn, densenet121, "
+                         "squeezenet1_1, he-ref, he-baseline"),
+    ("--reference-epochs", positive_int, "most CE epochs of the reference (trained to its "
+                                         "validation plateau, cached)"),
+    ("--reference-patience", nonneg_int, "stop the reference after this many epochs without a "
+                                         "better validation accuracy (0: train exactly "
+                                         "--reference-epochs)"),
     ("--reference-weights", str, "load the reference's weights from this file instead of training"),
-    ("--attack", str, "attack making the transferred examples: fgsm, bim, pgd-linf (paper), pgd-l2, mim"),
+    ("--attack", str, "attack making the transferred examples: fgsm, bim, pgd-linf (paper), "
+                      "pgd-l2, mim"),
     ("--eps", unit_float, "attack budget in pixel space [0, 1]"),
     ("--step-size", positive_float, "attack step size"),
     ("--steps", positive_int, "attack iterations"),
-    ("--defense", str, "training objective of the children: gm (paper §3.1), none, ot, ncen, cldl, stylized"),
+    ("--defense", str, "training objective of the children: gm (paper §3.1), none, ot, ncen, "
+                       "cldl, stylized"),
     ("--batch-size", positive_int, "training batch size (paper §4: 128)"),
-    ("--recipe", str, "training recipe of reference, children and refinement: paper (Adam, PyTorch defaults, constant rate, paper §4) or cpu (docs/fitness.md)"),
+    ("--recipe", str, "training recipe of reference, children and refinement: paper (Adam, "
+                      "PyTorch defaults, constant rate, paper §4) or cpu (docs/fitness.md)"),
     ("--lr", positive_float, "peak learning rate (default: the recipe's)"),
     ("--device", str, "cpu, cuda or auto"),
-    ("--held-out", str, "held-out attack sources, comma-separated reference names (e.g. he-baseline,squeezenet1_1): trained with CE, never used by the search; their transferred accuracy is reported for the finalists"),
-    ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's protocol)"),
+    ("--held-out", str, "held-out attack sources, comma-separated reference names (e.g. "
+                        "he-baseline,squeezenet1_1): trained with CE, never used by the search; "
+                        "their transferred accuracy is reported for the finalists"),
+    ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's "
+                             "protocol)"),
     ("--data-root", str, "read-only directory with the raw datasets (else NAS_DATA_ROOT)"),
     ("--cache-dir", str, "cache directory for data, references and adversarial sets"),
 ]
@@ -153,36 +175,47 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Layering: defaults (= --preset paper) < --preset < --config < explicit flags. "
         "See docs/search.md.")
     run_g = p.add_argument_group("run")
-    run_g.add_argument("--preset", choices=sorted(cfgmod.PRESETS), help="paper (the defaults), quick "
-                       "(Fashion-MNIST, minutes on a 2-core CPU), cpu (reduced Fashion-MNIST 10k/1k/1k, "
-                       "he-ref, planned at <= 2 h on 2 cores; with --dataset mnist the MNIST run) or "
-                       "smoke (synthetic data, seconds)")
-    run_g.add_argument("--config", metavar="FILE", help="JSON file of settings (flat keys, or a run's config.json)")
-    run_g.add_argument("--run-dir", default="runs", help="parent directory of run directories (default: runs)")
-    run_g.add_argument("--name", help="run directory name (default: <date>-<time>-<dataset>-<reference>-s<seed>)")
-    run_g.add_argument("--resume", metavar="RUN", help="continue the run in this directory (its stored config is used)")
-    for title, flags in (("search (paper §3.2, §4)", _SEARCH_FLAGS), ("training and fitness", _FITNESS_FLAGS)):
+    run_g.add_argument("--preset", choices=sorted(cfgmod.PRESETS),
+                       help="paper (the defaults), quick (Fashion-MNIST, minutes on a 2-core "
+                       "CPU), cpu (reduced Fashion-MNIST 10k/1k/1k, he-ref, planned at <= 2 h on "
+                       "2 cores; with --dataset mnist the MNIST run) or smoke (synthetic data, "
+                       "seconds)")
+    run_g.add_argument("--config", metavar="FILE", help="JSON file of settings (flat keys, or a "
+                                                        "run's config.json)")
+    run_g.add_argument("--run-dir", default="runs", help="parent directory of run directories "
+                                                         "(default: runs)")
+    run_g.add_argument("--name", help="run directory name (default: "
+                                      "<date>-<time>-<dataset>-<reference>-s<seed>)")
+    run_g.add_argument("--resume", metavar="RUN", help="continue the run in this directory (its "
+                                                       "stored config is used)")
+    for title, flags in (("search (paper §3.2, §4)", _SEARCH_FLAGS),
+                         ("training and fitness", _FITNESS_FLAGS)):
         g = p.add_argument_group(title)
         for flag, typ, text in flags:
             g.add_argument(flag, type=typ, help=f"{text} (default: {_shown(d, _key(flag))})")
         if title.startswith("search"):
             g.add_argument("--sequential", action="store_true", default=None,
-                           help="follow Algorithm 1 line by line (children of candidate i mutate from the "
-                           "current population) instead of evaluating a generation in parallel")
+                           help="follow Algorithm 1 line by line (children of candidate i mutate "
+                           "from the current population) instead of evaluating a generation in "
+                           "parallel")
             g.add_argument("--early-reject", action="store_true", default=None,
-                           help="race each child against its replacement threshold: stop it after 1/3 or "
-                           "2/3 of its epochs when its fitness is below the threshold by more than "
-                           "--reject-margin (status rejected; it never replaces)")
+                           help="race each child against its replacement threshold: stop it after "
+                           "1/3 or 2/3 of its epochs when its fitness is below the threshold by "
+                           "more than --reject-margin (status rejected; it never replaces)")
             g.add_argument("--inherit", action="store_true", default=None,
-                           help="a child starts from its parent's trained weights for every node the "
-                           "mutation left unchanged (Lamarckian)")
+                           help="a child starts from its parent's trained weights for every node "
+                           "the mutation left unchanged (Lamarckian)")
     g.add_argument("--defense-arg", action="append", type=defense_arg, metavar="KEY=VALUE",
                    help="hyper-parameter of the defense, repeatable (e.g. lam=1.0, k=3)")
-    g.add_argument("--lambda", dest="lam", type=nonneg_float, help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
+    g.add_argument("--lambda", dest="lam", type=nonneg_float,
+                   help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
     ex = p.add_argument_group("execution (may change on --resume)")
-    ex.add_argument("--workers", type=positive_int, help=f"children evaluated at once (default: {d['workers']})")
-    ex.add_argument("--backend", choices=["loky", "dask"], help="loky: local processes (default); dask: a Dask cluster")
-    ex.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
+    ex.add_argument("--workers", type=positive_int, help="children evaluated at once (default: "
+                                                         f"{d['workers']})")
+    ex.add_argument("--backend", choices=["loky", "dask"],
+                    help="loky: local processes (default); dask: a Dask cluster")
+    ex.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (with "
+                                        "--backend dask)")
     ex.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                     help="no live progress line (it is also off when stderr is not a terminal)")
     return p
@@ -190,8 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The explicitly given settings as a flat dict (``None`` = not given)."""
-    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential", "early_reject", "inherit", "workers",
-                                                                     "backend", "scheduler", "progress"]
+    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential", "early_reject",
+                                                                      "inherit", "workers",
+                                                                     "backend", "scheduler",
+                                                                      "progress"]
     flags = {k: getattr(args, k) for k in keys}
     flags["defense_args"] = defense_args(args.defense_arg, args.lam) or None
     return flags

@@ -36,47 +36,54 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build one self-contained HTML report (search progress, final population, "
                     "transfer matrix, fooling rates, integrated gradients) of a search run.")
     p.add_argument("run_dir", help="the run directory (runs/<name>) written by nas.evolve")
-    p.add_argument("--out", help="output directory of index.html and its PNGs (default: <run_dir>/report)")
+    p.add_argument("--out", help="output directory of index.html and its PNGs (default: "
+                                 "<run_dir>/report)")
     p.add_argument("--ig-images", type=nonneg_int, default=4, metavar="N",
-                   help="test images whose integrated-gradients maps are drawn, one per class first "
-                        "(0 = skip the section; default 4)")
-    p.add_argument("--ig-steps", type=positive_int, default=64, help="integration steps of each IG map (default 64)")
+                   help="test images whose integrated-gradients maps are drawn, one per class "
+                        "first (0 = skip the section; default 4)")
+    p.add_argument("--ig-steps", type=positive_int, default=64,
+                   help="integration steps of each IG map (default 64)")
     p.add_argument("--transfer-from", default="own", metavar="LIST",
-                   help="comma-separated networks the transfer matrix crafts examples on: 'own' (the "
-                        "run's reference) and/or reference names (resnet18, vgg16_bn, densenet121, "
-                        "squeezenet1_1, ...); 'paper' = own + those four. Each is trained with CE once "
-                        "and cached. Default: own (cheap on CPU)")
-    p.add_argument("--source-epochs", type=positive_int, help="CE epochs of the --transfer-from networks "
+                   help="comma-separated networks the transfer matrix crafts examples on: 'own' "
+                        "(the run's reference) and/or reference names (resnet18, vgg16_bn, "
+                        "densenet121, squeezenet1_1, ...); 'paper' = own + those four. Each is "
+                        "trained with CE once and cached. Default: own (cheap on CPU)")
+    p.add_argument("--source-epochs", type=positive_int,
+                   help="CE epochs of the --transfer-from networks "
                                                      "(default: the run's reference epochs)")
-    p.add_argument("--skip-transfer", action="store_true", help="leave out the transfer matrix and fooling rates")
+    p.add_argument("--skip-transfer", action="store_true",
+                   help="leave out the transfer matrix and fooling rates")
     p.add_argument("--attacks", metavar="LIST",
                    help="comma-separated attacks of the fooling-rate table (default: the run's own "
                         f"attack, whose examples are cached, and fgsm; --full: {','.join(ATTACKS)})")
     p.add_argument("--eval-size", type=nonneg_int, metavar="N",
                    help="test images used by the transfer matrix and fooling rates (0 = all; "
                         "default 500, --full: all)")
-    p.add_argument("--baseline-epochs", type=positive_int, help="epochs of the baselines (reference "
-                        "architecture with CE and with the run's defense, --baselines; default: the "
-                        "run's --refine-epochs)")
+    p.add_argument("--baseline-epochs", type=positive_int,
+                   help="epochs of the baselines (reference architecture with CE and with the "
+                        "run's defense, --baselines; default: the run's --refine-epochs)")
     p.add_argument("--budget", type=nonneg_float, default=120.0, metavar="SECONDS",
-                   help="seconds the report may spend training baselines not cached yet; one whose "
-                        "estimated time does not fit is left out and named on the page (default 120)")
+                   help="seconds the report may spend training baselines not cached yet; one "
+                        "whose estimated time does not fit is left out and named on the page "
+                        "(default 120)")
     p.add_argument("--full", action="store_true",
-                   help="full fidelity: train every baseline whatever it costs (cached afterwards), "
-                        "every attack, the whole test split")
+                   help="full fidelity: train every baseline whatever it costs (cached "
+                        "afterwards), every attack, the whole test split")
     p.add_argument("--max-finalists", type=nonneg_int, default=0, metavar="N",
                    help="evaluate only the N best finalists (0 = all; default)")
     p.add_argument("--baselines", default="", metavar="LIST",
-                   help="comma-separated registered architectures also trained with the run's defense "
-                        "and compared (e.g. he-baseline, paper Table 4); default none")
+                   help="comma-separated registered architectures also trained with the run's "
+                        "defense and compared (e.g. he-baseline, paper Table 4); default none")
     p.add_argument("--extra-metrics", nargs="+", default=[], metavar="FILE",
-                   help="JSON results of retraining on other datasets (nas.train output) to tabulate")
+                   help="JSON results of retraining on other datasets (nas.train output) to "
+                        "tabulate")
     p.add_argument("--no-models", action="store_true",
                    help="only the sections read from the run log (no network is loaded or trained)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--link-images", action="store_true",
                    help="link the PNGs beside the page instead of embedding them")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the attacks' random starts and subsets")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of the attacks' random starts and subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument("--front-size", choices=("params", "macs"), default="params",
                    help="size objective of the trade-off front (default params)")
@@ -97,7 +104,8 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
 
     sources = _names(args.transfer_from, "transfer-from")
     if "paper" in sources:
-        sources = tuple(dict.fromkeys(("own", *PAPER_SOURCES, *(s for s in sources if s != "paper"))))
+        sources = tuple(dict.fromkeys(("own", *PAPER_SOURCES,
+                                       *(s for s in sources if s != "paper"))))
     valid = ["own", "paper", *list_references()]
     for name in sources:
         if name not in valid:
@@ -114,7 +122,8 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
         REGISTERED.get(name)  # raises UnknownName listing the valid attacks
     for flag in ("ig_images", "ig_steps", "eval_size", "max_finalists"):
         if (getattr(args, flag) or 0) < (1 if flag == "ig_steps" else 0):
-            raise UserError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'ig_steps' else 0}")
+            raise UserError(f"--{flag.replace('_', '-')} must be >= "
+                            f"{1 if flag == 'ig_steps' else 0}")
     if args.out:
         check_out_dir(args.out, "--out")
     return ReportOptions(

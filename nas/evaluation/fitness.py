@@ -89,7 +89,8 @@ class FitnessSettings:
                            recipe=self.training_recipe(), patience=self.reference_patience,
                            device=self.device, amp=amp, progress=progress)
 
-    def child_config(self, epochs: int, *, patience: int = 0, progress: bool = False) -> TrainConfig:
+    def child_config(self, epochs: int, *, patience: int = 0,
+                     progress: bool = False) -> TrainConfig:
         """How a child / finalist / baseline is trained for ``epochs`` with the recipe."""
         return TrainConfig(epochs=epochs, batch_size=self.batch_size,
                            recipe=self.training_recipe(), patience=patience,
@@ -287,7 +288,8 @@ def _held_out_source(name: str, settings: FitnessSettings, splits: Splits, cache
     plateau) and cached by :func:`nas.evaluation.references.get_reference`; its examples by
     :func:`nas.evaluation.attacks.transferred_set` (the same tensor-keyed caches as the reference's).
     """
-    source, key, _ = get_reference(name, splits, cache, config=settings.reference_config(progress=progress),
+    source, key, _ = get_reference(name, splits, cache,
+                                   config=settings.reference_config(progress=progress),
                                    seed=settings.seed, log=log)
     source = source.to(device).eval()
     for p in source.parameters():

@@ -74,7 +74,8 @@ def transfer_matrix(
         (same object) gets its white-box accuracy in that row.
     """
     table: dict[str, dict[str, float]] = {}
-    for name, source in tqdm(sources.items(), desc="transfer matrix", disable=not progress, leave=False):
+    for name, source in tqdm(sources.items(), desc="transfer matrix", disable=not progress,
+                             leave=False):
         x_adv = (crafted or {}).get(name)
         if x_adv is None:
             x_adv = attack_dataset(source, x, y, settings, device=device, seed=seed)  # (N, C, H, W)
@@ -130,7 +131,8 @@ def fooling_rates(
         for t, model in targets.items():
             eligible = ref_ok & clean_ok[t]  # (N,) bool
             n = int(eligible.sum())
-            fooled = int((predict(model, x_adv[eligible], device=device) != y[eligible]).sum()) if n else 0
+            fooled = int((predict(model, x_adv[eligible],
+                                  device=device) != y[eligible]).sum()) if n else 0
             row[t] = FoolingRate(fooling_rate(fooled, n), fooled, n)
         out[settings.name] = row
     return out

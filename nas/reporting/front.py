@@ -63,7 +63,8 @@ class _Individual:
         self.fitness = _Objectives((point.clean, point.adv, point.size / size_ref))
 
 
-def points_from_children(children: Iterable[Mapping[str, Any]], size: str = "params") -> list[Point]:
+def points_from_children(children: Iterable[Mapping[str, Any]],
+                         size: str = "params") -> list[Point]:
     """Points of ``child_finished`` events (ok, not reused, with the metrics needed)."""
     if size not in SIZES:
         raise ValueError(f"unknown size measure {size!r}; valid: {', '.join(SIZES)}")
@@ -132,7 +133,8 @@ class Front:
         return {"objectives": ["clean_acc (max)", "adv_acc (max)", f"{self.size} (min)"],
                 "size": self.size, "size_ref": self.size_ref,
                 "reference_point": {"clean_acc": 0.0, "adv_acc": 0.0, self.size: self.size_ref},
-                "front": [asdict(p) for p in self.front], "points": [asdict(p) for p in self.points],
+                "front": [asdict(p) for p in self.front],
+                "points": [asdict(p) for p in self.points],
                 "hypervolume": self.hypervolume}
 
 

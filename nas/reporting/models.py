@@ -160,10 +160,10 @@ def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epo
         if not opts.full and not baseline_entry(ws, settings, arch, defense, epochs)[0].exists():
             est = estimate_seconds(ws, settings, arch, defense, epochs, device)
             if est > left:
-                notes.append(f"{name} ({arch} trained with {defense} for {epochs} epochs) left out: "
-                             f"training it would take about {est / 60:.0f} min here, more than the "
-                             f"{left:.0f} s left of the report's budget (--budget); --full trains it "
-                             f"once and caches it.")
+                notes.append(f"{name} ({arch} trained with {defense} for {epochs} epochs) left "
+                             f"out: training it would take about {est / 60:.0f} min here, more "
+                             f"than the {left:.0f} s left of the report's budget (--budget); "
+                             "--full trains it once and caches it.")
                 continue
         start = time.perf_counter()
         out[name] = baseline(ws, settings, arch, defense, epochs, log, opts.progress)
@@ -228,9 +228,9 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
                              "adv": accuracy(m, ws.adversarial["test"], y, device=device)}
                          for n, m in nets.items()}
     data.notes["transfer"] = [
-        f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} "
-        f"(CE, {settings.reference_epochs} epochs; its own column is white-box). Baselines "
-        f"({REF_CE}: an independent CE copy of the reference's architecture; {REF_GM}: trained with "
+        f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} (CE, "
+        f"{settings.reference_epochs} epochs; its own column is white-box). Baselines ({REF_CE}: "
+        f"an independent CE copy of the reference's architecture; {REF_GM}: trained with "
         f"{settings.defense}) trained for {epochs} epochs; attack {ws.attack.name} "
         f"eps={ws.attack.eps:g}, step {ws.attack.step_size:g}, {ws.attack.steps} steps.", *skipped]
     if not opts.skip_transfer:
@@ -258,37 +258,47 @@ def _transfer_and_fooling(data: ReportData, nets: dict[str, nn.Module], ws: Work
     # the run's cached transferred test set: the reference's examples under the run's attack
     cached = ws.adversarial["test"][idx]  # (n, C, H, W)
     with stages("transfer sources"):
-        src = {n: m.to(device) for n, m in sources(opts.transfer_from, ws, settings, opts, log).items()}
+        src = {n: m.to(device) for n, m in sources(opts.transfer_from, ws, settings, opts,
+                                                   log).items()}
     own = [n for n, m in src.items() if m is ws.reference]
     with stages("transfer matrix"):
         if len(idx) == len(ws.splits.y_test):  # own row = the accuracies on the cached set, known
             data.transfer = {n: {t: data.accuracy[t]["adv"] for t in nets} for n in own}
             src = {n: m for n, m in src.items() if n not in own}
-        data.transfer.update(transfer_matrix(src, nets, x, y, ws.attack, device=device, seed=opts.seed,
-                                             progress=opts.progress, crafted={n: cached for n in own}))
-    p = plots.plot_matrix(data.transfer, out / "transfer.png", title=f"Transfer matrix ({ws.attack.name})",
+        data.transfer.update(transfer_matrix(src, nets, x, y, ws.attack, device=device,
+                                             seed=opts.seed,
+                                             progress=opts.progress,
+                                             crafted={n: cached for n in own}))
+    p = plots.plot_matrix(data.transfer, out / "transfer.png",
+                          title=f"Transfer matrix ({ws.attack.name})",
                           row_label="examples crafted on", col_label="evaluated network",
                           value_label="adversarial accuracy")
-    data.figures["transfer"] = [(str(p), "Adversarial accuracy of each network (columns) on examples "
-                                         "crafted on each source network (rows); higher = less transfer.")]
+    data.figures["transfer"] = [(str(p), "Adversarial accuracy of each network (columns) on "
+                                         "examples crafted on each source network (rows); higher "
+                                         "= less transfer.")]
     data.notes["transfer"].append(f"Transfer matrix and fooling rates on {len(y)} test images "
-                                  f"(--eval-size); sources trained with CE for "
+                                  "(--eval-size); sources trained with CE for "
                                   f"{opts.source_epochs or settings.reference_epochs} epochs; the "
-                                  f"reference's examples under the run's attack are the run's cached "
-                                  f"transferred set.")
+                                  "reference's examples under the run's attack are the run's "
+                                  "cached transferred set.")
     names = report_attacks(settings, opts)
-    attacks = [ws.attack if a == ws.attack.name else resolve_attack(a, settings.dataset) for a in names]
+    attacks = [ws.attack if a == ws.attack.name else resolve_attack(a, settings.dataset)
+               for a in names]
     data.attack_settings = {a.name: dataclasses.asdict(a) for a in attacks}
     with stages(f"fooling rates ({', '.join(names)})"):
         rates = fooling_rates(ws.reference, nets, x, y, attacks, device=device, seed=opts.seed,
                               progress=opts.progress, crafted={ws.attack.name: cached})
-    data.fooling = {a: {n: dataclasses.asdict(r) for n, r in row.items()} for a, row in rates.items()}
+    data.fooling = {a: {n: dataclasses.asdict(r) for n, r in row.items()}
+                    for a, row in rates.items()}
     p = plots.plot_matrix({a: {n: r.rate for n, r in row.items()} for a, row in rates.items()},
-                          out / "fooling.png", title="Fooling rates (examples crafted on the reference)",
-                          row_label="attack", col_label="evaluated network", value_label="fooling rate",
+                          out / "fooling.png", title="Fooling rates (examples crafted on the "
+                                                     "reference)",
+                          row_label="attack", col_label="evaluated network",
+                          value_label="fooling rate",
                           cmap="magma_r")
-    data.figures["fooling"] = [(str(p), "Fraction of correctly classified images whose reference-crafted "
-                                        "adversarial version fools the network; lower is better.")]
+    data.figures["fooling"] = [(str(p), "Fraction of correctly classified images whose "
+                                        "reference-crafted adversarial version fools the network; "
+                                        "lower is better.")]
 
 
 def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: ReportOptions,
@@ -298,12 +308,15 @@ def _ig(data: ReportData, nets: dict[str, nn.Module], ws: Workspace, opts: Repor
     x, y = ig_images(ws, opts.ig_images)
     res = compare_maps(models, x.to(device), y.to(device), reference=REF, n_steps=opts.ig_steps)
     res = {n: {k: v.cpu() for k, v in r.items()} for n, r in res.items()}
-    data.ig = {n: {"distance": r["distance"].tolist(), "delta": r["delta"].tolist()} for n, r in res.items()}
+    data.ig = {n: {"distance": r["distance"].tolist(), "delta": r["delta"].tolist()}
+               for n, r in res.items()}
     p = plots.plot_ig_grid(x, {n: r["maps"] for n, r in res.items()},
                            {n: r["distance"] for n, r in res.items()},
-                           {n: r["delta"] for n, r in res.items()}, out / "integrated_gradients.png")
+                           {n: r["delta"] for n, r in res.items()},
+                           out / "integrated_gradients.png")
     data.figures["ig"] = [(str(p), "Integrated gradients of the true class (black baseline, "
-                                   f"{opts.ig_steps} steps), scaled to [-1, 1]: red negative, green positive.")]
+                                   f"{opts.ig_steps} steps), scaled to [-1, 1]: red negative, "
+                                   "green positive.")]
 
 
 EXTRA_COLUMNS = ("architecture", "dataset", "defense", "reference", "clean_acc", "adv_acc",
@@ -313,7 +326,8 @@ EXTRA_COLUMNS = ("architecture", "dataset", "defense", "reference", "clean_acc",
 def _extra_row(item: dict[str, Any], source: str) -> dict[str, Any]:
     """One table row from a ``nas.train`` metrics.json (settings nested or flat)."""
     flat = {**(item.get("settings") or {}), **(item.get("metrics") or {}), **item}
-    return {"file": source, **{k: flat.get(k) for k in EXTRA_COLUMNS if not isinstance(flat.get(k), dict | list)}}
+    return {"file": source,
+            **{k: flat.get(k) for k in EXTRA_COLUMNS if not isinstance(flat.get(k), dict | list)}}
 
 
 def load_extra(paths: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -332,7 +346,8 @@ def load_extra(paths: tuple[str, ...]) -> list[dict[str, Any]]:
             raise UserError(f"--extra-metrics file {path} is not JSON ({exc.msg})") from None
         items = doc.get("results", [doc]) if isinstance(doc, dict) else doc
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise UserError(f"--extra-metrics file {path}: expected a JSON object or a list of objects")
+            raise UserError(f"--extra-metrics file {path}: expected a JSON object or a list of "
+                            "objects")
         rows += [_extra_row(item, Path(path).parent.name or Path(path).name) for item in items]
     return rows
 

@@ -49,7 +49,8 @@ def _bins(length: int, n: int) -> list[tuple[int, int]]:
     return [(i * length // n, -(-(i + 1) * length // n)) for i in range(n)]
 
 
-def adaptive_max_pool2d_static(x: torch.Tensor, output_size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def adaptive_max_pool2d_static(x: torch.Tensor,
+                               output_size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``aten.adaptive_max_pool2d`` for static spatial sizes, in slices, maxima and gathers.
 
     Args:
@@ -101,11 +102,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, i
     with torch.no_grad():
         ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},), strict=False)
         ep = ep.run_decompositions({torch.ops.aten.adaptive_max_pool2d.default: adaptive_max_pool2d_static})
-        program = torch.onnx.export(ep, (x,), dynamo=True, opset_version=opset, input_names=["pixels"],
+        program = torch.onnx.export(ep, (x,), dynamo=True, opset_version=opset,
+                                    input_names=["pixels"],
                                     output_names=["logits"], verbose=False, external_data=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     program.save(str(tmp), external_data=False)
     tmp.replace(path)
-    (log or logging.getLogger(__name__)).info("wrote %s (ONNX opset %d, dynamic batch)", path, opset)
+    (log or logging.getLogger(__name__)).info("wrote %s (ONNX opset %d, dynamic batch)", path,
+                                              opset)
     return path

@@ -53,20 +53,24 @@ def section_progress(view: RunView, opts: ReportOptions) -> H.Section:
     stats = generation_stats(view)
     if stats:
         p = plots.plot_progress(stats, out / "progress.png")
-        body.append(_fig(opts, p, "Best and mean fitness (left) and clean / transferred-adversarial "
-                                  "accuracy (right) of the population after each generation."))
+        body.append(_fig(opts, p, "Best and mean fitness (left) and clean / "
+                                  "transferred-adversarial accuracy (right) of the population "
+                                  "after each generation."))
     gens = [g["generation"] for g in view.generations if g["generation"] > 0]
     if gens:
-        p = plots.plot_replacements(gens, [view.replacements.get(g, 0) for g in gens], out / "replacements.png")
+        p = plots.plot_replacements(gens, [view.replacements.get(g, 0) for g in gens],
+                                    out / "replacements.png")
         body.append(_fig(opts, p, "Children that replaced their nearest population member."))
     sg, spectra = population_spectra(view)
     if spectra:
         p = plots.plot_spectra(sg, spectra, out / "spectra.png")
         body.append(_fig(opts, p, "Spectra (eq. 3) of the population members per generation."))
-    rows = [[H.fmt(s["generation"]), H.fmt(s["fitness_best"], pct=True), H.fmt(s["fitness_mean"], pct=True),
+    rows = [[H.fmt(s["generation"]), H.fmt(s["fitness_best"], pct=True),
+             H.fmt(s["fitness_mean"], pct=True),
              H.fmt(s["clean_mean"], pct=True), H.fmt(s["adv_mean"], pct=True),
              H.fmt(view.replacements.get(int(s["generation"]), 0))] for s in stats]
-    body.append(H.table(["generation", "best F", "mean F", "mean clean", "mean adv", "replacements"], rows,
+    body.append(H.table(["generation", "best F", "mean F", "mean clean", "mean adv",
+                         "replacements"], rows,
                         caption="Population per generation (fitness split)"))
     return H.Section("progress", "Search progress", "".join(body))
 
@@ -83,9 +87,11 @@ def section_population(view: RunView, opts: ReportOptions, drawings: dict[str, P
     split = view.finalists[0]["split"] if view.finalists else "fitness"
     head = ["#", "id", "spectrum (conv, pool, sconv, sum, concat)", "search F", f"{split} clean",
             f"{split} adv", f"{split} F", "params", "MACs"]
-    body = [H.table(head, rows, caption=f"Final population, best first, {ranking_note(view.ranked_by)} "
-                                             f"({split} split shown; F = min(clean, adv), eq. 4)")]
-    figs = "".join(_fig(opts, p, f"#{i} {cid}") for i, (cid, p) in enumerate(drawings.items(), start=1))
+    body = [H.table(head, rows, caption="Final population, best first, "
+                                             f"{ranking_note(view.ranked_by)} ({split} split "
+                                             "shown; F = min(clean, adv), eq. 4)")]
+    figs = "".join(_fig(opts, p, f"#{i} {cid}")
+                   for i, (cid, p) in enumerate(drawings.items(), start=1))
     body.append(f'<div class="grid">{figs}</div>')
     return H.Section("population", "Final population", "".join(body))
 
@@ -98,15 +104,18 @@ def section_front(view: RunView, opts: ReportOptions, front: Front) -> H.Section
     if front.points:
         pts = [{"id": p.id, "clean": p.clean, "adv": p.adv, "size": p.size} for p in front.points]
         p = plots.plot_front(pts, front.ids, finalists, out / "front.png", size_label=label)
-        body.append(_fig(opts, p, f"Every evaluated child (fitness split): the trade-off front in "
-                                  f"(clean, transferred, {label}) in red, the final population circled."))
+        body.append(_fig(opts, p, "Every evaluated child (fitness split): the trade-off front in "
+                                  f"(clean, transferred, {label}) in red, the final population "
+                                  "circled."))
         p = plots.plot_hypervolume(front.hypervolume, out / "hypervolume.png")
-        body.append(_fig(opts, p, "Hypervolume of the front of the children evaluated up to each generation."))
+        body.append(_fig(opts, p, "Hypervolume of the front of the children evaluated up to each "
+                                  "generation."))
     rows = [[H.esc(p.id), H.fmt(p.generation), H.fmt(p.clean, pct=True), H.fmt(p.adv, pct=True),
              H.fmt(p.size), "yes" if p.id in finalists else ""] for p in front.front]
     body.append(H.table(["id", "generation", "clean", "transferred adv", label, "finalist"], rows,
-                        caption=f"Trade-off front: {len(front.front)} of {len(front.points)} evaluated "
-                                f"children are not dominated (fitness split; nas.export --front exports them)"))
+                        caption=f"Trade-off front: {len(front.front)} of {len(front.points)} "
+                                "evaluated children are not dominated (fitness split; nas.export "
+                                "--front exports them)"))
     body.append(H.paragraph(
         f"A child dominates another when it is at least as good in clean accuracy, transferred "
         f"accuracy and {label} and better in one (DEAP sortNondominated). Hypervolume: fraction of "
@@ -125,7 +134,8 @@ def section_transfer(data: ReportData, opts: ReportOptions) -> H.Section:
     """Clean / adversarial accuracy of every network and the transfer matrix (Table 2)."""
     acc = {"clean": {n: v.get("clean") for n, v in data.accuracy.items()},
            "transferred adv. (run's set)": {n: v.get("adv") for n, v in data.accuracy.items()}}
-    body = [_pct_table(acc, "accuracy on", "Test-split accuracy of each network (paper Tables 1 and 4)")]
+    body = [_pct_table(acc, "accuracy on", "Test-split accuracy of each network (paper Tables 1 "
+                                           "and 4)")]
     if data.transfer:
         body.append(_pct_table(data.transfer, "examples crafted on",
                                "Adversarial accuracy against examples crafted on other networks "
@@ -137,15 +147,19 @@ def section_transfer(data: ReportData, opts: ReportOptions) -> H.Section:
 def section_fooling(data: ReportData, opts: ReportOptions) -> H.Section:
     """Fooling rates per attack (Table 5)."""
     rates = {a: {n: r["rate"] for n, r in row.items()} for a, row in data.fooling.items()}
-    counts = {a: {n: f"{r['fooled']}/{r['eligible']}" for n, r in row.items()} for a, row in data.fooling.items()}
+    counts = {a: {n: f"{r['fooled']}/{r['eligible']}" for n, r in row.items()}
+              for a, row in data.fooling.items()}
     cols = list(dict.fromkeys(c for r in rates.values() for c in r))
-    rows = [[H.esc(a)] + [f"{H.fmt(rates[a].get(c), pct=True)} ({H.esc(counts[a].get(c, '-'))})" for c in cols]
+    rows = [[H.esc(a)] + [f"{H.fmt(rates[a].get(c), pct=True)} ({H.esc(counts[a].get(c, '-'))})"
+                          for c in cols]
             for a in rates]
-    body = [H.table(["attack", *cols], rows, caption="Fooling rate (fooled / images both the reference and "
-                                                     "the network classify correctly; lower is better; paper Table 5)")]
+    body = [H.table(["attack", *cols], rows, caption="Fooling rate (fooled / images both the "
+                                                     "reference and the network classify "
+                                                     "correctly; lower is better; paper Table 5)")]
     settings = [[H.esc(a), H.fmt(s.get("eps")), H.fmt(s.get("step_size")), H.fmt(s.get("steps"))]
                 for a, s in data.attack_settings.items()]
-    body.append(H.table(["attack", "eps", "step size", "steps"], settings, caption="Attack settings (pixels in [0, 1])"))
+    body.append(H.table(["attack", "eps", "step size", "steps"], settings,
+                        caption="Attack settings (pixels in [0, 1])"))
     body += [_figs(opts, data, "fooling"), _notes(data, "fooling")]
     return H.Section("fooling", "Fooling rates", "".join(body))
 
@@ -155,40 +169,47 @@ def section_ig(data: ReportData, opts: ReportOptions) -> H.Section:
     rows = []
     for name, r in data.ig.items():
         d, delta = r["distance"], r["delta"]
-        rows.append([H.esc(name), H.fmt(sum(d) / len(d)), H.fmt(sum(d)), H.fmt(max(abs(x) for x in delta))])
+        rows.append([H.esc(name), H.fmt(sum(d) / len(d)), H.fmt(sum(d)),
+                     H.fmt(max(abs(x) for x in delta))])
     body = [_figs(opts, data, "ig"),
             H.table(["network", "mean pixel distance", "total pixel distance", "max |delta|"], rows,
-                    caption="Pixel distance to the reference's map (0 = identical, 1 = every sign reversed)"),
-            H.paragraph("Pixel distance d(a, b) = sum_p |a_p - b_p| / sum_p (|a_p| + |b_p|) over the maps "
-                        "scaled to [-1, 1]; delta = Captum's convergence delta (sum of attributions minus "
-                        "the logit gain over the black baseline).", cls="note"),
+                    caption="Pixel distance to the reference's map (0 = identical, 1 = every sign "
+                            "reversed)"),
+            H.paragraph("Pixel distance d(a, b) = sum_p |a_p - b_p| / sum_p (|a_p| + |b_p|) over "
+                        "the maps scaled to [-1, 1]; delta = Captum's convergence delta (sum of "
+                        "attributions minus the logit gain over the black baseline).", cls="note"),
             _notes(data, "ig")]
     return H.Section("ig", "Integrated gradients", "".join(body))
 
 
 def section_extra(data: ReportData) -> H.Section:
     """Retraining results on other datasets (paper Tables 3 and 7)."""
-    keys = [k for k in dict.fromkeys(k for r in data.extra for k in r) if any(r.get(k) is not None for r in data.extra)]
+    keys = [k for k in dict.fromkeys(k for r in data.extra for k in r) if any(r.get(k) is not None
+                                                                              for r in data.extra)]
     pct = ("clean_acc", "adv_acc", "fitness", "fooling_rate")
     rows = [[H.fmt(r.get(k), pct=k in pct) for k in keys] for r in data.extra]
     return H.Section("extra", "Retraining on other datasets",
-                     H.table(keys, rows, caption="Results given with --extra-metrics (paper Tables 3 and 7)"))
+                     H.table(keys, rows, caption="Results given with --extra-metrics (paper "
+                                                 "Tables 3 and 7)"))
 
 
 def section_stages(data: ReportData) -> H.Section:
     """How long each stage of this report took (measured; the page itself is written after)."""
     rows = [[H.esc(name), H.fmt(round(sec, 1))] for name, sec in data.timings.items()]
     return H.Section("stages", "Report stages",
-                     H.table(["stage", "seconds"], rows, caption="Measured time of each stage of this "
+                     H.table(["stage", "seconds"], rows,
+                             caption="Measured time of each stage of this "
                              "report (python -m nas.report --full: every baseline and attack)"))
 
 
-def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings: dict[str, Path]) -> Path:
+def render(view: RunView, data: ReportData | None, opts: ReportOptions,
+           drawings: dict[str, Path]) -> Path:
     """Write ``index.html`` (and ``results.json``) into ``opts.out``; returns the page path."""
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     front = compute_front(view.children.values(), opts.front_size)
-    sections = [section_overview(view), section_progress(view, opts), section_population(view, opts, drawings),
+    sections = [section_overview(view), section_progress(view, opts),
+                section_population(view, opts, drawings),
                 section_front(view, opts, front)]
     if data is not None:
         if data.accuracy or data.transfer:
@@ -202,13 +223,15 @@ def render(view: RunView, data: ReportData | None, opts: ReportOptions, drawings
         if data.timings:
             sections.append(section_stages(data))
     html = H.page(f"Search report: {view.path.name}", sections,
-                  intro=H.paragraph("Neuroevolution with gradient misalignment; figures are also saved "
-                                    "as PNG files beside this page, numbers in results.json."))
+                  intro=H.paragraph("Neuroevolution with gradient misalignment; figures are also "
+                                    "saved as PNG files beside this page, numbers in "
+                                    "results.json."))
     page = out / "index.html"
     write_text_atomically(page, html)
     results = {"run": str(view.path), "options": asdict(opts),
                "finalists": view.finalists, "generations": generation_stats(view),
                "front": front.to_dict(),
-               "models": None if data is None else {k: v for k, v in asdict(data).items() if k != "figures"}}
+               "models": None if data is None else {k: v
+                                                    for k, v in asdict(data).items() if k != "figures"}}
     write_text_atomically(out / "results.json", json.dumps(results, indent=1, default=str))
     return page

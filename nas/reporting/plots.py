@@ -56,10 +56,14 @@ def plot_progress(stats: Sequence[Mapping[str, float]], path: str | Path) -> Pat
     ax1.plot(gen, _pct([s["fitness_best"] for s in stats]), "o-", label="best")
     ax1.plot(gen, _pct([s["fitness_mean"] for s in stats]), "s--", label="population mean")
     ax1.set_title("Fitness = min(clean, adversarial) (eq. 4)")
-    ax2.plot(gen, _pct([s["clean_mean"] for s in stats]), "o-", color="tab:blue", label="clean, mean")
-    ax2.plot(gen, _pct([s["adv_mean"] for s in stats]), "o-", color="tab:red", label="transferred adv., mean")
-    ax2.plot(gen, _pct([s["clean_best"] for s in stats]), ":", color="tab:blue", label="clean, fittest")
-    ax2.plot(gen, _pct([s["adv_best"] for s in stats]), ":", color="tab:red", label="transferred adv., fittest")
+    ax2.plot(gen, _pct([s["clean_mean"] for s in stats]), "o-", color="tab:blue",
+             label="clean, mean")
+    ax2.plot(gen, _pct([s["adv_mean"] for s in stats]), "o-", color="tab:red",
+             label="transferred adv., mean")
+    ax2.plot(gen, _pct([s["clean_best"] for s in stats]), ":", color="tab:blue",
+             label="clean, fittest")
+    ax2.plot(gen, _pct([s["adv_best"] for s in stats]), ":", color="tab:red",
+             label="transferred adv., fittest")
     ax2.set_title("Population accuracy (fitness split)")
     for ax in (ax1, ax2):
         ax.set_xlabel("generation")
@@ -130,16 +134,20 @@ def plot_ig_grid(
         path: PNG to write.
     """
     n, names = images.shape[0], list(maps)
-    fig, axes = _subplots(n, len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.4 * n), squeeze=False)
+    fig, axes = _subplots(n, len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.4 * n),
+                          squeeze=False)
     for i in range(n):
         img = images[i].detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
-        axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0,
+                          vmax=1)
         axes[i, 0].set_title("input" if i == 0 else "", fontsize=9)
         for j, name in enumerate(names, start=1):
-            im = axes[i, j].imshow(maps[name][i].detach().cpu().numpy(), cmap=IG_CMAP, vmin=-1, vmax=1)
+            im = axes[i, j].imshow(maps[name][i].detach().cpu().numpy(), cmap=IG_CMAP, vmin=-1,
+                                   vmax=1)
             head = f"{name}\n" if i == 0 else ""
             axes[i, j].set_title(
-                f"{head}dist {float(distances[name][i]):.3f}, delta {float(deltas[name][i]):.1e}", fontsize=8
+                f"{head}dist {float(distances[name][i]):.3f}, delta {float(deltas[name][i]):.1e}",
+                fontsize=8
             )
     for ax in axes.flat:
         ax.set_xticks([])
@@ -206,15 +214,18 @@ def plot_front(
     front, final = set(front_ids), set(finalist_ids)
     fig, (ax1, ax2) = _subplots(1, 2, figsize=(11, 4.0))
     groups = [("all evaluated children", lambda p: True, dict(s=18, color="tab:gray", alpha=0.5)),
-              ("trade-off front", lambda p: p["id"] in front, dict(s=46, color="tab:red", zorder=3)),
+              ("trade-off front", lambda p: p["id"] in front,
+               dict(s=46, color="tab:red", zorder=3)),
               ("final population", lambda p: p["id"] in final,
                dict(s=120, facecolors="none", edgecolors="black", linewidths=1.4, zorder=4))]
     for label, keep, style in groups:
         chosen = [p for p in points if keep(p)]
         if not chosen:
             continue
-        ax1.scatter(_pct([p["clean"] for p in chosen]), _pct([p["adv"] for p in chosen]), label=label, **style)
-        ax2.scatter([max(p["size"], 1) for p in chosen], _pct([p["adv"] for p in chosen]), label=label, **style)
+        ax1.scatter(_pct([p["clean"] for p in chosen]), _pct([p["adv"] for p in chosen]),
+                    label=label, **style)
+        ax2.scatter([max(p["size"], 1) for p in chosen], _pct([p["adv"] for p in chosen]),
+                    label=label, **style)
     ax1.set_xlabel("clean accuracy (%)")
     ax1.set_title("Clean vs transferred accuracy (both maximised)")
     ax2.set_xscale("log")
@@ -231,7 +242,8 @@ def plot_hypervolume(curve: Sequence[Mapping[str, float]], path: str | Path) -> 
     """Hypervolume of the front of the children evaluated so far, per generation."""
     gens = [c["generation"] for c in curve]
     fig, ax = _subplots(figsize=(6, 3.2))
-    ax.plot(gens, [c["hypervolume"] for c in curve], "o-", color="tab:red", label="hypervolume of the front")
+    ax.plot(gens, [c["hypervolume"] for c in curve], "o-", color="tab:red",
+            label="hypervolume of the front")
     ax.set_title("Hypervolume over generations (fraction of [0, 1]^3)")
     ax.set_xlabel("generation")
     ax.set_ylabel("hypervolume (fraction)")

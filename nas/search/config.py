@@ -103,7 +103,8 @@ class SearchSettings:
         if self.epochs < 1 or self.refine_epochs < 0 or self.min_distance < 0:
             raise UserError("--epochs must be >= 1, --refine-epochs and --min-distance >= 0")
         if self.strategy not in STRATEGIES:
-            raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+            raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, not "
+                            f"{self.strategy!r}")
         if self.refine_patience < 0 or self.reject_margin < 0:
             raise UserError("--refine-patience and --reject-margin must be >= 0")
 
@@ -131,7 +132,8 @@ class ExecSettings:
     def check(self) -> None:
         """Raise :class:`UserError` on an execution no search can run with."""
         if self.backend == "dask" and not self.scheduler:
-            raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's address)")
+            raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask "
+                            "scheduler's address)")
 
 
 @dataclass(frozen=True)
@@ -314,14 +316,16 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "reject_margin": nonneg_float, "inherit": _switch,
     "max_channels": positive_int, "max_nodes": positive_int,
     # execution
-    "workers": positive_int, "backend": _backend, "scheduler": _optional(_text), "progress": _switch,
+    "workers": positive_int, "backend": _backend, "scheduler": _optional(_text),
+    "progress": _switch,
     # fitness
     "dataset": _text, "train_size": positive_int, "val_size": nonneg_int, "test_size": positive_int,
     "reference": _text, "reference_epochs": positive_int, "reference_patience": nonneg_int,
     "reference_weights": _optional(_text), "recipe": _text,
     "attack": _text, "eps": _optional(unit_float), "step_size": _optional(positive_float),
     "steps": _optional(positive_int), "defense": _text, "defense_args": _defense_args,
-    "batch_size": positive_int, "lr": _optional(positive_float), "device": _text, "fitness_split": _text,
+    "batch_size": positive_int, "lr": _optional(positive_float), "device": _text,
+    "fitness_split": _text,
     "data_root": _optional(_text), "cache_dir": _optional(_text),
 }
 
@@ -372,7 +376,8 @@ def load_config_file(path: str) -> dict[str, Any]:
     return flat
 
 
-def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | None, run_dir: str) -> EvolveConfig:
+def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | None,
+            run_dir: str) -> EvolveConfig:
     """Layer defaults < preset < config file < explicit ``flags`` into an :class:`EvolveConfig`.
 
     Args:
@@ -406,7 +411,8 @@ def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
     fkeys = fitness_keys()
     fit = {k: v for k, v in values.items() if k in fkeys}
     if "defense_args" in fit:
-        fit["defense_args"] = tuple(sorted((str(k), v) for k, v in dict(fit["defense_args"]).items()))
+        fit["defense_args"] = tuple(sorted((str(k), v)
+                                           for k, v in dict(fit["defense_args"]).items()))
     if isinstance(fit.get("held_out"), str):
         fit["held_out"] = [n for n in fit["held_out"].split(",") if n]
     if "held_out" in fit:

@@ -56,7 +56,8 @@ class Progress:
         self.workers, self.running, self.failed, self.best = max(1, workers), 0, 0, None
         self.trained_seconds: list[float] = []
 
-    def child_done(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
+    def child_done(self, metrics: dict[str, Any], *, reused: bool = False,
+                   replayed: bool = False) -> None:
         if metrics.get("status", "ok") not in ("ok", "rejected"):  # rejected: stopped on purpose
             self.failed += 1
         fit = float(metrics.get("fitness", 0.0))
@@ -105,9 +106,11 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         log: where summary lines go.
     """
     search, run_dir = cfg.search, Path(cfg.run_dir)
-    options = {k: v for k, v in (("strategy", search.strategy), ("early_reject", search.early_reject),
+    options = {k: v for k, v in (("strategy", search.strategy),
+                                 ("early_reject", search.early_reject),
                                  ("inherit", search.inherit)) if v not in ("ga", False)}
-    events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed, **options})
+    events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed,
+                 **options})
     ex = cfg.execution
     evaluator = ChildEvaluator(events, run_dir, search, workers=ex.workers, backend=ex.backend,
                                scheduler=ex.scheduler, progress=progress)
@@ -133,7 +136,8 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         with stages(f"refinement of {len(population)} finalists ({search.refine_epochs} epochs)"):
             refined = evaluator.refine(evaluate, population)
     final = {
-        "population": [{**ind.summary(), "test": res} for ind, res in zip(population, refined, strict=True)],
+        "population": [{**ind.summary(), "test": res}
+                       for ind, res in zip(population, refined, strict=True)],
         "hall_of_fame": [ind.summary() for ind in hof],
         "logbook": [dict(r) for r in logbook],
         "refine_epochs": search.refine_epochs,
@@ -152,7 +156,8 @@ def search_cost(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
     child-epochs planned and trained, and the fraction of child-epochs early rejection saved."""
     trained = [e for e in events if e["type"] == "child_finished" and not e["reused"]]
     planned = sum(int(e["epochs"]) for e in trained)
-    run = sum(int(e["metrics"].get("epochs", e["epochs"])) if e["metrics"].get("status") == "rejected"
+    run = sum(int(e["metrics"].get("epochs",
+                                   e["epochs"])) if e["metrics"].get("status") == "rejected"
               else int(e["epochs"]) for e in trained)
     return {"children_trained": len(trained),
             "rejected": sum(e["metrics"].get("status") == "rejected" for e in trained),
@@ -265,7 +270,8 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
         total = s.population * (1 + s.generations * s.children) + (s.population if s.refine_epochs else 0)
         bar = Progress(total, workers=cfg.execution.workers, enabled=show)
         try:
-            final = run_search(cfg, ops=ops, evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
+            final = run_search(cfg, ops=ops,
+                               evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
                                events=events, resumed=resume, progress=bar,
                                log=bar.write if show else log)
         finally:

@@ -174,7 +174,8 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
     )
 
 
-def farthest_point(pool: list[tuple[str, tuple[int, ...]]], k: int) -> list[tuple[str, tuple[int, ...]]]:
+def farthest_point(pool: list[tuple[str, tuple[int, ...]]],
+                   k: int) -> list[tuple[str, tuple[int, ...]]]:
     """Greedy max-min selection of ``k`` (genome, spectrum) pairs: start from the first draw,
     then repeatedly add the draw farthest (eq. 3) from those chosen (first on ties)."""
     chosen = pool[:1]
@@ -243,7 +244,8 @@ def assign(individuals: Sequence[Candidate], results: Sequence[dict[str, Any]]) 
         ind.fitness.values = (float(res["fitness"]),)
 
 
-def select_replace(population: list[Any], child: Any, generation: int, toolbox: base.Toolbox) -> bool:
+def select_replace(population: list[Any], child: Any, generation: int,
+                   toolbox: base.Toolbox) -> bool:
     """Algorithm 1 lines 7-9: the nearest member is replaced if the child is strictly fitter.
 
     A child stopped by early rejection (status ``rejected``) never replaces: its fitness is
@@ -294,7 +296,8 @@ def generation_sequential(toolbox: base.Toolbox, population: list[Any], t: int,
     all_children, replaced = [], 0
     for i in range(len(population)):
         parent = population[i]
-        children = [toolbox.mutate(parent, t, i * search.children + j) for j in range(search.children)]
+        children = [toolbox.mutate(parent, t, i * search.children + j)
+                    for j in range(search.children)]
         if search.early_reject:
             set_thresholds(population, children)
         assign(children, toolbox.map(toolbox.evaluate, children))
@@ -378,7 +381,8 @@ def search_space(search: SearchSettings, input_shape: tuple[int, int, int]) -> A
         DEFAULT_SPACE, channels=channels or (search.max_channels,),
         initial_channels=initial or (search.max_channels,), max_channels=search.max_channels,
         max_nodes=search.max_nodes, input_shapes=(tuple(input_shape),),
-        max_blocks=min(DEFAULT_SPACE.max_blocks, max(DEFAULT_SPACE.min_blocks, search.max_nodes - 4)))
+        max_blocks=min(DEFAULT_SPACE.max_blocks,
+                       max(DEFAULT_SPACE.min_blocks, search.max_nodes - 4)))
 
 
 def _spectrum_json(genome: str) -> tuple[int, ...]:

@@ -205,11 +205,13 @@ def check_scheduler(scheduler: str | None) -> None:
         UserError: no address, or no scheduler answers there.
     """
     if not scheduler:
-        raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's address)")
+        raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's "
+                        "address)")
     _connect(scheduler).close()
 
 
-def child_event(ind: Any, task: Task, metrics: dict[str, Any], reused_from: str | None) -> dict[str, Any]:
+def child_event(ind: Any, task: Task, metrics: dict[str, Any],
+                reused_from: str | None) -> dict[str, Any]:
     """The ``child_finished`` log line of an evaluated (or reused) child; with early rejection
     it also holds the child's ``threshold`` and ``reject_below``, with inheritance the
     ``inherited_from`` weights file (keys absent when the option is off)."""
@@ -253,10 +255,12 @@ class ChildEvaluator:
              generation: int | None = None, sub: str = "") -> Task:
         """The :class:`Task` of an individual (its epochs, seed and directory)."""
         gen = ind.generation if generation is None else generation
-        out = child_dir(self.run_dir, ind.child_id) / sub if sub else child_dir(self.run_dir, ind.child_id)
+        out = child_dir(self.run_dir, ind.child_id) / sub if sub else child_dir(self.run_dir,
+                                                                                ind.child_id)
         out.mkdir(parents=True, exist_ok=True)
         extra: dict[str, Any] = {}
-        if split is None and self.search.early_reject and getattr(ind, "threshold", None) is not None:
+        if split is None and self.search.early_reject and getattr(ind, "threshold",
+                                                                  None) is not None:
             extra["reject_below"] = float(ind.threshold) - self.search.reject_margin
         if split is None and self.search.inherit and ind.parent is not None:
             extra.update(self.parent_weights(ind.parent))
@@ -274,7 +278,8 @@ class ChildEvaluator:
         genome = self.run_dir / "children" / parent / "genome.json"
         if not (weights.is_file() and genome.is_file()):
             return {}
-        return {"inherit_genome": genome.read_text(encoding="utf-8"), "inherit_weights": str(weights)}
+        return {"inherit_genome": genome.read_text(encoding="utf-8"),
+                "inherit_weights": str(weights)}
 
     def reusable(self, ind: Any, key: tuple[str, int]) -> bool:
         """Whether ``ind`` may take the result seen for ``key``: always, unless that child was
@@ -296,8 +301,9 @@ class ChildEvaluator:
             key = reuse_key(ind.hash, self.search.epochs_at(ind.generation))
             if logged is not None:
                 if logged["hash"] != ind.hash:
-                    raise RunCorrupt(f"replayed child {ind.child_id} is not the logged architecture "
-                                     "(the genome or search code changed since the run started?)")
+                    raise RunCorrupt(f"replayed child {ind.child_id} is not the logged "
+                                     "architecture (the genome or search code changed since the "
+                                     "run started?)")
                 results[ind.child_id] = logged["metrics"]
                 self.seen.setdefault(reuse_key(ind.hash, logged["epochs"]),
                                      (ind.child_id, logged["metrics"]))
@@ -364,7 +370,8 @@ class ChildEvaluator:
                 continue
             task = self.task(ind, split="test", epochs=max(1, self.search.refine_epochs),
                              generation=gen, sub="refined")
-            extra = (("patience", self.search.refine_patience),) if self.search.refine_patience else ()
+            extra = (("patience",
+                      self.search.refine_patience),) if self.search.refine_patience else ()
             tasks.append(dataclasses.replace(task, seed=train_seed(self.search.seed, gen, slot),
                                              extra=extra))
         self._running(len(tasks))
@@ -379,7 +386,8 @@ class ChildEvaluator:
             self._tick(metrics)
         return [results[ind.child_id] for ind in individuals]
 
-    def _tick(self, metrics: dict[str, Any], *, reused: bool = False, replayed: bool = False) -> None:
+    def _tick(self, metrics: dict[str, Any], *, reused: bool = False,
+              replayed: bool = False) -> None:
         if self.progress is not None:
             self.progress.child_done(metrics, reused=reused, replayed=replayed)
 

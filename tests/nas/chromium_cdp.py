@@ -44,7 +44,8 @@ class Browser:
             os.dup2(to_child, 3)
             os.dup2(from_child, 4)
 
-        self.proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
+        self.proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self._profile}",
+                                      "about:blank"],
                                      preexec_fn=wire, pass_fds=(3, 4), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_child)
@@ -61,7 +62,8 @@ class Browser:
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict:
+    def send(self, method: str, params: dict[str, Any] | None = None,
+             session: str | None = None) -> dict:
         """Call ``method`` and return its result; events received meanwhile go to :attr:`events`."""
         self._next += 1
         msg = {"id": self._next, "method": method, "params": params or {}}
@@ -89,7 +91,8 @@ class Browser:
     def open(self, url: str) -> str:
         """A new tab showing ``url`` after its load event; returns its session id."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        session = self.send("Target.attachToTarget",
+                            {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable", session=session)
         self.send("Page.navigate", {"url": url}, session=session)
@@ -101,8 +104,10 @@ class Browser:
         out = []
         for ev in self.events:
             p = ev.get("params", {})
-            if ev.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
+            if ev.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error",
+                                                                                    "assert"):
+                out.append("console: " + " ".join(str(a.get("value", a.get("description")))
+                                                  for a in p["args"]))
             elif ev.get("method") == "Runtime.exceptionThrown":
                 out.append("exception: " + p["exceptionDetails"].get("text", ""))
             elif ev.get("method") == "Log.entryAdded" and p["entry"]["level"] == "error":

@@ -35,7 +35,8 @@ def he_baseline():
     return to_json(named_genome("he-baseline"))
 
 
-def test_a_child_that_cannot_beat_its_threshold_is_stopped(workspace, small_settings, he_baseline, tmp_path):
+def test_a_child_that_cannot_beat_its_threshold_is_stopped(workspace, small_settings, he_baseline,
+                                                           tmp_path):
     r = evaluate_genome(he_baseline, settings=small_settings, epochs=3, seed=1,
                         out_dir=str(tmp_path / "c"), reject_below=1.01)  # no accuracy beats 1.01
     assert r.status == "rejected", r.reason
@@ -65,7 +66,8 @@ def test_a_rejected_child_never_replaces_even_when_its_fitness_is_higher():
         spectrum = staticmethod(lambda g: (int(g), 0, 0, 0, 0))
         canonical_hash = staticmethod(lambda g: g)
 
-    member, child = make_individual(Ops, "1", 0, 0, None), make_individual(Ops, "2", 1, 0, "g000-c000")
+    member, child = make_individual(Ops, "1", 0, 0, None), make_individual(Ops, "2", 1, 0,
+                                                                           "g000-c000")
     member.fitness.values, child.fitness.values = (0.2,), (0.9,)
     emitted = []
     toolbox = type("T", (), {"emit": staticmethod(emitted.append)})
@@ -98,7 +100,8 @@ def test_raced_search_logs_thresholds_rejects_some_and_counts_the_saved_epochs(r
     assert not replaced & {e["id"] for e in rejected}
     cost = final["search_cost"]
     trained = [e for e in events if not e["reused"]]
-    saved = sum(e["epochs"] - e["metrics"]["epochs"] for e in trained if e["metrics"]["status"] == "rejected")
+    saved = sum(e["epochs"] - e["metrics"]["epochs"]
+                for e in trained if e["metrics"]["status"] == "rejected")
     assert cost["rejected"] == sum(e["metrics"]["status"] == "rejected" for e in trained)
     assert cost["child_epochs_planned"] - cost["child_epochs_trained"] == saved > 0
     assert cost["child_epochs_saved_fraction"] == pytest.approx(saved / cost["child_epochs_planned"], abs=1e-4)

@@ -75,20 +75,24 @@ def test_real_mutations_keep_ids_so_some_nodes_are_inherited(seed):
     names = unchanged_modules(parent, child, (1, 28, 28), 10)
     changed = [n for n in child.nodes if n not in parent.nodes
                or dict(child.nodes[n]) != dict(parent.nodes[n])]
-    assert all(module_name(child, n) not in names for n in changed if child.nodes[n]["op"] != "input")
+    assert all(module_name(child, n) not in names
+               for n in changed if child.nodes[n]["op"] != "input")
     assert names  # one operator leaves most of the network as it was
 
 
-def test_inherit_in_evaluate_genome_records_the_count_and_trains(workspace, small_settings, tmp_path):
+def test_inherit_in_evaluate_genome_records_the_count_and_trains(workspace, small_settings,
+                                                                 tmp_path):
     from nas.evaluation.fitness import evaluate_genome
 
     parent = named_genome("he-baseline")
     p_out = tmp_path / "parent"
-    r = evaluate_genome(gn.to_json(parent), settings=small_settings, epochs=1, seed=0, out_dir=str(p_out))
+    r = evaluate_genome(gn.to_json(parent), settings=small_settings, epochs=1, seed=0,
+                        out_dir=str(p_out))
     assert r.status == "ok"
     child, _ = edited_child(parent)
     c = evaluate_genome(gn.to_json(child), settings=small_settings, epochs=1, seed=1,
-                        inherit_genome=gn.to_json(parent), inherit_weights=str(p_out / "weights.pt"))
+                        inherit_genome=gn.to_json(parent),
+                        inherit_weights=str(p_out / "weights.pt"))
     assert c.status == "ok", c.reason
     weights = torch.load(p_out / "weights.pt", weights_only=True)
     expected = inherited_state(parent, child, weights, workspace.splits.info)

@@ -48,7 +48,8 @@ CASES = {
 # An export takes seconds (torch.export + the ONNX converter): the default tier exports
 # he-baseline, which has a sum and a concat skip over sizes that do not divide; the slow tier
 # (``pytest -m slow``) the other networks.
-@pytest.mark.parametrize("case", [c if c == "he-baseline" else pytest.param(c, marks=pytest.mark.slow)
+@pytest.mark.parametrize("case",
+                         [c if c == "he-baseline" else pytest.param(c, marks=pytest.mark.slow)
                                   for c in CASES])
 def test_onnxruntime_logits_equal_pytorch(case, tmp_path):
     ort = pytest.importorskip("onnxruntime")

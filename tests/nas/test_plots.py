@@ -38,20 +38,24 @@ def test_ig_grid_has_one_row_per_image(tmp_path: Path) -> None:
     maps = {name: torch.rand(2, 12, 12, generator=gen) * 2 - 1 for name in ("reference", "evolved")}
     dist = {"reference": torch.zeros(2), "evolved": torch.tensor([0.4, 0.6])}
     delta = {name: torch.zeros(2) for name in maps}
-    one = _png(plots.plot_ig_grid(x[:1], {k: v[:1] for k, v in maps.items()}, dist, delta, tmp_path / "a.png"))
+    one = _png(plots.plot_ig_grid(x[:1], {k: v[:1] for k, v in maps.items()}, dist, delta,
+                                  tmp_path / "a.png"))
     two = _png(plots.plot_ig_grid(x, maps, dist, delta, tmp_path / "b.png"))
     assert two.shape[0] > 1.5 * one.shape[0] * 0.8  # taller with more images
 
 
 def test_matrix_with_missing_cells(tmp_path: Path) -> None:
     table = {"resnet18": {"reference": 0.3, "evolved": 0.6}, "vgg16_bn": {"evolved": 0.7}}
-    _png(plots.plot_matrix(table, tmp_path / "m.png", title="t", row_label="r", col_label="c", value_label="v"))
+    _png(plots.plot_matrix(table, tmp_path / "m.png", title="t", row_label="r", col_label="c",
+                           value_label="v"))
 
 
 def test_front_scatter_marks_front_and_finalists(tmp_path: Path) -> None:
-    points = [dict(id=f"c{i}", clean=0.5 + i / 40, adv=0.6 - i / 50, size=1000 * (i + 1)) for i in range(8)]
+    points = [dict(id=f"c{i}", clean=0.5 + i / 40, adv=0.6 - i / 50, size=1000 * (i + 1))
+              for i in range(8)]
     plain = _png(plots.plot_front(points, [], [], tmp_path / "plain.png"), min_w=600)
-    marked = _png(plots.plot_front(points, ["c0", "c7"], ["c3"], tmp_path / "f.png", size_label="MACs"),
+    marked = _png(plots.plot_front(points, ["c0", "c7"], ["c3"], tmp_path / "f.png",
+                                   size_label="MACs"),
                   min_w=600)
     red = (marked[..., 0] > 0.7) & (marked[..., 1] < 0.3) & (marked[..., 2] < 0.3)  # front markers
     assert red.sum() > 50 and not ((plain[..., 0] > 0.7) & (plain[..., 1] < 0.3) & (plain[..., 2] < 0.3)).any()

@@ -15,7 +15,8 @@ from nas.cli import run
 from nas.errors import UserError
 from nas.reporting.runview import finalist_genome, generation_stats, load_run
 
-SECTIONS = {"run", "progress", "population", "front", "transfer", "fooling", "ig", "extra", "stages"}
+SECTIONS = {"run", "progress", "population", "front", "transfer", "fooling", "ig", "extra",
+            "stages"}
 
 
 class Page(HTMLParser):
@@ -59,7 +60,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nas.evolve import main as evolve
 
     parent = tmp_path_factory.mktemp("runs")
-    assert evolve(["--preset", "smoke", "--run-dir", str(parent), "--name", "smoke", "--no-progress",
+    assert evolve(["--preset", "smoke", "--run-dir", str(parent), "--name", "smoke",
+                   "--no-progress",
                    "--generations", "1"]) == 0
     return parent / "smoke"
 
@@ -68,7 +70,8 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
     extra = next(smoke_run.glob("children/*/refined/metrics.json"))  # a nas.train-style metrics.json
     out = tmp_path / "report"
     rc = run(report.main, [str(smoke_run), "--out", str(out), "--ig-images", "2", "--ig-steps", "8",
-                           "--attacks", "fgsm,pgd-linf", "--eval-size", "0", "--transfer-from", "own", "--baselines", "he-baseline",
+                           "--attacks", "fgsm,pgd-linf", "--eval-size", "0", "--transfer-from",
+                           "own", "--baselines", "he-baseline",
                            "--extra-metrics", str(extra), "--no-progress", "--full"])
     assert rc == 0
     page = parse(out / "index.html")
@@ -104,7 +107,8 @@ def test_baselines_over_budget_are_left_out_then_reused_from_the_cache(
     flags = ["--ig-images", "1", "--ig-steps", "4", "--skip-transfer", "--no-progress"]
 
     def build(name: str, *extra: str) -> dict:
-        assert run(report.main, [str(smoke_run), "--out", str(tmp_path / name), *flags, *extra]) == 0
+        assert run(report.main,
+                   [str(smoke_run), "--out", str(tmp_path / name), *flags, *extra]) == 0
         return json.loads((tmp_path / name / "results.json").read_text())["models"]
 
     lean = build("lean", "--budget", "0")
@@ -149,7 +153,8 @@ def test_bad_input_is_one_line_and_writes_nothing(smoke_run: Path, tmp_path: Pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no results" in err[0]
     assert not (empty / "report").exists()
-    for flags in (["--transfer-from", "alexnet"], ["--attacks", "nope"], ["--extra-metrics", str(missing)],
+    for flags in (["--transfer-from", "alexnet"], ["--attacks", "nope"],
+                  ["--extra-metrics", str(missing)],
                   ["--baselines", "lenet"], ["--ig-steps", "0"]):
         assert run(report.main, [str(smoke_run), "--out", str(tmp_path / "x"), *flags]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
@@ -162,13 +167,17 @@ def test_population_is_replayed_when_generation_lines_carry_none(tmp_path: Path)
     (run_dir / "config.json").write_text(json.dumps({"config": {"search": {}, "fitness": {}}}))
 
     def child(cid: str, gen: int, fit: float) -> dict:
-        return {"type": "child_finished", "id": cid, "generation": gen, "spectrum": [gen, 0, 0, 0, 1],
+        return {"type": "child_finished", "id": cid, "generation": gen,
+                "spectrum": [gen, 0, 0, 0, 1],
                 "metrics": {"fitness": fit, "clean_acc": fit + 0.1, "adv_acc": fit}}
 
-    events = [child("a", 0, 0.1), child("b", 0, 0.2), {"type": "generation_finished", "generation": 0},
-              child("c", 1, 0.5), {"type": "replacement", "generation": 1, "id": "c", "replaced": "a"},
+    events = [child("a", 0, 0.1), child("b", 0, 0.2),
+              {"type": "generation_finished", "generation": 0},
+              child("c", 1, 0.5),
+              {"type": "replacement", "generation": 1, "id": "c", "replaced": "a"},
               {"type": "generation_finished", "generation": 1}]
-    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"type": "chi')
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n"
+                                                  for e in events) + '{"type": "chi')
     view = load_run(run_dir)  # the torn last line is ignored
     assert [g["population"] for g in view.generations] == [["a", "b"], ["c", "b"]]
     assert view.replacements == {1: 1}

@@ -38,13 +38,16 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from nas.evolve import main as evolve
 
     parent = tmp_path_factory.mktemp("browser")
-    assert evolve(["--preset", "smoke", "--run-dir", str(parent), "--name", "smoke", "--no-progress",
+    assert evolve(["--preset", "smoke", "--run-dir", str(parent), "--name", "smoke",
+                   "--no-progress",
                    "--generations", "1"]) == 0
     run_dir = parent / "smoke"
     full, linked = parent / "full", parent / "linked"
-    assert run(report.main, [str(run_dir), "--out", str(full), "--ig-images", "2", "--ig-steps", "8",
+    assert run(report.main,
+               [str(run_dir), "--out", str(full), "--ig-images", "2", "--ig-steps", "8",
                              "--attacks", "fgsm", "--no-progress"]) == 0
-    assert run(report.main, [str(run_dir), "--out", str(linked), "--no-models", "--link-images"]) == 0
+    assert run(report.main,
+               [str(run_dir), "--out", str(linked), "--no-models", "--link-images"]) == 0
     return {"full": full, "linked": linked}
 
 
@@ -53,8 +56,10 @@ def test_report_renders_in_chromium(browser, reports, kind, tmp_path):
     page = reports[kind] / "index.html"
     before = len(browser.events)
     session = browser.open(page.resolve().as_uri())
-    images = json.loads(browser.send("Runtime.evaluate", {"expression": IMAGES_JS, "awaitPromise": True,
-                                                          "returnByValue": True}, session=session)["result"]["value"])
+    images = json.loads(browser.send("Runtime.evaluate",
+                                     {"expression": IMAGES_JS, "awaitPromise": True,
+                                                          "returnByValue": True},
+                                     session=session)["result"]["value"])
     n_html = page.read_text().count("<img ")
     assert len(images) == n_html >= 5
     assert [i for i in images if i["w"] <= 0 or i["h"] <= 0] == []  # every <img> decoded
@@ -73,8 +78,10 @@ def test_the_check_sees_a_missing_image_and_a_console_error(browser, tmp_path):
                     "</body></html>")
     before = len(browser.events)
     session = browser.open(page.as_uri())
-    images = json.loads(browser.send("Runtime.evaluate", {"expression": IMAGES_JS, "awaitPromise": True,
-                                                          "returnByValue": True}, session=session)["result"]["value"])
+    images = json.loads(browser.send("Runtime.evaluate",
+                                     {"expression": IMAGES_JS, "awaitPromise": True,
+                                                          "returnByValue": True},
+                                     session=session)["result"]["value"])
     assert images[0]["w"] == 0 and "error" in images[0]
     browser.events[:before] = []
     errors = browser.errors()

@@ -46,7 +46,8 @@ def test_random_search_evaluates_as_many_children_of_the_same_space(random_run, 
     assert events[0]["strategy"] == "random" and final["strategy"] == "random"
     assert json.loads((run / "config.json").read_text())["config"]["search"]["strategy"] == "random"
     # the finalists are the best distinct architectures seen
-    best = sorted({e["hash"]: e["metrics"]["fitness"] for e in rand_children}.values(), reverse=True)[:4]
+    best = sorted({e["hash"]: e["metrics"]["fitness"] for e in rand_children}.values(),
+                  reverse=True)[:4]
     assert sorted((m["metrics"]["fitness"] for m in final["population"]), reverse=True) == best
 
 
@@ -55,7 +56,8 @@ def test_random_search_is_seeded(random_run, tmp_path):
     run_toy(tmp_path / "again", strategy="random")
     assert comparable(tmp_path / "again") == comparable(run)
     run_toy(tmp_path / "other", strategy="random", seed=8)
-    assert {e["hash"] for e in child_events(tmp_path / "other")} != {e["hash"] for e in child_events(run)}
+    assert {e["hash"] for e in child_events(tmp_path / "other")} != {e["hash"]
+                                                                     for e in child_events(run)}
 
 
 def test_refinement_passes_patience_only_when_set(tmp_path):
@@ -74,7 +76,8 @@ def test_refinement_passes_patience_only_when_set(tmp_path):
                            events=events, log=lambda m: None)
         events.close()
         assert {m["test"]["patience"] for m in final["population"]} == {patience}
-        assert {e["metrics"]["patience"] for e in child_events(run)} == {0}  # search children: never
+        assert {e["metrics"]["patience"]
+                for e in child_events(run)} == {0}  # search children: never
 
 
 def test_cpu_preset_resolves_for_both_datasets():
@@ -82,7 +85,8 @@ def test_cpu_preset_resolves_for_both_datasets():
 
     cfg = resolve({}, preset="cpu", config_file=None, run_dir="")
     f, s = cfg.fitness, cfg.search
-    assert (f.dataset, f.train_size, f.val_size, f.test_size) == ("fashion-mnist", 10000, 1000, 1000)
+    assert (f.dataset, f.train_size, f.val_size, f.test_size) == ("fashion-mnist", 10000, 1000,
+                                                                  1000)
     assert (f.reference, f.defense, f.recipe, s.strategy) == ("he-ref", "gm", "cpu", "ga")
     assert f.reference_patience > 0 and s.refine_patience > 0 and len(f.held_out) >= 2
     assert f.reference not in f.held_out
@@ -98,7 +102,8 @@ def test_options_are_flags_and_bad_values_are_user_errors():
     from nas.search.config import resolve
 
     args = build_parser().parse_args(["--early-reject", "--inherit", "--strategy", "random",
-                                      "--held-out", "he-baseline,resnet18", "--refine-patience", "4"])
+                                      "--held-out", "he-baseline,resnet18", "--refine-patience",
+                                      "4"])
     cfg = resolve(flags_from_args(args), preset="smoke", config_file=None, run_dir="")
     assert cfg.search.early_reject and cfg.search.inherit and cfg.search.strategy == "random"
     assert cfg.fitness.held_out == ("he-baseline", "resnet18") and cfg.search.refine_patience == 4
@@ -106,7 +111,8 @@ def test_options_are_flags_and_bad_values_are_user_errors():
         resolve({"strategy": "bayes"}, preset="smoke", config_file=None, run_dir="")
 
 
-def test_held_out_sources_score_the_finalists_on_the_test_split_only(workspace, small_settings, tmp_path):
+def test_held_out_sources_score_the_finalists_on_the_test_split_only(workspace, small_settings,
+                                                                     tmp_path):
     from genome import to_json
     from nas.evaluation.fitness import evaluate_genome, prepare
     from nas.evolve import final_table
