@@ -51,8 +51,10 @@ def final_table(final: dict[str, Any]) -> str:
         cells = [test.get(k) for k in ("val_fitness", "clean_acc", "adv_acc", "fitness")]
         fmt = ["-" if c is None else f"{float(c):.4f}" for c in cells]
         held = test.get("held_out") or {}
-        extra = "".join(f" {'-' if held.get(n) is None else format(float(held[n]), '.4f'):>{max(9, len(n) + 4)}}"
-                        for n in sources)
+        extra = "".join(
+            " "
+            f"{'-' if held.get(n) is None else format(float(held[n]), '.4f'):>{max(9, len(n) + 4)}}"
+            for n in sources)
         lines.append(f"{m['id']:<12} {str(tuple(m['spectrum'])):<18} "
                      f"{float(m['metrics']['fitness']):>8.4f} {fmt[0]:>7} {fmt[1]:>10} {fmt[2]:>9} "
                      f"{fmt[3]:>7}{extra}")
@@ -223,10 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The explicitly given settings as a flat dict (``None`` = not given)."""
-    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential", "early_reject",
-                                                                      "inherit", "workers",
-                                                                     "backend", "scheduler",
-                                                                      "progress"]
+    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential",
+                                                                      "early_reject", "inherit",
+                                                                      "workers", "backend",
+                                                                      "scheduler", "progress"]
     flags = {k: getattr(args, k) for k in keys}
     flags["defense_args"] = defense_args(args.defense_arg, args.lam) or None
     return flags

@@ -7,7 +7,8 @@ For every selected child (default: the final population; ``--all``: every traine
 net_<id>.py            readable layer-by-layer source, imports torch only (genome.export_module)
 net_<id>.pt            its trained weights (refined weights when the child was refined)
 net_<id>.genome.json   its genome
-net_<id>.onnx          with --onnx: the network in ONNX (opset nas.reporting.onnx.OPSET, dynamic batch)
+net_<id>.onnx          with --onnx: the network in ONNX (opset nas.reporting.onnx.OPSET,
+                       dynamic batch)
 README.md              how to load them, and their measured metrics
 ```
 Everything is checked before the first file is written (unknown ids, missing weights, weights

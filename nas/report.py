@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out the transfer matrix and fooling rates")
     p.add_argument("--attacks", metavar="LIST",
                    help="comma-separated attacks of the fooling-rate table (default: the run's own "
-                        f"attack, whose examples are cached, and fgsm; --full: {','.join(ATTACKS)})")
+                        "attack, whose examples are cached, and fgsm; --full: "
+                        f"{','.join(ATTACKS)})")
     p.add_argument("--eval-size", type=nonneg_int, metavar="N",
                    help="test images used by the transfer matrix and fooling rates (0 = all; "
                         "default 500, --full: all)")

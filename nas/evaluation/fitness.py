@@ -63,14 +63,15 @@ class FitnessSettings:
     """Everything that determines a child's score except genome, epochs and seed (JSON-able).
 
     ``eps`` / ``step_size`` / ``steps`` ``None`` mean the per-dataset default of the attack
-    (nas.evaluation.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g. ``(("lam", 1.0),)``.
-    ``fitness_split`` is ``"val"`` (held out from training) or ``"test"`` (paper protocol).
-    ``recipe`` names the training recipe (nas.evaluation.recipe.RECIPES) of the reference, the children,
-    the refinement and the baselines; ``lr`` ``None`` keeps the recipe's peak rate. The
-    reference trains to its validation plateau: at most ``reference_epochs``, stopping after
-    ``reference_patience`` epochs without improvement (0: exactly ``reference_epochs``);
-    ``reference_amp`` ``"auto"`` = bf16 autocast where the device computes bf16 natively
-    (CUDA with bf16, CPUs with AVX512-BF16 / AMX), ``"off"`` / ``"bf16"`` force it.
+    (nas.evaluation.attacks). ``defense_args`` are sorted ``(name, value)`` pairs, e.g.
+    ``(("lam", 1.0),)``. ``fitness_split`` is ``"val"`` (held out from training) or ``"test"``
+    (paper protocol). ``recipe`` names the training recipe (nas.evaluation.recipe.RECIPES) of
+    the reference, the children, the refinement and the baselines; ``lr`` ``None`` keeps the
+    recipe's peak rate. The reference trains to its validation plateau: at most
+    ``reference_epochs``, stopping after ``reference_patience`` epochs without improvement (0:
+    exactly ``reference_epochs``); ``reference_amp`` ``"auto"`` = bf16 autocast where the device
+    computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 / AMX), ``"off"`` / ``"bf16"``
+    force it.
     ``held_out``: held-out attack sources (reference names other than ``reference``), trained
     with CE like the reference and cached; their PGD examples of the test split score the
     finalists only (never the search).
@@ -84,7 +85,8 @@ class FitnessSettings:
         """How the reference is trained (CE, the recipe, to the validation plateau)."""
         amp = self.reference_amp
         if amp == "auto":
-            amp = "bf16" if resolve_device(self.device).type == "cpu" and cpu_has_native_bf16() else "auto"
+            amp = ("bf16" if resolve_device(self.device).type == "cpu" and cpu_has_native_bf16()
+                   else "auto")
         return TrainConfig(epochs=self.reference_epochs, batch_size=self.batch_size,
                            recipe=self.training_recipe(), patience=self.reference_patience,
                            device=self.device, amp=amp, progress=progress)
@@ -141,10 +143,10 @@ class ChildResult:
 
     ``macs``: multiply-accumulate operations of one forward pass of one image (the one cost
     measure of the project, as ``genome.count_macs``). ``fooling_rate``: ``nan`` when no
-    image is eligible (:func:`nas.evaluation.transfer.fooling_rate`; ``null`` in JSON). ``val_*``: fitness, clean and
-    adversarial accuracy on the validation split, measured as well when the scored split is
-    another one under ``--fitness-split val`` (refinement scores the test split; finalists
-    are ranked by these, never by the test numbers); ``None`` otherwise.
+    image is eligible (:func:`nas.evaluation.transfer.fooling_rate`; ``null`` in JSON).
+    ``val_*``: fitness, clean and adversarial accuracy on the validation split, measured as well
+    when the scored split is another one under ``--fitness-split val`` (refinement scores the test
+    split; finalists are ranked by these, never by the test numbers); ``None`` otherwise.
     """
 
     fitness: float
@@ -286,7 +288,8 @@ def _held_out_source(name: str, settings: FitnessSettings, splits: Splits, cache
 
     The source is trained exactly as the reference (CE, the recipe, to its validation
     plateau) and cached by :func:`nas.evaluation.references.get_reference`; its examples by
-    :func:`nas.evaluation.attacks.transferred_set` (the same tensor-keyed caches as the reference's).
+    :func:`nas.evaluation.attacks.transferred_set` (the same tensor-keyed caches as the
+    reference's).
     """
     source, key, _ = get_reference(name, splits, cache,
                                    config=settings.reference_config(progress=progress),
@@ -338,8 +341,8 @@ def _workspace(settings: FitnessSettings) -> Workspace:
 def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, float]:
     """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``.
 
-    The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the reference
-    and ``model`` classify correctly (``nan`` when there is none).
+    The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the
+    reference and ``model`` classify correctly (``nan`` when there is none).
     """
     x, y = ws.splits.split(split)
     if split not in ws.adversarial:

@@ -230,8 +230,8 @@ def train(
             ``val`` is given, elapsed time, the most time left under the epoch cap).
         on_epoch: ``(model, epoch) -> reason`` called after every epoch with the weights that
             would be kept (the weight average when the recipe has one); a non-empty reason
-            stops training with status ``"rejected"`` (early rejection, nas.evaluation.fitness). It must
-            not draw random numbers, so a run it does not stop trains exactly as without it.
+            stops training with status ``"rejected"`` (early rejection, nas.evaluation.fitness).
+            It must not draw random numbers, so a run it does not stop trains exactly as without it.
     """
     device = resolve_device(config.device)
     recipe = config.recipe

@@ -131,8 +131,8 @@ def fooling_rates(
         for t, model in targets.items():
             eligible = ref_ok & clean_ok[t]  # (N,) bool
             n = int(eligible.sum())
-            fooled = int((predict(model, x_adv[eligible],
-                                  device=device) != y[eligible]).sum()) if n else 0
+            fooled = (int((predict(model, x_adv[eligible], device=device) != y[eligible]).sum())
+                      if n else 0)
             row[t] = FoolingRate(fooling_rate(fooled, n), fooled, n)
         out[settings.name] = row
     return out

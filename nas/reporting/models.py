@@ -5,8 +5,9 @@ the cache the search used), the baselines (the reference's architecture trained 
 CE, the paper's "Ref. Net.", and with the run's defense, "Ref. Net.+GM"; optionally other
 architectures with the defense, "HE. Net.+GM"; each trained here once and cached) and the
 *finalists* of the search (compiled from their genome, with their refined weights when the
-run finished). Everything reuses the run's prepared workspace (:func:`nas.evaluation.fitness.prepare`):
-same data subsets, same reference, same transferred sets."""
+run finished). Everything reuses the run's prepared workspace
+(:func:`nas.evaluation.fitness.prepare`): same data subsets, same reference, same
+transferred sets."""
 
 from __future__ import annotations
 
@@ -198,7 +199,8 @@ def sources(names: tuple[str, ...], ws: Workspace, settings: FitnessSettings, op
 def ig_images(ws: Workspace, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first test image of each class, then the following ones: ``(n, C, H, W)``, ``(n,)``."""
     y = ws.splits.y_test
-    first = [int((y == c).nonzero()[0]) for c in range(ws.splits.info.num_classes) if (y == c).any()]
+    first = [int((y == c).nonzero()[0])
+             for c in range(ws.splits.info.num_classes) if (y == c).any()]
     rest = [i for i in range(len(y)) if i not in set(first)]
     pick = torch.tensor((first + rest)[:n], dtype=torch.long)
     return ws.splits.x_test[pick].float() / 255.0, y[pick]  # (n, C, H, W), (n,)

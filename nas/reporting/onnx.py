@@ -37,7 +37,8 @@ class OnnxUnavailable(RuntimeError):
 
 
 def check_available() -> None:
-    """Raise :class:`OnnxUnavailable` (one line naming the missing packages) when the extra is absent."""
+    """Raise :class:`OnnxUnavailable` (one line naming the missing packages) when the extra is
+    absent."""
     missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
     if missing:
         raise OnnxUnavailable(f"ONNX export needs the optional packages {', '.join(missing)}: "
@@ -101,7 +102,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, i
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},), strict=False)
-        ep = ep.run_decompositions({torch.ops.aten.adaptive_max_pool2d.default: adaptive_max_pool2d_static})
+        ep = ep.run_decompositions(
+            {torch.ops.aten.adaptive_max_pool2d.default: adaptive_max_pool2d_static})
         program = torch.onnx.export(ep, (x,), dynamo=True, opset_version=opset,
                                     input_names=["pixels"],
                                     output_names=["logits"], verbose=False, external_data=False)

@@ -97,7 +97,8 @@ def section_population(view: RunView, opts: ReportOptions, drawings: dict[str, P
 
 
 def section_front(view: RunView, opts: ReportOptions, front: Front) -> H.Section:
-    """The trade-off front of every evaluated child (clean, transferred, size) and its hypervolume."""
+    """The trade-off front of every evaluated child (clean, transferred, size) and its
+    hypervolume."""
     out, body = Path(opts.out), []
     finalists = [f["id"] for f in view.finalists]
     label = "parameters" if front.size == "params" else "multiply-accumulates per image"
@@ -184,8 +185,8 @@ def section_ig(data: ReportData, opts: ReportOptions) -> H.Section:
 
 def section_extra(data: ReportData) -> H.Section:
     """Retraining results on other datasets (paper Tables 3 and 7)."""
-    keys = [k for k in dict.fromkeys(k for r in data.extra for k in r) if any(r.get(k) is not None
-                                                                              for r in data.extra)]
+    keys = [k for k in dict.fromkeys(k for r in data.extra for k in r)
+            if any(r.get(k) is not None for r in data.extra)]
     pct = ("clean_acc", "adv_acc", "fitness", "fooling_rate")
     rows = [[H.fmt(r.get(k), pct=k in pct) for k in keys] for r in data.extra]
     return H.Section("extra", "Retraining on other datasets",
@@ -231,7 +232,7 @@ def render(view: RunView, data: ReportData | None, opts: ReportOptions,
     results = {"run": str(view.path), "options": asdict(opts),
                "finalists": view.finalists, "generations": generation_stats(view),
                "front": front.to_dict(),
-               "models": None if data is None else {k: v
-                                                    for k, v in asdict(data).items() if k != "figures"}}
+               "models": None if data is None else {k: v for k, v in asdict(data).items()
+                                                    if k != "figures"}}
     write_text_atomically(out / "results.json", json.dumps(results, indent=1, default=str))
     return page

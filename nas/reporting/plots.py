@@ -138,12 +138,12 @@ def plot_ig_grid(
                           squeeze=False)
     for i in range(n):
         img = images[i].detach().cpu().permute(1, 2, 0).numpy()  # (H, W, C)
-        axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0,
-                          vmax=1)
+        axes[i, 0].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray",
+                          vmin=0, vmax=1)
         axes[i, 0].set_title("input" if i == 0 else "", fontsize=9)
         for j, name in enumerate(names, start=1):
-            im = axes[i, j].imshow(maps[name][i].detach().cpu().numpy(), cmap=IG_CMAP, vmin=-1,
-                                   vmax=1)
+            im = axes[i, j].imshow(maps[name][i].detach().cpu().numpy(), cmap=IG_CMAP,
+                                   vmin=-1, vmax=1)
             head = f"{name}\n" if i == 0 else ""
             axes[i, j].set_title(
                 f"{head}dist {float(distances[name][i]):.3f}, delta {float(deltas[name][i]):.1e}",

@@ -165,12 +165,12 @@ EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
 # --------------------------------------------------------------------------------------------
 # PRESETS, applied over the dataclass defaults; ``paper`` is used when none is chosen.
 # >>> QUICK PRESET NUMBERS: the README's main job (resnet34 reference, Fashion-MNIST, 2 CPU
-# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/evaluation/recipe.py) for the
-# >>> reference, the children and the refinement; the reference trains with bf16 autocast on
+# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/evaluation/recipe.py)
+# >>> for the reference, the children and the refinement; the reference trains with bf16 autocast on
 # >>> CPUs that compute bf16 natively, to its validation plateau within 8 epochs (the one-cycle
-# >>> schedule spans the cap). 5,000 training images; <= 32 channels and <= 16 nodes keep a
-# >>> child under ~1 minute. Measured in docs/fitness.md and docs/experiments.md. Change them
-# >>> here and only here.
+# >>> schedule spans the cap). 5,000 training images; <= 32 channels and <= 16 nodes keep a child
+# >>> under ~1 minute. Measured in docs/fitness.md and docs/experiments.md. Change them here and
+# >>> only here.
 QUICK: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "train_size": 5000,
@@ -295,7 +295,8 @@ def _defense_args(value: Any) -> Any:
     try:
         pairs = [(str(k), v) for k, v in pairs]
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected an object of key: value, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an object of key: value, "
+                                         f"got {value!r}") from None
     for key, v in pairs:
         if isinstance(v, float):
             try:
@@ -363,7 +364,8 @@ def load_config_file(path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"config file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise UserError(f"config file {path}: not valid JSON "
+                        f"({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path}: expected a JSON object")
     data = data.get("config", data)

@@ -81,8 +81,9 @@ class Progress:
     def _postfix(self) -> None:
         eta = self.eta()
         best = "-" if self.best is None else f"{self.best:.4f}"
-        self.bar.set_postfix_str(f"running={self.running} failed={self.failed} best={best} "
-                                 f"eta={'?' if eta is None else time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        self.bar.set_postfix_str(
+            f"running={self.running} failed={self.failed} best={best} "
+            f"eta={'?' if eta is None else time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
     def write(self, line: str) -> None:
         self.bar.write(line, file=sys.stdout)
@@ -156,8 +157,8 @@ def search_cost(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
     child-epochs planned and trained, and the fraction of child-epochs early rejection saved."""
     trained = [e for e in events if e["type"] == "child_finished" and not e["reused"]]
     planned = sum(int(e["epochs"]) for e in trained)
-    run = sum(int(e["metrics"].get("epochs",
-                                   e["epochs"])) if e["metrics"].get("status") == "rejected"
+    run = sum(int(e["metrics"].get("epochs", e["epochs"]))
+              if e["metrics"].get("status") == "rejected"
               else int(e["epochs"]) for e in trained)
     return {"children_trained": len(trained),
             "rejected": sum(e["metrics"].get("status") == "rejected" for e in trained),
@@ -267,7 +268,8 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
             events = create_run(cfg.run_dir, cfg.to_dict())
             log(f"run directory: {cfg.run_dir}")
         s = cfg.search
-        total = s.population * (1 + s.generations * s.children) + (s.population if s.refine_epochs else 0)
+        total = (s.population * (1 + s.generations * s.children)
+                 + (s.population if s.refine_epochs else 0))
         bar = Progress(total, workers=cfg.execution.workers, enabled=show)
         try:
             final = run_search(cfg, ops=ops,

@@ -255,12 +255,12 @@ class ChildEvaluator:
              generation: int | None = None, sub: str = "") -> Task:
         """The :class:`Task` of an individual (its epochs, seed and directory)."""
         gen = ind.generation if generation is None else generation
-        out = child_dir(self.run_dir, ind.child_id) / sub if sub else child_dir(self.run_dir,
-                                                                                ind.child_id)
+        out = (child_dir(self.run_dir, ind.child_id) / sub if sub
+               else child_dir(self.run_dir, ind.child_id))
         out.mkdir(parents=True, exist_ok=True)
         extra: dict[str, Any] = {}
-        if split is None and self.search.early_reject and getattr(ind, "threshold",
-                                                                  None) is not None:
+        if (split is None and self.search.early_reject
+                and getattr(ind, "threshold", None) is not None):
             extra["reject_below"] = float(ind.threshold) - self.search.reject_margin
         if split is None and self.search.inherit and ind.parent is not None:
             extra.update(self.parent_weights(ind.parent))
@@ -370,8 +370,8 @@ class ChildEvaluator:
                 continue
             task = self.task(ind, split="test", epochs=max(1, self.search.refine_epochs),
                              generation=gen, sub="refined")
-            extra = (("patience",
-                      self.search.refine_patience),) if self.search.refine_patience else ()
+            extra = ((("patience", self.search.refine_patience),)
+                     if self.search.refine_patience else ())
             tasks.append(dataclasses.replace(task, seed=train_seed(self.search.seed, gen, slot),
                                              extra=extra))
         self._running(len(tasks))

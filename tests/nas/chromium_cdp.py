@@ -27,7 +27,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 def find_chromium() -> str | None:
     """The browser: ``$NAS_CHROMIUM``, else ``chromium`` / ``chromium-browser`` on the PATH."""
-    return os.environ.get("NAS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return (os.environ.get("NAS_CHROMIUM") or shutil.which("chromium")
+            or shutil.which("chromium-browser"))
 
 
 class Browser:

@@ -104,7 +104,8 @@ def test_raced_search_logs_thresholds_rejects_some_and_counts_the_saved_epochs(r
                 for e in trained if e["metrics"]["status"] == "rejected")
     assert cost["rejected"] == sum(e["metrics"]["status"] == "rejected" for e in trained)
     assert cost["child_epochs_planned"] - cost["child_epochs_trained"] == saved > 0
-    assert cost["child_epochs_saved_fraction"] == pytest.approx(saved / cost["child_epochs_planned"], abs=1e-4)
+    assert cost["child_epochs_saved_fraction"] == pytest.approx(
+        saved / cost["child_epochs_planned"], abs=1e-4)
 
 
 def test_runs_without_early_rejection_log_no_racing_fields(tmp_path):

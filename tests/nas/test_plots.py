@@ -58,6 +58,7 @@ def test_front_scatter_marks_front_and_finalists(tmp_path: Path) -> None:
                                    size_label="MACs"),
                   min_w=600)
     red = (marked[..., 0] > 0.7) & (marked[..., 1] < 0.3) & (marked[..., 2] < 0.3)  # front markers
-    assert red.sum() > 50 and not ((plain[..., 0] > 0.7) & (plain[..., 1] < 0.3) & (plain[..., 2] < 0.3)).any()
+    assert red.sum() > 50 and not ((plain[..., 0] > 0.7) & (plain[..., 1] < 0.3)
+                                   & (plain[..., 2] < 0.3)).any()
     curve = [dict(generation=g, hypervolume=0.1 * g, front_size=g + 1) for g in range(4)]
     _png(plots.plot_hypervolume(curve, tmp_path / "hv.png"))

@@ -67,7 +67,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path) -> None:
-    extra = next(smoke_run.glob("children/*/refined/metrics.json"))  # a nas.train-style metrics.json
+    # a nas.train-style metrics.json
+    extra = next(smoke_run.glob("children/*/refined/metrics.json"))
     out = tmp_path / "report"
     rc = run(report.main, [str(smoke_run), "--out", str(out), "--ig-images", "2", "--ig-steps", "8",
                            "--attacks", "fgsm,pgd-linf", "--eval-size", "0", "--transfer-from",
@@ -190,7 +191,8 @@ def test_finalist_spec_resolves_to_genome_files(smoke_run: Path) -> None:
     view = load_run(smoke_run)
     best = finalist_genome(f"{smoke_run}:best")
     assert best == smoke_run / "children" / view.finalists[0]["id"] / "genome.json"
-    assert finalist_genome(f"{smoke_run}:2") == smoke_run / "children" / view.finalists[1]["id"] / "genome.json"
+    assert (finalist_genome(f"{smoke_run}:2")
+            == smoke_run / "children" / view.finalists[1]["id"] / "genome.json")
     assert finalist_genome("he-ref") is None
     with pytest.raises(UserError, match="no finalist"):
         finalist_genome(f"{smoke_run}:g999-c999")

@@ -1,5 +1,6 @@
 """The report in a real browser (headless Debian ``chromium``): no console error, every image
-decoded, a screenshot of the expected size. Slow tier: ``pytest -m slow tests/nas/test_report_browser.py``.
+decoded, a screenshot of the expected size. Slow tier:
+``pytest -m slow tests/nas/test_report_browser.py``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_report_renders_in_chromium(browser, reports, kind, tmp_path):
     session = browser.open(page.resolve().as_uri())
     images = json.loads(browser.send("Runtime.evaluate",
                                      {"expression": IMAGES_JS, "awaitPromise": True,
-                                                          "returnByValue": True},
+                                      "returnByValue": True},
                                      session=session)["result"]["value"])
     n_html = page.read_text().count("<img ")
     assert len(images) == n_html >= 5
@@ -74,13 +75,14 @@ def test_report_renders_in_chromium(browser, reports, kind, tmp_path):
 
 def test_the_check_sees_a_missing_image_and_a_console_error(browser, tmp_path):
     page = tmp_path / "broken.html"
-    page.write_text('<html><body><img src="missing.png" alt="x"><script>console.error("boom")</script>'
+    page.write_text('<html><body><img src="missing.png" alt="x">'
+                    '<script>console.error("boom")</script>'
                     "</body></html>")
     before = len(browser.events)
     session = browser.open(page.as_uri())
     images = json.loads(browser.send("Runtime.evaluate",
                                      {"expression": IMAGES_JS, "awaitPromise": True,
-                                                          "returnByValue": True},
+                                      "returnByValue": True},
                                      session=session)["result"]["value"])
     assert images[0]["w"] == 0 and "error" in images[0]
     browser.events[:before] = []

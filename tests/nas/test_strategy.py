@@ -56,8 +56,8 @@ def test_random_search_is_seeded(random_run, tmp_path):
     run_toy(tmp_path / "again", strategy="random")
     assert comparable(tmp_path / "again") == comparable(run)
     run_toy(tmp_path / "other", strategy="random", seed=8)
-    assert {e["hash"] for e in child_events(tmp_path / "other")} != {e["hash"]
-                                                                     for e in child_events(run)}
+    assert ({e["hash"] for e in child_events(tmp_path / "other")}
+            != {e["hash"] for e in child_events(run)})
 
 
 def test_refinement_passes_patience_only_when_set(tmp_path):
