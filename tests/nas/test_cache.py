@@ -109,7 +109,7 @@ def test_a_truncated_cache_entry_is_logged_in_one_line_and_rebuilt(tmp_path, kin
     assert torch.equal(first.reference_grads, again.reference_grads)
     msgs.clear()
     prepare(settings, progress=False, log=msgs.append)
-    assert msgs == []  # the rebuilt entry is whole
+    assert all(m.startswith("stage ") for m in msgs), msgs  # the rebuilt entry is whole
 
 
 _PREPARE = """
