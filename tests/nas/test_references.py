@@ -75,13 +75,15 @@ def test_reference_is_trained_once_and_cached(synthetic_splits, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=100, device="cpu")
     m1, key1, meta = get_reference("he-ref", synthetic_splits, tmp_path, config=cfg,
                                    log=msgs.append)
-    assert len(msgs) == 1 and "training reference" in msgs[0]
+    assert "training reference" in msgs[0]
+    assert msgs[1:] == [m for m in msgs if m.startswith("reference he-ref: epoch ")]  # 1 epoch
+    assert len(msgs) == 2
     assert 0.0 <= meta["val_acc"] <= 1.0 and meta["training"]["epochs"] == 1
     assert (tmp_path / "references" / f"{key1}.pt").exists()  # one file: weights + metadata
     assert not (tmp_path / "references" / f"{key1}.json").exists()
     m2, key2, _ = get_reference("he-ref", synthetic_splits, tmp_path, config=cfg,
                                 log=msgs.append)
-    assert key1 == key2 and len(msgs) == 1  # loaded, not retrained
+    assert key1 == key2 and len(msgs) == 2  # loaded, not retrained
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     _, key3, _ = get_reference("he-ref", synthetic_splits, tmp_path,
