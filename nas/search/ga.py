@@ -149,7 +149,7 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
     settings (and cheap: nothing is trained).
 
     Raises:
-        UserError: no such population found in ``200 * s`` attempts (lower ``--min-distance``).
+        UserError: no such population found in ``200 * s`` attempts (setting ``min_distance``).
     """
     accepted: list[str] = []
     spectra: list[tuple[int, ...]] = []
@@ -170,7 +170,8 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
         return [g for g, _ in spread]
     raise UserError(
         f"could not sample {search.population} genomes with spectrum distance >= "
-        f"{search.min_distance}; lower --min-distance or --population, or raise --max-nodes"
+        f"{search.min_distance}; lower it or the population, or raise max_nodes",
+        setting="min_distance",
     )
 
 
