@@ -79,6 +79,25 @@ def check_out_dir(path: Any, flag: str = "--out") -> None:
 # ------------------------------------------------------------------------------------ running
 
 
+#: Settings whose flag is not ``--`` + the key with dashes.
+FLAG_OF = {"defense_args": "--defense-arg", "lam": "--lambda"}
+
+
+def flag_of(setting: str) -> str:
+    """The command-line flag of a setting key (``min_distance`` -> ``--min-distance``)."""
+    return FLAG_OF.get(setting, "--" + setting.replace("_", "-"))
+
+
+def message_of(exc: BaseException) -> str:
+    """A domain error as the commands print it: a :class:`UserError` about one setting is
+    prefixed with that setting's flag; one line."""
+    if isinstance(exc, UserError) and exc.setting:
+        text = f"{flag_of(exc.setting)}: {exc.message}"
+    else:
+        text = str(exc)
+    return text.strip().replace("\n", "; ") or type(exc).__name__
+
+
 def _domain_errors() -> tuple[type[BaseException], ...]:
     from defenses.registry import UnknownName
     from genome import GenomeFormatError, InvalidGenome
@@ -99,8 +118,7 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     try:
         return main(argv)
     except _domain_errors() as exc:
-        msg = str(exc).strip().replace("\n", "; ") or type(exc).__name__
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        print(f"{prog}: error: {message_of(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

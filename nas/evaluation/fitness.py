@@ -237,7 +237,8 @@ def check_defense(settings: FitnessSettings) -> None:
     try:
         create_defense(settings.defense, **dict(settings.defense_args)).check()
     except (TypeError, ValueError) as exc:
-        raise UserError(f"bad --defense-arg for {settings.defense}: {exc}") from None
+        raise UserError(f"bad value for {settings.defense}: {exc}",
+                        setting="defense_args") from None
 
 
 def prepare(settings: FitnessSettings, *, progress: bool = True,

@@ -76,7 +76,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise UserError(f"{name!r} requested but CUDA is not available; use cpu",
+                        setting="device")
     try:
         return torch.device(name)
     except RuntimeError:

@@ -343,13 +343,14 @@ def load_extra(paths: tuple[str, ...]) -> list[dict[str, Any]]:
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
         except (FileNotFoundError, IsADirectoryError):
-            raise UserError(f"--extra-metrics file {path} does not exist") from None
+            raise UserError(f"file {path} does not exist", setting="extra_metrics") from None
         except json.JSONDecodeError as exc:
-            raise UserError(f"--extra-metrics file {path} is not JSON ({exc.msg})") from None
+            raise UserError(f"file {path} is not JSON ({exc.msg})",
+                            setting="extra_metrics") from None
         items = doc.get("results", [doc]) if isinstance(doc, dict) else doc
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise UserError(f"--extra-metrics file {path}: expected a JSON object or a list of "
-                            "objects")
+            raise UserError(f"file {path}: expected a JSON object or a list of objects",
+                            setting="extra_metrics")
         rows += [_extra_row(item, Path(path).parent.name or Path(path).name) for item in items]
     return rows
 

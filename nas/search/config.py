@@ -97,16 +97,16 @@ class SearchSettings:
     def check(self) -> None:
         """Raise :class:`UserError` on settings no search can run with."""
         if self.population < 1 or self.children < 1 or self.generations < 0:
-            raise UserError("--population and --children must be >= 1, --generations >= 0")
+            raise UserError("population and children must be >= 1, generations >= 0")
         if not 1 <= self.mutations_min <= self.mutations_max:
-            raise UserError("need 1 <= --mutations-min <= --mutations-max")
+            raise UserError("need 1 <= mutations_min <= mutations_max")
         if self.epochs < 1 or self.refine_epochs < 0 or self.min_distance < 0:
-            raise UserError("--epochs must be >= 1, --refine-epochs and --min-distance >= 0")
+            raise UserError("epochs must be >= 1, refine_epochs and min_distance >= 0")
         if self.strategy not in STRATEGIES:
-            raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, not "
-                            f"{self.strategy!r}")
+            raise UserError(f"must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}",
+                            setting="strategy")
         if self.refine_patience < 0 or self.reject_margin < 0:
-            raise UserError("--refine-patience and --reject-margin must be >= 0")
+            raise UserError("refine_patience and reject_margin must be >= 0")
 
 
 #: Search strategies: the paper's Algorithm 1 and random search (a baseline at equal budget).
@@ -132,8 +132,8 @@ class ExecSettings:
     def check(self) -> None:
         """Raise :class:`UserError` on an execution no search can run with."""
         if self.backend == "dask" and not self.scheduler:
-            raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask "
-                            "scheduler's address)")
+            raise UserError("the dask backend needs the Dask scheduler's address, e.g. "
+                            "tcp://host:8786", setting="scheduler")
 
 
 @dataclass(frozen=True)
@@ -345,8 +345,7 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
         try:
             out[key] = rule(value)
         except argparse.ArgumentTypeError as exc:
-            flag = "--" + key.replace("_", "-")
-            raise UserError(f"setting {key} ({flag}): {exc}") from None
+            raise UserError(str(exc), setting=key) from None
     return out
 
 

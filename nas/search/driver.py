@@ -189,12 +189,14 @@ def check_names(fitness: Any) -> None:
     for name in fitness.held_out:
         REFERENCES.get(name)
     if fitness.reference in fitness.held_out:
-        raise UserError(f"--held-out must not contain the reference {fitness.reference!r}")
+        raise UserError(f"must not contain the reference {fitness.reference!r}",
+                        setting="held_out")
     DEFENSES.get(fitness.defense)
     check_defense(fitness)
     fitness.training_recipe()  # an unknown recipe
     if fitness.fitness_split not in ("val", "test"):
-        raise UserError(f"--fitness-split must be val or test, not {fitness.fitness_split!r}")
+        raise UserError(f"must be val or test, not {fitness.fitness_split!r}",
+                        setting="fitness_split")
 
 
 def default_name(cfg: EvolveConfig) -> str:
@@ -212,13 +214,13 @@ def new_run_path(parent: str | Path, name: str | None, cfg: EvolveConfig) -> str
     """
     parent = Path(parent)
     if parent.exists() and not parent.is_dir():
-        raise UserError(f"--run-dir {parent} is a file; it must be a folder (the parent of run "
-                        "folders)")
+        raise UserError(f"{parent} is a file; it must be a folder (the parent of run folders)",
+                        setting="run_dir")
     name = check_run_name(name) if name is not None else default_name(cfg)
     path = parent / name
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"run directory {path} already exists; use --resume {path} or another "
-                        "--name")
+        raise UserError(f"run directory {path} already exists; resume it or choose another "
+                        "name", setting="name")
     return str(path)
 
 

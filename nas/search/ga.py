@@ -46,13 +46,14 @@ class GenomeOps:
     canonical_hash: Callable[[str], str]
 
 
-class Candidate:
-    """A genome in the search (base class of DEAP's ``Individual``; DEAP adds ``fitness``).
+class Child:
+    """One architecture evaluated by the search (docs/architecture.md, glossary); the base
+    class of the DEAP individual ``creator.NasChild``, to which DEAP adds ``fitness``.
 
     Attributes:
         genome: the genome as JSON text.
         child_id: ``g<generation>-c<index>``; also the child's directory name.
-        parent: id of the candidate it was mutated from (``None`` for the initial population).
+        parent: id of the member it was mutated from (``None`` for the initial population).
         generation: generation that produced it (0 = initial population).
         index: position among the children of its generation (seeds derive from it).
         spectrum: spectrum vector (paper eq. 3).
@@ -77,11 +78,11 @@ class Candidate:
 
 
 def setup_creator() -> None:
-    """Create ``creator.NasFitness`` (maximise one value) and ``creator.NasIndividual`` once."""
+    """Create ``creator.NasFitness`` (maximise one value) and ``creator.NasChild`` once."""
     if not hasattr(creator, "NasFitness"):
         creator.create("NasFitness", base.Fitness, weights=(1.0,))
-    if not hasattr(creator, "NasIndividual"):
-        creator.create("NasIndividual", Candidate, fitness=creator.NasFitness)
+    if not hasattr(creator, "NasChild"):
+        creator.create("NasChild", Child, fitness=creator.NasFitness)
 
 
 def child_id(generation: int, index: int) -> str:
@@ -114,12 +115,12 @@ def reuse_key(hash: str, epochs: int) -> tuple[str, int]:
 
 def make_individual(ops: GenomeOps, genome: str, generation: int, index: int,
                     parent: str | None) -> Any:
-    """A fresh (unevaluated) ``NasIndividual`` for ``genome``."""
-    return creator.NasIndividual(genome, child_id(generation, index), parent, generation, index,
+    """A fresh (unevaluated) ``NasChild`` for ``genome``."""
+    return creator.NasChild(genome, child_id(generation, index), parent, generation, index,
                                  ops.spectrum(genome), ops.canonical_hash(genome))
 
 
-def mutate_child(parent: Candidate, generation: int, index: int, *, ops: GenomeOps,
+def mutate_child(parent: Child, generation: int, index: int, *, ops: GenomeOps,
                  search: SearchSettings) -> Any:
     """Child ``index`` of ``generation``: ``mutations_min..mutations_max`` operators on ``parent``.
 
@@ -133,7 +134,7 @@ def mutate_child(parent: Candidate, generation: int, index: int, *, ops: GenomeO
     return child
 
 
-def nearest(population: Sequence[Candidate], child: Candidate) -> int:
+def nearest(population: Sequence[Child], child: Child) -> int:
     """Index of the member nearest to ``child`` by spectrum; the first one on ties (§3.2)."""
     sq = [int(np.sum((np.subtract(m.spectrum, child.spectrum)) ** 2)) for m in population]
     return int(np.argmin(sq))  # exact integer squared distances: ties are exact
@@ -149,7 +150,7 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
     settings (and cheap: nothing is trained).
 
     Raises:
-        UserError: no such population found in ``200 * s`` attempts (lower ``--min-distance``).
+        UserError: no such population found in ``200 * s`` attempts (setting ``min_distance``).
     """
     accepted: list[str] = []
     spectra: list[tuple[int, ...]] = []
@@ -170,7 +171,8 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
         return [g for g, _ in spread]
     raise UserError(
         f"could not sample {search.population} genomes with spectrum distance >= "
-        f"{search.min_distance}; lower --min-distance or --population, or raise --max-nodes"
+        f"{search.min_distance}; lower it or the population, or raise max_nodes",
+        setting="min_distance",
     )
 
 
@@ -237,7 +239,7 @@ def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[
     return toolbox
 
 
-def assign(individuals: Sequence[Candidate], results: Sequence[dict[str, Any]]) -> None:
+def assign(individuals: Sequence[Child], results: Sequence[dict[str, Any]]) -> None:
     """Store each result on its individual: ``fitness.values = (F,)`` (eq. 4) and ``metrics``."""
     for ind, res in zip(individuals, results, strict=True):
         ind.metrics = res

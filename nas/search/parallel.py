@@ -190,7 +190,7 @@ def _connect(scheduler: str) -> Any:
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover
-        raise UserError(f"--backend dask needs dask[distributed]: {exc}") from None
+        raise UserError(f"dask needs dask[distributed]: {exc}", setting="backend") from None
     try:
         return Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, ValueError, TypeError) as exc:
@@ -205,8 +205,8 @@ def check_scheduler(scheduler: str | None) -> None:
         UserError: no address, or no scheduler answers there.
     """
     if not scheduler:
-        raise UserError("--backend dask needs --scheduler tcp://host:8786 (the Dask scheduler's "
-                        "address)")
+        raise UserError("the dask backend needs the Dask scheduler's address, e.g. "
+                        "tcp://host:8786", setting="scheduler")
     _connect(scheduler).close()
 
 

@@ -120,13 +120,13 @@ def check_run_name(name: str) -> str:
     """A run name is one folder name inside ``--run-dir`` (no separator, no ``..``, no leading dot).
 
     Raises:
-        UserError: naming the bad ``--name``.
+        UserError: about the setting ``name``.
     """
     bad = (not name or name in (".", "..") or name.startswith(".") or "\0" in name
            or "/" in name or (os.altsep is not None and os.altsep in name) or os.sep in name)
     if bad:
-        raise UserError(f"--name {name!r} must be one folder name inside --run-dir "
-                        "(no '/', no '..', not starting with '.')")
+        raise UserError(f"{name!r} must be one folder name inside the parent folder of runs "
+                        "(no '/', no '..', not starting with '.')", setting="name")
     return name
 
 
@@ -296,8 +296,8 @@ def create_run(path: str | os.PathLike[str], config: dict[str, Any]) -> EventLog
             os.rename(tmp, path)  # replaces an empty directory; fails on a non-empty one
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise UserError(f"run directory {path} already exists; use --resume {path} "
-                                "or another --name") from None
+                raise UserError(f"run directory {path} already exists; resume it or choose "
+                                "another name", setting="name") from None
             raise
         fsync_dir(path.parent)
         kill_point("create:renamed")

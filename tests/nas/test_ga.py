@@ -129,8 +129,9 @@ def test_impossible_min_distance_is_a_user_error():
     ops = GenomeOps(sample=lambda rng: json.dumps([int(v) for v in rng.integers(0, 9, 5)]),
                     mutate=None, spectrum=json.loads, canonical_hash=lambda g: g)
     toolbox = build_toolbox(search, ops, evaluate=spectrum_fitness, map_fn=plain_map, emit=print)
-    with pytest.raises(UserError, match="min-distance"):
+    with pytest.raises(UserError, match="lower it") as err:
         initial_population(toolbox, search, ops)
+    assert err.value.setting == "min_distance"
     pop = initial_population(toolbox, SearchSettings(population=3, min_distance=4.0), ops)
     for a, b in itertools.combinations(pop, 2):
         assert spectrum_distance(a.spectrum, b.spectrum) >= 4.0
@@ -144,7 +145,7 @@ def test_farthest_point_rescues_a_population_the_greedy_pass_misses():
                     canonical_hash=lambda g: g)
     genomes = initial_genomes(SearchSettings(population=3, min_distance=4.0), ops)
     assert genomes == ["[0]", "[8]", "[4]"]
-    with pytest.raises(UserError, match="min-distance"):
+    with pytest.raises(UserError, match="^min_distance: could not sample"):
         initial_genomes(SearchSettings(population=3, min_distance=4.5), ops)
 
 

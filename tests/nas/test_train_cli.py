@@ -55,7 +55,7 @@ def test_every_flag_has_help():
     (["he-ref", "--defense", "nope"], "unknown defense 'nope'"),
     (["does/not/exist.json"], "does not exist"),
     (["he-ref", "--dataset", "nope"], "unknown dataset"),
-    (["he-ref", "--defense", "gm", "--defense-arg", "nope=1"], "bad --defense-arg for gm"),
+    (["he-ref", "--defense", "gm", "--defense-arg", "nope=1"], "--defense-arg: bad value for gm"),
     (["he-ref", "--defense", "stylized", "--defense-arg", "style_weights=/nonexistent"],
      "lacks vgg_normalised.pth, decoder.pth"),
 ])
