@@ -80,13 +80,17 @@ class Browser:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def wait_for(self, method: str) -> dict[str, Any]:
-        """The first event named ``method`` (already received or the next ones)."""
+    def wait_for(self, method: str, *, session: str | None = None, start: int = 0
+                 ) -> dict[str, Any]:
+        """The first event named ``method`` of ``session`` (any, if ``None``) among the events
+        from index ``start`` on (already received or the next ones)."""
         deadline = time.monotonic() + self.timeout
+        seen = start
         while True:
-            for ev in self.events:
-                if ev.get("method") == method:
+            for ev in self.events[seen:]:
+                if ev.get("method") == method and session in (None, ev.get("sessionId")):
                     return ev
+            seen = max(seen, len(self.events))
             self.events.append(self._read_message(deadline))
 
     def open(self, url: str) -> str:
@@ -96,8 +100,9 @@ class Browser:
                             {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable", session=session)
+        start = len(self.events)  # a load event of an earlier tab must not count for this one
         self.send("Page.navigate", {"url": url}, session=session)
-        self.wait_for("Page.loadEventFired")
+        self.wait_for("Page.loadEventFired", session=session, start=start)
         return session
 
     def errors(self) -> list[str]:
