@@ -21,7 +21,7 @@ import torch
 from search_toys import run_toy
 
 import genome as gn
-from nas import bench, evolve, export, report, train
+from nas import bench, cost, evolve, export, fidelity, recipes, report, train
 from nas import genome as genome_cli
 from nas.cli import run
 from nas.evaluation.data import dataset_info
@@ -101,7 +101,22 @@ SMOKE = ["--preset", "smoke", "--run-dir", "{tmp}/runs", "--name", "r", "--cache
 TRAIN = ["he-ref", "--reference", "he-ref", "--dataset", "synthetic", "--cache-dir", "{tmp}/cache",
          "--no-progress"]
 
+def not_fidelity_results(tmp: Path, _run: Path) -> None:
+    (tmp / "fid.jsonl").write_text('{"child": 0, "epochs": 3}\nnot json\n{"child": 1, "ep')
+
+
 CASES = {
+    "recipes-variant-field-unknown": (recipes, ["--variant", "cpu:speed=2"], None),
+    "recipes-variant-lr-text": (recipes, ["--variant", "cpu:lr=fast"], None),
+    "recipes-variant-lr-negative": (recipes, ["--variant", "cpu:lr=-1"], None),
+    "recipes-variant-recipe-unknown": (recipes, ["--variant", "turbo"], None),
+    "recipes-seeds-text": (recipes, ["--seeds", "0,x"], None),
+    "recipes-arch-unknown": (recipes, ["--arch", "resnet9000"], None),
+    "cost-not-a-run": (cost, ["{run}", "{tmp}"], None),
+    "fidelity-children-2": (fidelity, ["--preset", "smoke", "--children", "2"], None),
+    "fidelity-epochs-0": (fidelity, ["--preset", "smoke", "--epochs", "0"], None),
+    "fidelity-out-not-its-results": (fidelity, ["--preset", "smoke", "--out", "{tmp}/fid.jsonl"],
+                                     not_fidelity_results),
     # nas.evolve, a new search (issue items 5, 6, 7)
     "evolve-batch-size-0": (evolve, [*SMOKE, "--batch-size", "0"], None),
     "evolve-batch-size-negative": (evolve, [*SMOKE, "--batch-size", "-4"], None),

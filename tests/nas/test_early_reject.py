@@ -108,6 +108,23 @@ def test_raced_search_logs_thresholds_rejects_some_and_counts_the_saved_epochs(r
         saved / cost["child_epochs_planned"], abs=1e-4)
 
 
+def test_the_cost_command_reads_the_same_cost_from_the_log_and_refuses_a_non_run(
+        raced_run, tmp_path, capsys):
+    from nas.cli import run as run_command
+    from nas.cost import main as cost_main
+
+    run, final = raced_run
+    assert cost_main([str(run), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {k: printed[k] for k in final["search_cost"]} == final["search_cost"]
+    assert printed["children"] == len(child_events(run))
+    assert cost_main([str(run)]) == 0
+    assert f"rejected {final['search_cost']['rejected']};" in capsys.readouterr().out
+    assert run_command(cost_main, [str(run), str(tmp_path)]) == 2  # not a run: one line, no output
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+
+
 def test_runs_without_early_rejection_log_no_racing_fields(tmp_path):
     run_toy(tmp_path / "plain", generations=1)
     events = child_events(tmp_path / "plain")
