@@ -16,6 +16,7 @@ measurement continues where it stopped::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -23,27 +24,32 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.cli import run
+from nas.cli import ArgumentParser, run
 from nas.errors import UserError
 from nas.search import config as cfgmod
+from nas.values import nonneg_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nas.fidelity", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m nas.fidelity", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="quick", choices=sorted(cfgmod.PRESETS),
                    help="preset giving the search space caps, defense, recipe and batch size")
     p.add_argument("--reference", default=None, help="reference network (default: the preset's)")
     p.add_argument("--dataset", default=None, help="dataset (default: the preset's)")
-    p.add_argument("--train-size", type=int, default=None, help="training images")
-    p.add_argument("--val-size", type=int, default=None, help="validation images (fitness split)")
-    p.add_argument("--test-size", type=int, default=None, help="test images")
+    p.add_argument("--train-size", type=positive_int, default=None, help="training images")
+    p.add_argument("--val-size", type=positive_int, default=None,
+                   help="validation images (the fitness split)")
+    p.add_argument("--test-size", type=positive_int, default=None, help="test images")
     p.add_argument("--recipe", default=None, help="training recipe (default: the preset's)")
-    p.add_argument("--children", type=int, default=20, help="children to sample")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="the child budget to check (default: the preset's first-generation epochs)")
-    p.add_argument("--factor", type=int, default=4, help="the larger budget is factor x epochs")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled children")
+    p.add_argument("--children", type=positive_int, default=20, help="children to sample (>= 3)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="the low budget in epochs (default: the preset's child epochs)")
+    p.add_argument("--factor", type=positive_int, default=4,
+                   help="the larger budget is factor x epochs (>= 2)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampled children")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="trainings at the same time (default: the preset's workers)")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file of the results")
     return p
 
@@ -73,6 +79,7 @@ def sample_children(n: int, seed: int, search: cfgmod.SearchSettings,
 def main(argv: Sequence[str] | None = None) -> int:
     from nas.evaluation.data import dataset_info
     from nas.evaluation.fitness import evaluate_genome, prepare
+    from nas.search.parallel import Task, evaluate_tasks
 
     args = build_parser().parse_args(argv)
     if args.children < 3 or args.factor < 2:
@@ -83,30 +90,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, search = cfg.fitness, cfg.search
     low = args.epochs or search.epochs
     budgets = (low, args.factor * low)
+    out = Path(args.out)
+    done = read_results(out)  # before any training: a wrong --out fails fast
     prepare(settings, log=lambda m: print(m, file=sys.stderr))
     genomes = sample_children(args.children, args.seed, search,
                               dataset_info(settings.dataset).input_shape)
-    out = Path(args.out)
-    done = {}
-    if out.exists():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["child"], r["epochs"])] = r
+    # Both budgets of a child, then the next child; the search's own parallel evaluator.
+    tasks = [Task(child_id=f"{i}:{epochs}", genome=genome, epochs=epochs, seed=i)
+             for i, genome in enumerate(genomes) for epochs in budgets if (i, epochs) not in done]
+    workers = args.workers or cfg.execution.workers
     with out.open("a", encoding="utf-8") as f:
-        for i, genome in enumerate(genomes):  # both budgets of a child, then the next child
-            for epochs in budgets:
-                if (i, epochs) in done:
-                    continue
-                res = evaluate_genome(genome, settings=settings, epochs=epochs, seed=i)
-                row = {"child": i, "epochs": epochs, "fitness": res.fitness,
-                       "clean": res.clean_acc, "adv": res.adv_acc, "status": res.status,
-                       "seconds": res.seconds, "params": res.params}
-                done[(i, epochs)] = row
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                print(json.dumps(row), file=sys.stderr)
+        for cid, res in evaluate_tasks(functools.partial(evaluate_genome, settings=settings),
+                                       tasks, workers=workers):
+            i, epochs = (int(v) for v in cid.split(":"))
+            row = {"child": i, "epochs": epochs, "fitness": res["fitness"],
+                   "clean": res["clean_acc"], "adv": res["adv_acc"], "status": res["status"],
+                   "seconds": res["seconds"], "params": res["params"]}
+            done[(i, epochs)] = row
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            print(json.dumps(row), file=sys.stderr)
     print(json.dumps(summary(done, budgets, args.children)))
     return 0
+
+
+def read_results(out: Path) -> dict[tuple[int, int], dict]:
+    """The (child, epochs) results already in ``out``; a last line cut by a kill is dropped
+    from the file (that training runs again)."""
+    if not out.exists():
+        return {}
+    if not out.is_file():
+        raise UserError(f"--out {out}: not a file")
+    data = out.read_bytes()
+    done = {}
+    complete = data[:data.rfind(b"\n") + 1]
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+            done[(int(r["child"]), int(r["epochs"]))] = r
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"--out {out}: not a results file of nas.fidelity (line "
+                            f"{line[:40]!r}); give another --out") from None
+    if len(complete) < len(data):
+        with out.open("r+b") as f:
+            f.truncate(len(complete))
+    return done
 
 
 def summary(done: dict, budgets: tuple[int, int], children: int) -> dict:

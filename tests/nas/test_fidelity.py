@@ -30,8 +30,12 @@ def test_children_are_mutants_of_the_search_space_and_seeded():
 def test_fidelity_command_on_the_smoke_preset(tmp_path, nas_cache_dir, capsys):
     out = tmp_path / "fid.jsonl"
     assert main(["--preset", "smoke", "--children", "3", "--epochs", "1", "--factor", "2",
-                 "--out", str(out)]) == 0
-    assert len(out.read_text().splitlines()) == 6
+                 "--workers", "2", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["child"], r["epochs"]) for r in rows) == [(i, e) for i in range(3)
+                                                              for e in (1, 2)]
+    out.write_text("\n".join(out.read_text().splitlines()[:5]) + '\n{"child": 2, "ep')  # a kill
     assert main(["--preset", "smoke", "--children", "3", "--epochs", "1", "--factor", "2",
-                 "--out", str(out)]) == 0  # resumed: nothing retrained
-    assert len(out.read_text().splitlines()) == 6
+                 "--out", str(out)]) == 0  # resumed: only the cut training runs again
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and len({(r["child"], r["epochs"]) for r in rows}) == 6
