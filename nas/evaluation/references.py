@@ -230,10 +230,12 @@ def reference_key(name: str, splits: Splits, training: dict[str, Any]) -> dict[s
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a ``state_dict`` file into ``model``; a mismatch is one clear :class:`UserError`.
+    """Load a ``state_dict`` file into ``model``; a mismatch is one short :class:`UserError`.
 
-    Only tensors are ever read (``weights_only=True``); a file holding other pickled objects
-    is refused without suggesting to load it some other way.
+    Accepts a plain ``state_dict``, a ``{"state_dict": ...}`` checkpoint and a reference's
+    cache entry (``<cache>/references/*.pt``, :func:`nas.evaluation.cache.save_entry`). Only
+    tensors are ever read (``weights_only=True``); a file holding other pickled objects is
+    refused without suggesting to load it some other way.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -241,11 +243,26 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise UserError(f"cannot read weights {path}: {first_line(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    elif isinstance(state, dict) and isinstance(state.get("tensors"), dict) and "key" in state:
+        state = state["tensors"]  # a cache entry of a reference
+    if not isinstance(state, dict):
+        raise UserError(f"weights {path}: not a state_dict (a {type(state).__name__})")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = [f"{len(names)} {what} (e.g. {names[0]})"
+                 for what, names in (("missing tensors", missing),
+                                     ("unexpected tensors", unexpected)) if names]
+        raise UserError(f"weights {path} do not fit the architecture: {'; '.join(parts)}")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0:2]
-        raise UserError(f"weights {path} do not fit the architecture: {' '.join(first)}") from None
+        shapes = [k for k, v in state.items()
+                  if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape]
+        detail = (f"{len(shapes)} tensors of another shape (e.g. {shapes[0]})" if shapes
+                  else first_line(exc))
+        raise UserError(f"weights {path} do not fit the architecture: {detail}") from None
     return model
 
 

@@ -120,3 +120,19 @@ def test_reference_weights_file_and_mismatch(synthetic_splits, tmp_path):
     (tmp_path / "bad.pt").write_text("not a state dict")
     with pytest.raises(UserError, match="cannot read weights"):
         load_weights(build_reference("he-ref", info), tmp_path / "bad.pt")
+
+
+def test_a_cached_reference_file_loads_as_weights_and_a_mismatch_is_one_short_line(
+        synthetic_splits, tmp_path):
+    info = synthetic_splits.info
+    model, _, _ = get_reference("he-ref", synthetic_splits, tmp_path,
+                                config=TrainConfig(epochs=1), log=lambda m: None)
+    (entry,) = (tmp_path / "references").glob("*.pt")
+    loaded = load_weights(build_reference("he-ref", info), entry)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 model.state_dict().values(), strict=True))
+    with pytest.raises(UserError) as err:  # every tensor is missing: a short summary, not a list
+        load_weights(build_reference("resnet18", info), entry)
+    message = str(err.value)
+    assert "missing tensors" in message and "unexpected tensors" in message
+    assert len(message) < 400 and "\n" not in message
