@@ -3,11 +3,12 @@ fitness at a larger budget? (low-fidelity check of docs/fitness.md, "Child budge
 
 Samples ``--children`` children of the real search space (a sampled genome mutated as the
 search mutates, under the preset's caps), trains each with the preset's defense and recipe
-for ``--epochs`` and for ``--factor`` x ``--epochs`` epochs (same seed), scores both on the
-fitness split and prints the Spearman rank correlation of clean accuracy, transferred
-accuracy and fitness between the two budgets. Every finished (child, budget) is appended to
-``--out`` (JSON lines) and skipped when the command is run again, so an interrupted
-measurement continues where it stopped::
+for ``--epochs`` (one budget or a comma-separated list, e.g. ``1,3``) and for ``--factor`` x
+the largest of them (same seed), scores every budget on the fitness split and prints, for
+each low budget, the Spearman rank correlation of clean accuracy, transferred accuracy and
+fitness with the large budget (a list gives the curve). Every finished (child, budget) is
+appended to ``--out`` (JSON lines) and skipped when the command is run again, so an
+interrupted measurement continues where it stopped::
 
     python -m nas.fidelity --preset quick --reference he-ref --train-size 10000 \\
         --val-size 1000 --test-size 1000 --children 20 --epochs 3 --factor 4 --out fid.jsonl
@@ -27,7 +28,15 @@ import numpy as np
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
 from nas.search import config as cfgmod
-from nas.values import nonneg_int, positive_int
+from nas.values import nonneg_int, positive_float, positive_int
+
+
+def epoch_list(text: str) -> list[int]:
+    """``3`` or ``1,3`` -> sorted distinct positive epoch counts."""
+    try:
+        return sorted({positive_int(v) for v in str(text).split(",")})
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"expected epochs such as 3 or 1,3: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation images (the fitness split)")
     p.add_argument("--test-size", type=positive_int, default=None, help="test images")
     p.add_argument("--recipe", default=None, help="training recipe (default: the preset's)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="peak learning rate (default: the preset's or the recipe's)")
+    p.add_argument("--reference-epochs", type=positive_int, default=None,
+                   help="epoch cap of the reference's training to its validation plateau "
+                   "(default: the preset's)")
+    p.add_argument("--reference-patience", type=nonneg_int, default=None,
+                   help="epochs without a better validation accuracy before the reference "
+                   "stops (default: the preset's)")
     p.add_argument("--children", type=positive_int, default=20, help="children to sample (>= 3)")
-    p.add_argument("--epochs", type=positive_int, default=None,
-                   help="the low budget in epochs (default: the preset's child epochs)")
+    p.add_argument("--epochs", type=epoch_list, default=None, metavar="E[,E...]",
+                   help="the low budget(s) in epochs (default: the preset's child epochs)")
     p.add_argument("--factor", type=positive_int, default=4,
-                   help="the larger budget is factor x epochs (>= 2)")
+                   help="the large budget is factor x the largest low budget (>= 2)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampled children")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="trainings at the same time (default: the preset's workers)")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file of the results")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
     return p
 
 
@@ -85,14 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.children < 3 or args.factor < 2:
         raise UserError("--children must be >= 3 and --factor >= 2")
     flags = {"reference": args.reference, "dataset": args.dataset, "train_size": args.train_size,
-             "val_size": args.val_size, "test_size": args.test_size, "recipe": args.recipe}
+             "val_size": args.val_size, "test_size": args.test_size, "recipe": args.recipe,
+             "lr": args.lr, "reference_epochs": args.reference_epochs,
+             "reference_patience": args.reference_patience}
     cfg = cfgmod.resolve(flags, preset=args.preset, config_file=None, run_dir="")
     settings, search = cfg.fitness, cfg.search
-    low = args.epochs or search.epochs
-    budgets = (low, args.factor * low)
+    lows = args.epochs or [search.epochs]
+    budgets = (*lows, args.factor * max(lows))
     out = Path(args.out)
     done = read_results(out)  # before any training: a wrong --out fails fast
-    prepare(settings, log=lambda m: print(m, file=sys.stderr))
+    prepare(settings, progress=not args.no_progress and sys.stderr.isatty(),
+            log=lambda m: print(m, file=sys.stderr))
     genomes = sample_children(args.children, args.seed, search,
                               dataset_info(settings.dataset).input_shape)
     # Both budgets of a child, then the next child; the search's own parallel evaluator.
@@ -137,17 +159,21 @@ def read_results(out: Path) -> dict[tuple[int, int], dict]:
     return done
 
 
-def summary(done: dict, budgets: tuple[int, int], children: int) -> dict:
-    """Spearman correlations and means of the two budgets over the children measured."""
-    ids = [i for i in range(children) if (i, budgets[0]) in done and (i, budgets[1]) in done]
-    report = {"budgets": budgets, "children": len(ids)}
+def summary(done: dict, budgets: tuple[int, ...], children: int) -> dict:
+    """Spearman correlations of every low budget with the large one (the last of
+    ``budgets``) and the mean metrics of every budget, over the children measured at all."""
+    ids = [i for i in range(children) if all((i, e) in done for e in budgets)]
+    report: dict = {"budgets": list(budgets), "children": len(ids)}
+    high = budgets[-1]
     for metric in ("clean", "adv", "fitness"):
-        a = [done[(i, budgets[0])][metric] for i in ids]
-        b = [done[(i, budgets[1])][metric] for i in ids]
-        report[f"spearman_{metric}"] = round(spearman(a, b), 3)
-        report[f"mean_{metric}"] = [round(float(np.mean(a)), 4), round(float(np.mean(b)), 4)]
+        b = [done[(i, high)][metric] for i in ids]
+        for low in budgets[:-1]:
+            a = [done[(i, low)][metric] for i in ids]
+            key = f"spearman_{metric}" if len(budgets) == 2 else f"spearman_{metric}_{low}"
+            report[key] = round(spearman(a, b), 3)
+        report[f"mean_{metric}"] = [round(float(np.mean([done[(i, e)][metric] for i in ids])), 4)
+                                    if ids else None for e in budgets]
     return report
-
 
 if __name__ == "__main__":
     raise SystemExit(run(main))
