@@ -405,7 +405,13 @@ def evaluate_module(
     device = resolve_device(settings.device)
     config = settings.child_config(epochs, patience=patience, progress=progress)
     info = ws.splits.info
-    val = (ws.splits.x_val, ws.splits.y_val) if patience and len(ws.splits.y_val) else None
+    val: Any = None
+    val_label = "validation accuracy"
+    if patience and len(ws.splits.y_val):
+        if settings.defense == "none":  # a plain copy: its own objective, clean accuracy
+            val = (ws.splits.x_val, ws.splits.y_val)
+        else:  # a defense: the weights the fitness would pick, min(clean, transferred) (eq. 4)
+            val, val_label = (lambda m: min(score(m, ws, "val")[:2])), "validation fitness"
     rungs: list[list[float]] = []
     on_epoch = None
     if reject_below is not None:
@@ -422,7 +428,7 @@ def evaluate_module(
                     seed=derive_seed("child", seed), num_classes=info.num_classes,
                     reference_grad=CachedReferenceGrad(ws.reference_grads, device),
                     adversary=_adversary(ws), cache_dir=str(cache_root(settings.cache_dir)),
-                    log=log, val=val, on_epoch=on_epoch)
+                    log=log, val=val, val_label=val_label, on_epoch=on_epoch)
     if val is not None:
         epochs = outcome.best_epoch or outcome.epochs
     if outcome.status == "rejected":

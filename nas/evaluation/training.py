@@ -42,9 +42,13 @@ class TrainConfig:
     """How to train: epochs (the cap when ``patience`` > 0), batch size, recipe, early
     stopping, device, bf16 autocast, progress.
 
-    ``patience`` > 0 with a validation split passed to :func:`train`: stop once validation
-    accuracy has not improved for ``patience`` epochs and keep the best weights; the
-    learning-rate schedule always spans ``epochs``.
+    ``patience`` > 0 with a validation split passed to :func:`train`: stop once the validation
+    score (accuracy, or what the caller measures) has not improved for ``patience`` epochs
+    and keep the best weights; the learning-rate schedule always spans ``epochs``.
+    ``stop_when_annealed``: under a decaying schedule (one-cycle) patience may stop training
+    only from the epoch where the rate has fallen below a tenth of its peak, so a run is never
+    cut before the annealing that gives most of its accuracy (docs/fitness.md, "Early
+    stopping"); no effect with a constant rate.
     """
 
     epochs: int
@@ -54,6 +58,22 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"  # "auto" (bf16 on CUDA with bf16 support) | "bf16" | "off"
     progress: bool = False
+    stop_when_annealed: bool = True
+
+
+def first_stop_epoch(recipe: Recipe, epochs: int, steps_per_epoch: int) -> int:
+    """The first epoch after which early stopping may stop a run of ``epochs`` epochs: 0 for
+    a constant rate, else the first epoch ending with the rate below a tenth of its peak
+    (after the warm-up)."""
+    if recipe.schedule == "constant":
+        return 0
+    total = epochs * steps_per_epoch
+    warm = max(1, round(recipe.warmup * total))
+    for epoch in range(1, epochs + 1):
+        step = epoch * steps_per_epoch - 1
+        if step >= warm and recipe.lr_factor(step, total) < 0.1:
+            return epoch
+    return epochs
 
 
 @dataclass
@@ -212,9 +232,10 @@ def train(
     y_train: torch.Tensor, *, config: TrainConfig, seed: int, num_classes: int,
     reference_grad: Callable | None = None, adversary: Callable | None = None,
     cache_dir: str | None = None, log: Callable[[str], None] = print,
-    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], float] | None = None,
     epoch_log: Callable[[str], None] | None = None,
     on_epoch: Callable[[nn.Module, int], str] | None = None,
+    val_label: str = "validation accuracy",
 ) -> TrainOutcome:
     """Build (``defense.wrap``) and train a module with ``defense`` on a uint8 training set.
 
@@ -226,7 +247,9 @@ def train(
         config: epochs, batch size, recipe, early stopping, device, autocast, progress bar.
         seed: seeds parameter initialisation, the batch order and the augmentation (one
             torch Generator).
-        val: validation split (uint8 images, labels) for early stopping (``config.patience``).
+        val: for early stopping (``config.patience``): the validation split (uint8 images,
+            labels; scored by accuracy) or a function scoring the model (higher is better).
+        val_label: what ``val`` measures, for the log lines.
         epoch_log: receives one line after every epoch (mean loss, validation accuracy when
             ``val`` is given, elapsed time, the most time left under the epoch cap).
         on_epoch: ``(model, epoch) -> reason`` called after every epoch with the weights that
@@ -254,7 +277,12 @@ def train(
     optimizer = recipe.optimizer_for(model.parameters())
     scheduler = recipe.scheduler_for(optimizer, n_batches)
     average = WeightAverage(model, recipe.ema) if recipe.ema else None
-    stopper = _EarlyStopping(config.patience, val, device) if config.patience and val else None
+    stopper = None
+    if config.patience and val is not None:
+        per_epoch = math.ceil(len(x_train) / config.batch_size)
+        first = (first_stop_epoch(recipe, config.epochs, per_epoch)
+                 if config.stop_when_annealed else 0)
+        stopper = _EarlyStopping(config.patience, val, device, val_label, first)
     amp = _autocast(device, config.amp)
     outcome, start = TrainOutcome(model=model), time.perf_counter()
     epoch_loss, epoch_steps = 0.0, 0
@@ -304,7 +332,7 @@ def train(
         stopper.restore(model)
         outcome.best_epoch, outcome.val_acc = stopper.best_epoch, stopper.best
         log(f"early stopping: {outcome.epochs} epochs run, kept epoch {stopper.best_epoch} "
-            f"(validation accuracy {stopper.best:.4f})")
+            f"({stopper.label} {stopper.best:.4f})")
     outcome.steps, outcome.seconds = ctx.step, time.perf_counter() - start
     model.eval()
     return outcome
@@ -314,7 +342,7 @@ def _epoch_line(epoch: int, cap: int, loss: float, stopper: _EarlyStopping | Non
                 elapsed: float) -> str:
     """``epoch 3/8: loss 0.512, validation accuracy 0.8730, 41 s, at most 1:49 left``."""
     left = elapsed / epoch * (cap - epoch)
-    val = f", validation accuracy {stopper.last:.4f}" if stopper is not None else ""
+    val = f", {stopper.label} {stopper.last:.4f}" if stopper is not None else ""
     return (f"epoch {epoch}/{cap}: loss {loss:.3f}{val}, {elapsed:.0f} s, at most "
             f"{int(left // 60)}:{int(left % 60):02d} left")
 def _call_on_averaged(fn: Callable[[nn.Module, int], str], model: nn.Module,
@@ -340,11 +368,20 @@ def augmentable(defense: Defense, ctx: TrainContext) -> bool:
 
 
 class _EarlyStopping:
-    """Validation accuracy after every epoch; remembers the best weights (CPU copy)."""
+    """The validation score after every epoch; remembers the best weights (CPU copy).
 
-    def __init__(self, patience: int, val: tuple[torch.Tensor, torch.Tensor],
-                 device: torch.device) -> None:
-        self.patience, (self.x, self.y), self.device = patience, val, device
+    Patience may stop training only after epoch ``first`` (:func:`first_stop_epoch`)."""
+
+    def __init__(self, patience: int,
+                 val: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], float],
+                 device: torch.device, label: str = "validation accuracy",
+                 first: int = 0) -> None:
+        if callable(val):
+            self.measure = val
+        else:
+            x, y = val
+            self.measure = lambda m: float((predict(m, x, device=device) == y).float().mean())
+        self.patience, self.label, self.first = patience, label, first
         self.best, self.best_epoch, self.state, self.last = -1.0, 0, None, -1.0
 
     def after_epoch(self, model: nn.Module, average: WeightAverage | None, epoch: int) -> bool:
@@ -352,14 +389,14 @@ class _EarlyStopping:
         if average is not None:
             live = {k: v.detach().clone() for k, v in model.state_dict().items()}
             model.load_state_dict(average.averaged())
-        acc = float((predict(model, self.x, device=self.device) == self.y).float().mean())
+        acc = float(self.measure(model))
         self.last = acc
         if acc > self.best:
             self.best, self.best_epoch = acc, epoch
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if average is not None:
             model.load_state_dict(live)
-        return epoch - self.best_epoch >= self.patience
+        return epoch >= self.first and epoch - self.best_epoch >= self.patience
 
     def restore(self, model: nn.Module) -> None:
         if self.state is not None:

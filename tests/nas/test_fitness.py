@@ -141,6 +141,23 @@ def test_evaluate_module_scores_any_architecture_on_a_chosen_split(workspace, sm
     assert r.fitness == pytest.approx(min(r.clean_acc, r.adv_acc))
 
 
+@pytest.mark.parametrize("defense, label", [("gm", "validation fitness"),
+                                            ("none", "validation accuracy")])
+def test_early_stopping_keeps_the_weights_the_fitness_would_pick(
+        workspace, small_settings, small_net_factory, defense, label):
+    """A defense's run keeps its best-on-validation *fitness* weights (eq. 4 on the validation
+    split); a plain copy keeps its best clean accuracy."""
+    settings = dataclasses.replace(small_settings, defense=defense)
+    msgs: list[str] = []
+    r, model = evaluate_module(small_net_factory, settings=settings, epochs=4, seed=0,
+                               workspace=workspace, split="test", patience=1, log=msgs.append)
+    kept = [m for m in msgs if m.startswith("early stopping")]
+    assert len(kept) == 1 and label in kept[0]
+    best = float(kept[0].rsplit(" ", 1)[1].rstrip(")"))
+    clean, adv, _ = score(model, workspace, "val")
+    assert (min(clean, adv) if defense == "gm" else clean) == pytest.approx(best, abs=1e-4)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_one_cost_measure_the_measured_macs_equal_the_genome_count(seed):
     """Issue 11.4: `nas.genome describe` and the run's metrics counted the cost 2x apart."""

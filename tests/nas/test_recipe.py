@@ -30,6 +30,7 @@ from nas.evaluation.training import (
     TrainOutcome,
     build_context,
     build_training_model,
+    first_stop_epoch,
     predict,
     reference_gradients,
     resolve_device,
@@ -231,6 +232,36 @@ def test_early_stopping_keeps_the_best_validation_weights(small_net_factory, syn
     acc = float((predict(out.model, s.x_val) == s.y_val).float().mean())
     assert acc == pytest.approx(out.val_acc)
     assert any("early stopping" in m for m in msgs)
+
+
+def test_first_stop_epoch_is_where_the_one_cycle_rate_has_annealed():
+    assert first_stop_epoch(PAPER_RECIPE, 40, 79) == 0  # constant rate: any epoch
+    for epochs in (3, 10, 40):
+        first, total = first_stop_epoch(CPU_RECIPE, epochs, 79), epochs * 79
+        assert CPU_RECIPE.lr_factor(first * 79 - 1, total) < 0.1
+        if first > 1:
+            assert CPU_RECIPE.lr_factor((first - 1) * 79 - 1, total) >= 0.1
+    assert first_stop_epoch(CPU_RECIPE, 40, 79) < 40
+
+
+@pytest.mark.parametrize("recipe, annealed, stops_after", [
+    (CPU_RECIPE, True, "first"), (CPU_RECIPE, False, 2), (PAPER_RECIPE, True, 2)])
+def test_patience_never_cuts_a_one_cycle_run_before_its_annealing(
+        small_net_factory, synthetic_splits, recipe, annealed, stops_after):
+    s = synthetic_splits
+    scores = iter([0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01])  # never better than epoch 1
+    cfg = TrainConfig(epochs=8, batch_size=50, recipe=recipe, patience=1, device="cpu",
+                      stop_when_annealed=annealed)
+    msgs: list[str] = []
+    out = train(small_net_factory, create_defense("none"), s.x_train, s.y_train, config=cfg,
+                seed=0, num_classes=10, val=lambda _m: next(scores), val_label="val score",
+                log=msgs.append)
+    first = first_stop_epoch(recipe, 8, 4)  # 200 images / 50 per batch
+    assert out.epochs == (max(2, first) if stops_after == "first" else stops_after)
+    assert out.best_epoch == 1 and out.val_acc == pytest.approx(0.9)
+    assert any("kept epoch 1 (val score 0.9000)" in m for m in msgs)
+    if recipe is CPU_RECIPE:
+        assert first > 2  # the case is not vacuous
 
 
 def test_weight_average_is_an_exponential_moving_average():
