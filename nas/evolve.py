@@ -113,7 +113,7 @@ _SEARCH_FLAGS = [
     ("--max-channels", positive_int, "channel cap of the search space"),
     ("--max-nodes", positive_int, "node cap of a genome"),
     ("--refine-patience", nonneg_int, "refinement stops after this many epochs without a better "
-                                      "validation accuracy, keeping the best weights (0: exactly "
+                                      "validation fitness, keeping the best weights (0: exactly "
                                       "--refine-epochs)"),
     ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, "
                         "same evaluation, same number of children)"),

@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=positive_int, default=TRAIN_CAP,
                    help="epoch cap without --epochs (the one-cycle schedule spans it)")
     p.add_argument("--patience", type=positive_int, default=10,
-                   help="epochs without a better validation accuracy before stopping "
-                   "(without --epochs)")
+                   help="epochs without a better validation score (fitness under a defense, "
+                   "accuracy with none) before stopping, never before the one-cycle rate has "
+                   "annealed (without --epochs)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="batch size")
     p.add_argument("--recipe", default="cpu",
                    help="training recipe of ARCH and the reference: cpu (docs/fitness.md) or "

@@ -56,8 +56,9 @@ class SearchSettings:
         max_channels: channel cap of the search space (mutation limit).
         max_nodes: node cap of a genome (mutation limit).
         refine_patience: refinement stops after this many epochs without a better validation
-            accuracy and keeps the best-on-validation weights (``refine_epochs`` is then the
-            cap); 0 trains exactly ``refine_epochs`` (the paper).
+            fitness (accuracy with the ``none`` defense) and keeps the best-on-validation
+            weights (``refine_epochs`` is then the cap); 0 trains exactly ``refine_epochs``
+            (the paper).
         strategy: ``ga`` (Algorithm 1) or ``random`` (random search over the same space, the
             same evaluation, the same number of evaluated children; a baseline).
         early_reject: race each child against its replacement threshold (the fitness of its
