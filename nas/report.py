@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images used by the transfer matrix and fooling rates (0 = all; "
                         "default 500, --full: all)")
     p.add_argument("--baseline-epochs", type=positive_int,
-                   help="epochs of the baselines (reference architecture with CE and with the "
-                        "run's defense, --baselines; default: the run's --refine-epochs)")
+                   help="fixed epochs of the baselines (reference architecture with CE and "
+                        "with the run's defense, --baselines, --ce-copies; default: the "
+                        "finalists' budget, the run's --refine-epochs as a cap with its "
+                        "--refine-patience)")
     p.add_argument("--budget", type=nonneg_float, default=120.0, metavar="SECONDS",
                    help="seconds the report may spend training baselines not cached yet; one "
                         "whose estimated time does not fit is left out and named on the page "
@@ -75,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default="", metavar="LIST",
                    help="comma-separated registered architectures also trained with the run's "
                         "defense and compared (e.g. he-baseline, paper Table 4); default none")
+    p.add_argument("--ce-copies", action="store_true",
+                   help="also train each finalist's architecture with plain CE (same budget as "
+                        "the baselines), to separate what the architecture does from what the "
+                        "defense does")
     p.add_argument("--extra-metrics", nargs="+", default=[], metavar="FILE",
                    help="JSON results of retraining on other datasets (nas.train output) to "
                         "tabulate")
@@ -133,7 +139,7 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
         source_epochs=args.source_epochs, skip_transfer=args.skip_transfer, attacks=attacks,
         eval_size=eval_size, baseline_epochs=args.baseline_epochs, max_finalists=args.max_finalists,
         budget=args.budget, full=args.full,
-        baselines=baselines,
+        baselines=baselines, ce_copies=args.ce_copies,
         extra_metrics=tuple(args.extra_metrics), device=args.device, embed=not args.link_images,
         progress=not args.no_progress and sys.stderr.isatty(), seed=args.seed,
         front_size=args.front_size)

@@ -16,6 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,71 +70,108 @@ def finalist_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[s
     return out
 
 
-def baseline(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, epochs: int,
-             log: Callable[[str], None], progress: bool) -> nn.Module:
-    """A registered architecture trained with ``defense`` against the run's reference, cached.
+@dataclass(frozen=True)
+class Candidate:
+    """A network the report trains itself: a registered architecture (``arch``) or a
+    finalist's genome (``genome``: its JSON text; ``arch`` is then its label), with a
+    training objective (``defense``)."""
+
+    name: str
+    arch: str
+    defense: str
+    genome: str | None = None
+
+    def factory(self, ws: Workspace) -> Callable[[], nn.Module]:
+        """A function building the untrained network for the run's dataset."""
+        info = ws.splits.info
+        if self.genome is None:
+            return lambda: build_reference(self.arch, info)
+        from genome import compile_genome, from_json
+
+        genome = from_json(self.genome)
+        return lambda: compile_genome(genome, num_classes=info.num_classes,
+                                      input_shape=info.input_shape, mean=info.mean, std=info.std)
+
+
+def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
+             epochs: int, log: Callable[[str], None], progress: bool,
+             patience: int = 0) -> nn.Module:
+    """A network trained with ``defense`` against the run's reference, cached.
 
     ``defense="none"`` with the reference's architecture is an independently initialised CE
     copy of the reference (the paper's "Ref. Net." column); with the run's defense it is the
-    "Ref. Net.+GM" baseline; another architecture gives e.g. "HE. Net.+GM" (paper Table 4).
-    Cached as one all-or-nothing entry keyed by the run's reference key, the digest of the
-    training images and labels and the training settings (:mod:`nas.evaluation.cache`).
+    "Ref. Net.+GM" baseline; another architecture gives e.g. "HE. Net.+GM" (paper Table 4); a
+    :class:`Candidate` with a genome is a finalist's architecture trained anew (its CE copy).
+    ``epochs`` is a cap when ``patience`` > 0: training stops at the validation plateau, as the
+    run's refinement does, so a baseline gets the finalists' budget. Cached as one
+    all-or-nothing entry keyed by the run's reference key, the digest of the training images
+    and labels and the training settings (:mod:`nas.evaluation.cache`).
     """
-    info = ws.splits.info
+    cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
     args = settings.defense_args if defense == settings.defense else ()
     trained_with = dataclasses.replace(settings, defense=defense, defense_args=args)
-    path, content = baseline_entry(ws, settings, arch, defense, epochs)
-    model = build_reference(arch, info)
+    path, content = baseline_entry(ws, settings, cand, defense, epochs, patience)
+    factory = cand.factory(ws)
+    model = factory()
     entry = load_entry(path, content, log=log)
     if entry is not None:
         try:
             model.load_state_dict(entry[0])
             return model.eval()
         except RuntimeError as exc:
-            discard(path, f"does not fit {arch} ({first_line(exc)})", log)
-    log(f"training {arch} with {defense} for {epochs} epochs (cached once)")
-    result, trained = evaluate_module(lambda: build_reference(arch, info), settings=trained_with,
-                                      epochs=epochs, seed=settings.seed, workspace=ws, split="test",
-                                      progress=progress, log=log)
+            discard(path, f"does not fit {cand.arch} ({first_line(exc)})", log)
+    cap = f"at most {epochs} epochs, patience {patience}" if patience else f"{epochs} epochs"
+    log(f"training {cand.arch} with {defense} for {cap} (cached once)")
+    result, trained = evaluate_module(factory, settings=trained_with, epochs=epochs,
+                                      seed=settings.seed, workspace=ws, split="test",
+                                      progress=progress, log=log, patience=patience)
     if trained is None:
-        raise UserError(f"{arch} trained with {defense} diverged ({result.reason})")
+        raise UserError(f"{cand.arch} trained with {defense} diverged ({result.reason})")
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
     save_entry(path, content, state, result.to_dict())
     model.load_state_dict(state)  # as a later report loads it
     return model.eval()
 
 
-def baseline_entry(ws: Workspace, settings: FitnessSettings, arch: str, defense: str,
-                   epochs: int) -> tuple[Path, dict[str, Any]]:
+def baseline_entry(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
+                   epochs: int, patience: int = 0) -> tuple[Path, dict[str, Any]]:
     """Cache file of a baseline and its key: everything that determines its training (the
-    reference, the training images and labels, architecture, defense and its arguments,
-    epochs, seed, batch size and the recipe)."""
+    reference, the training images and labels, architecture (or genome), defense and its
+    arguments, epochs and patience, seed, batch size and the recipe)."""
+    cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
     args = settings.defense_args if defense == settings.defense else ()
-    content = {"reference": ws.reference_key, "arch": arch, "defense": defense,
+    content = {"reference": ws.reference_key, "arch": cand.arch, "defense": defense,
                "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
                "batch": settings.batch_size, "lr": settings.lr,
                "recipe": settings.training_recipe().to_dict(),
                "train": tensor_digest(ws.splits.x_train, ws.splits.y_train)}
-    name = f"{arch}-{defense}-{digest(content)}.pt"
-    return cache_root(settings.cache_dir) / "report" / name, content
+    if patience:
+        content["patience"] = patience
+    if cand.genome is not None:
+        content["genome"] = digest({"genome": cand.genome})
+    stem = "genome" if cand.genome is not None else cand.arch
+    path = cache_root(settings.cache_dir) / "report" / f"{stem}-{defense}-{digest(content)}.pt"
+    return path, content
 
 
-def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str, defense: str, epochs: int,
-                     device: torch.device) -> float:
+def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
+                     epochs: int, device: torch.device) -> float:
     """Training time of a baseline on this machine, from what the run measured where it can.
 
     CE seconds per epoch: for the reference's architecture, the reference's own training time
     recorded in its cache entry (seconds / epochs it ran; no new measurement); otherwise one timed
-    CE step of a full batch x ceil(train images / batch). Times ``epochs``, and times
+    CE step of a full batch x ceil(train images / batch). Times ``epochs`` (the cap), and times
     :data:`DEFENSE_COST` for a defense other than ``none``. Evaluation is not counted.
     """
+    cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
     meta = ws.reference_meta
     trained_epochs = meta.get("epochs_run") or (meta.get("training") or {}).get("epochs")
-    if arch == settings.reference and meta.get("seconds") and trained_epochs:
+    if cand.genome is None and cand.arch == settings.reference and meta.get("seconds") \
+            and trained_epochs:
         per_epoch = float(meta["seconds"]) / int(trained_epochs)
     else:
         info = ws.splits.info
-        model = build_reference(arch, info).to(device).train()
+        model = cand.factory(ws)().to(device).train()
         x = torch.rand(settings.batch_size, *info.input_shape, device=device)  # (B, C, H, W)
         y = torch.zeros(settings.batch_size, dtype=torch.long, device=device)
         step = 0.0
@@ -145,29 +183,49 @@ def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str, defens
     return per_epoch * epochs * (1.0 if defense == "none" else DEFENSE_COST)
 
 
+def candidates(view: RunView, settings: FitnessSettings, opts: ReportOptions) -> list[Candidate]:
+    """What the report trains: the reference's architecture with CE and with the run's defense,
+    ``opts.baselines`` with the defense and, with ``opts.ce_copies``, each finalist's
+    architecture with CE (``evolved #k+CE``)."""
+    wanted = [Candidate(REF_CE, settings.reference, "none"),
+              Candidate(REF_GM, settings.reference, settings.defense)]
+    wanted += [Candidate(f"{arch}+{settings.defense}", arch, settings.defense)
+               for arch in opts.baselines]
+    if opts.ce_copies:
+        chosen = view.finalists[: opts.max_finalists or None]
+        for rank, f in enumerate(chosen, start=1):
+            genome_path, weights = child_files(view, f["id"])
+            if weights is not None:
+                wanted.append(Candidate(f"evolved #{rank}+CE", str(f["id"]), "none",
+                                        Path(genome_path).read_text()))
+    return wanted
+
+
 def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epochs: int,
               device: torch.device, log: Callable[[str], None],
-              notes: list[str]) -> dict[str, nn.Module]:
-    """The baselines: cached ones always; missing ones trained when they fit the time budget.
+              notes: list[str], *, wanted: list[Candidate], patience: int = 0
+              ) -> dict[str, nn.Module]:
+    """The ``wanted`` networks: cached ones always; missing ones trained when they fit the
+    time budget.
 
-    With ``opts.full`` every missing baseline is trained; otherwise one is trained only when
-    its estimate (:func:`estimate_seconds`) fits what is left of ``opts.budget`` seconds, and
-    a skipped one is named in ``notes`` with its estimate and the flag that trains it.
+    With ``opts.full`` every missing one is trained; otherwise one is trained only when its
+    estimate (:func:`estimate_seconds`) fits what is left of ``opts.budget`` seconds, and a
+    skipped one is named in ``notes`` with its estimate and the flag that trains it.
     """
-    wanted = [(REF_CE, settings.reference, "none"), (REF_GM, settings.reference, settings.defense)]
-    wanted += [(f"{arch}+{settings.defense}", arch, settings.defense) for arch in opts.baselines]
     left, out = opts.budget, {}
-    for name, arch, defense in wanted:
-        if not opts.full and not baseline_entry(ws, settings, arch, defense, epochs)[0].exists():
-            est = estimate_seconds(ws, settings, arch, defense, epochs, device)
+    for cand in wanted:
+        path = baseline_entry(ws, settings, cand, cand.defense, epochs, patience)[0]
+        if not opts.full and not path.exists():
+            est = estimate_seconds(ws, settings, cand, cand.defense, epochs, device)
             if est > left:
-                notes.append(f"{name} ({arch} trained with {defense} for {epochs} epochs) left "
-                             f"out: training it would take about {est / 60:.0f} min here, more "
-                             f"than the {left:.0f} s left of the report's budget (--budget); "
-                             "--full trains it once and caches it.")
+                notes.append(f"{cand.name} ({cand.arch} trained with {cand.defense} for "
+                              f"{epochs} epochs) left out: training it would take about "
+                              f"{est / 60:.0f} min here, more than the {left:.0f} s left of the "
+                              "report's budget (--budget); --full trains it once and caches it.")
                 continue
         start = time.perf_counter()
-        out[name] = baseline(ws, settings, arch, defense, epochs, log, opts.progress)
+        out[cand.name] = baseline(ws, settings, cand, cand.defense, epochs, log, opts.progress,
+                                  patience=patience)
         left -= time.perf_counter() - start
     return out
 
@@ -217,23 +275,32 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
         ws = prepare(settings, progress=opts.progress, log=log)
     search = view.config.get("search", {})
     epochs = opts.baseline_epochs or int(search.get("refine_epochs") or search.get("epochs") or 1)
+    # the finalists' budget: the refinement's cap and patience (unless --baseline-epochs)
+    patience = 0 if opts.baseline_epochs else int(search.get("refine_patience") or 0)
     nets: dict[str, nn.Module] = {REF: ws.reference}
     skipped: list[str] = []
     with stages("baselines"):
-        nets.update(baselines(ws, settings, opts, epochs, device, log, skipped))
+        nets.update(baselines(ws, settings, opts, epochs, device, log, skipped,
+                              wanted=candidates(view, settings, opts), patience=patience))
     with stages("finalists"):
         nets.update(finalist_models(view, ws, opts))
     nets = {n: m.to(device).eval() for n, m in nets.items()}
     x, y = ws.splits.x_test, ws.splits.y_test
     with stages("accuracies"):
-        data.accuracy = {n: {"clean": accuracy(m, x, y, device=device),
-                             "adv": accuracy(m, ws.adversarial["test"], y, device=device)}
-                         for n, m in nets.items()}
+        for n, m in nets.items():
+            row = {"clean": accuracy(m, x, y, device=device),
+                   "adv": accuracy(m, ws.adversarial["test"], y, device=device)}
+            row["fitness"] = min(row["clean"], row["adv"])
+            for source, x_adv in ws.held_out_adv.items():  # the run's cached sets
+                row[f"held-out {source}"] = accuracy(m, x_adv, y, device=device)
+            data.accuracy[n] = row
+    budget = (f"at most {epochs} epochs, stopping after {patience} without a better validation "
+              "score (the refinement's budget)" if patience else f"{epochs} epochs")
     data.notes["transfer"] = [
         f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} (CE, "
         f"{settings.reference_epochs} epochs; its own column is white-box). Baselines ({REF_CE}: "
         f"an independent CE copy of the reference's architecture; {REF_GM}: trained with "
-        f"{settings.defense}) trained for {epochs} epochs; attack {ws.attack.name} "
+        f"{settings.defense}) trained for {budget}; attack {ws.attack.name} "
         f"eps={ws.attack.eps:g}, step {ws.attack.step_size:g}, {ws.attack.steps} steps.", *skipped]
     if not opts.skip_transfer:
         _transfer_and_fooling(data, nets, ws, settings, opts, device, log, stages)

@@ -37,6 +37,8 @@ class ReportOptions:
         max_finalists: evaluate at most this many finalists (best first; 0 = all).
         baselines: further registered architectures trained with the run's defense and
             compared (e.g. ``he-baseline``: paper Table 4's "HE. Net.+GM").
+        ce_copies: also train each finalist's architecture with plain CE (same budget as the
+            baselines), to tell what the architecture does from what the defense does.
         extra_metrics: JSON files of retraining results (``nas.train`` output) to tabulate.
         device: ``auto``, ``cpu`` or ``cuda``.
         embed: embed the images in the page (self-contained) instead of linking them.
@@ -59,6 +61,7 @@ class ReportOptions:
     full: bool = False
     max_finalists: int = 0
     baselines: tuple[str, ...] = ()
+    ce_copies: bool = False
     extra_metrics: tuple[str, ...] = ()
     device: str = "auto"
     embed: bool = True
@@ -72,7 +75,9 @@ class ReportData:
     """The numbers of the model-based sections (filled by :mod:`nas.reporting.models`).
 
     Attributes:
-        accuracy: network -> ``{"clean": acc, "adv": acc on the run's transferred set}``.
+        accuracy: network -> ``{"clean": acc, "adv": acc on the run's transferred set,
+            "fitness": min of the two (eq. 4), "held-out <source>": acc on the run's set
+            transferred from each held-out source}``.
         transfer: ``{source: {network: adversarial accuracy}}`` (Table 2).
         fooling: ``{attack: {network: {"rate", "fooled", "eligible"}}}`` (Table 5).
         ig: network -> ``{"distance": [...], "delta": [...]}`` per IG image.

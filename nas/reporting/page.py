@@ -133,10 +133,15 @@ def _pct_table(table: dict[str, dict[str, float]], first: str, caption: str) -> 
 
 def section_transfer(data: ReportData, opts: ReportOptions) -> H.Section:
     """Clean / adversarial accuracy of every network and the transfer matrix (Table 2)."""
-    acc = {"clean": {n: v.get("clean") for n, v in data.accuracy.items()},
-           "transferred adv. (run's set)": {n: v.get("adv") for n, v in data.accuracy.items()}}
+    label = {"clean": "clean", "adv": "transferred from the reference (run's set)",
+             "fitness": "min(clean, transferred) (eq. 4)"}
+    keys = list(dict.fromkeys(k for v in data.accuracy.values() for k in v))
+    acc = {label.get(k, k + " (never seen by the search)"): {n: v.get(k)
+                                                             for n, v in data.accuracy.items()}
+           for k in keys}
     body = [_pct_table(acc, "accuracy on", "Test-split accuracy of each network (paper Tables 1 "
-                                           "and 4)")]
+                                           "and 4); held-out sources are trained with CE and "
+                                           "crafted on with the run's attack")]
     if data.transfer:
         body.append(_pct_table(data.transfer, "examples crafted on",
                                "Adversarial accuracy against examples crafted on other networks "

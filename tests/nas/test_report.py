@@ -13,7 +13,7 @@ import pytest
 from nas import report
 from nas.cli import run
 from nas.errors import UserError
-from nas.reporting.runview import finalist_genome, generation_stats, load_run
+from nas.reporting.runview import child_files, finalist_genome, generation_stats, load_run
 
 SECTIONS = {"run", "progress", "population", "front", "transfer", "fooling", "ig", "extra",
             "stages"}
@@ -61,7 +61,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     parent = tmp_path_factory.mktemp("runs")
     assert evolve(["--preset", "smoke", "--run-dir", str(parent), "--name", "smoke",
-                   "--no-progress",
+                   "--no-progress", "--held-out", "he-baseline",
                    "--generations", "1"]) == 0
     return parent / "smoke"
 
@@ -88,6 +88,9 @@ def test_full_report_has_every_section_and_image(smoke_run: Path, tmp_path: Path
     names = {"reference", "ref. arch+CE", "ref. arch+GM", "he-baseline+gm"}
     names |= {f"evolved #{i}" for i in range(1, len(view.finalists) + 1)}
     assert set(models["accuracy"]) == names
+    for name, row in models["accuracy"].items():  # every network against the held-out source
+        assert set(row) == {"clean", "adv", "fitness", "held-out he-baseline"}, name
+        assert row["fitness"] == min(row["clean"], row["adv"])
     assert set(models["fooling"]) == {"fgsm", "pgd-linf"}
     for row in models["fooling"].values():
         for r in row.values():
@@ -125,6 +128,44 @@ def test_baselines_over_budget_are_left_out_then_reused_from_the_cache(
     again = build("again", "--budget", "0")
     assert {"ref. arch+CE", "ref. arch+GM"} <= set(again["accuracy"])
     assert "training" not in capsys.readouterr().err  # reused from the cache
+
+
+def test_ce_copies_train_each_finalist_architecture_anew_and_are_cached(
+        smoke_run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import torch
+
+    from nas.reporting import models as report_models
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    flags = ["--ig-images", "0", "--skip-transfer", "--no-progress", "--ce-copies"]
+    nets: dict[str, torch.nn.Module] = {}
+    real = report_models.baselines
+
+    def keep(*args, **kwargs):  # the trained networks, to compare them with the finalists
+        out = real(*args, **kwargs)
+        nets.update(out)
+        return out
+
+    monkeypatch.setattr(report_models, "baselines", keep)
+    assert run(report.main, [str(smoke_run), "--out", str(tmp_path / "a"), *flags,
+                             "--full"]) == 0
+    view = load_run(smoke_run)
+    copies = {f"evolved #{i}+CE" for i in range(1, len(view.finalists) + 1)}
+    models = json.loads((tmp_path / "a" / "results.json").read_text())["models"]
+    assert copies <= set(models["accuracy"])
+    assert "training" in capsys.readouterr().err
+    for rank, f in enumerate(view.finalists, start=1):
+        weights = child_files(view, str(f["id"]))[1]
+        evolved = torch.load(weights, weights_only=True)
+        copy = nets[f"evolved #{rank}+CE"].state_dict()
+        assert set(copy) == set(evolved) and all(copy[k].shape == evolved[k].shape
+                                                 for k in copy)  # the same architecture
+        assert any(not torch.equal(copy[k], evolved[k]) for k in copy
+                   if copy[k].is_floating_point())  # trained anew, not the finalist's weights
+    assert run(report.main, [str(smoke_run), "--out", str(tmp_path / "b"), *flags,
+                             "--budget", "0"]) == 0
+    again = json.loads((tmp_path / "b" / "results.json").read_text())["models"]
+    assert copies <= set(again["accuracy"]) and "training" not in capsys.readouterr().err
 
 
 def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path: Path) -> None:
