@@ -4,9 +4,12 @@ Reads each run's ``events.jsonl`` (so it works on a run still in progress) and p
 per run: children (and how many were trained rather than reused), their summed training
 seconds, children per hour of one worker, rejected children (``--early-reject``), child-epochs
 trained / planned and the fraction saved, children that inherited weights (``--inherit``),
-and the best search fitness so far. ``--json`` prints one JSON object per run instead::
+and the best search fitness so far. ``--json`` prints one JSON object per run instead.
+``--check-rejected N`` also trains N of each run's rejected children to the end and says how
+many would have replaced their member (the check of early rejection's cost in quality)::
 
     python -m nas.cost runs/cpu-fmnist-s0 runs/cpu-fmnist-reject-s0
+    python -m nas.cost runs/cpu-fmnist-reject-s0 --check-rejected 6 --workers 2
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
+from nas.values import nonneg_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m nas.cost", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (runs/<name>)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
+    p.add_argument("--check-rejected", type=nonneg_int, default=0, metavar="N",
+                   help="train N rejected children of each run (a seeded sample) for their full "
+                        "epochs, as the search would have without --early-reject, and count "
+                        "those whose fitness beats their threshold (default 0: no training)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of that sample (default 0)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="children trained in parallel by --check-rejected (default 1)")
     return p
 
 
@@ -69,6 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     costs = [run_cost(Path(r)) for r in args.runs]  # every run checked before printing
     for cost in costs:
         print(json.dumps(cost) if args.json else line(cost))
+    if args.check_rejected:
+        from nas.search.driver import check_rejected
+
+        for r in args.runs:
+            rows = check_rejected(r, args.check_rejected, seed=args.seed, workers=args.workers,
+                                  log=(lambda _m: None) if args.json else print)
+            summary = {"run": Path(r).name, "checked": len(rows),
+                       "would_replace": sum(row["would_replace"] for row in rows),
+                       "children": rows}
+            print(json.dumps(summary) if args.json else
+                  f"{summary['run']}: {summary['would_replace']} of {summary['checked']} checked "
+                  "rejected children would have replaced their member")
     return 0
 
 

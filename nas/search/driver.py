@@ -167,6 +167,75 @@ def search_cost(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "inherited": sum(1 for e in trained if e.get("inherited_from"))}
 
 
+def check_rejected(run_dir: str | Path, sample: int, *, seed: int = 0, workers: int = 1,
+                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train a seeded sample of a run's rejected children to the end: would they have replaced?
+
+    Early rejection (``--early-reject``) stops a child at a rung when its fitness is below its
+    threshold minus the margin. This trains ``sample`` of those children (chosen with
+    ``random.Random(seed)``) for their full epochs with their own seed, parent weights and the
+    run's fitness settings, i.e. exactly as the search would have trained them without racing
+    (a rung draws no random numbers), and compares the final fitness with the threshold (the
+    fitness of the member the child was compared with). Nothing is written to the run.
+
+    Returns one dict per checked child: ``id``, ``threshold``, ``rungs`` (``(epoch, fitness)``
+    at every rung of the full training), ``rejected_at`` / ``rejected_fitness``,
+    ``full_fitness``, ``would_replace`` (``full_fitness > threshold``, Algorithm 1's
+    replacement rule) and ``reproduced`` (the full training's fitness at the rung where the
+    search stopped the child equals the logged one: the same training, not a new draw).
+
+    Raises:
+        UserError: not a run directory.
+    """
+    import random
+    import tempfile
+
+    from nas.evaluation.fitness import FitnessSettings, evaluate_genome
+    from nas.search.parallel import Task, evaluate_tasks
+    from nas.search.rundir import load_config, read_events
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    settings = FitnessSettings.from_dict(cfg["fitness"])
+    events, _ = read_events(run_dir / "events.jsonl")
+    rejected = [e for e in events if e["type"] == "child_finished" and not e["reused"]
+                and e["metrics"].get("status") == "rejected"]
+    chosen = random.Random(seed).sample(rejected, min(sample, len(rejected)))
+    log(f"{run_dir.name}: {len(rejected)} rejected children; training {len(chosen)} of them "
+        "to the end")
+    with tempfile.TemporaryDirectory(prefix="nas-check-") as tmp:
+        tasks = []
+        for e in chosen:
+            extra: dict[str, Any] = {"reject_below": -1.0}  # logs every rung, never stops
+            parent = e.get("inherited_from")
+            if parent:
+                extra = {"inherit_genome": (run_dir / "children" / e["parent"] /
+                                            "genome.json").read_text(encoding="utf-8"),
+                         "inherit_weights": str(run_dir / "children" / parent / "weights.pt")}
+            genome = (run_dir / "children" / e["id"] / "genome.json").read_text(encoding="utf-8")
+            tasks.append(Task(e["id"], genome, int(e["epochs"]), int(e["seed"]),
+                              str(Path(tmp) / e["id"]), None, tuple(sorted(extra.items()))))
+        full = dict(evaluate_tasks(functools.partial(evaluate_genome, settings=settings), tasks,
+                                   workers=workers))
+    out = []
+    for e in chosen:
+        m = e["metrics"]
+        got = float(full[e["id"]].get("fitness", 0.0))
+        rungs = {int(r[0]): float(r[1]) for r in full[e["id"]].get("rungs") or ()}
+        at = int(m.get("epochs", 0))
+        row = {"id": e["id"], "threshold": float(e["threshold"]), "rungs": sorted(rungs.items()),
+               "rejected_at": at, "rejected_fitness": float(m["fitness"]),
+               "epochs": int(e["epochs"]), "full_fitness": got,
+               "would_replace": got > float(e["threshold"]),
+               # the same training as the search's: the rung it was stopped at is reproduced
+               "reproduced": abs(rungs.get(at, -1.0) - float(m["fitness"])) < 1e-6}
+        log(f"{row['id']}: rejected after {row['rejected_at']}/{row['epochs']} epochs at "
+            f"{row['rejected_fitness']:.4f}; trained to the end {got:.4f} against threshold "
+            f"{row['threshold']:.4f}: {'WOULD' if row['would_replace'] else 'would not'} replace")
+        out.append(row)
+    return out
+
+
 def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
     """Input shape ``(C, H, W)`` of the search's dataset (from the registry; loads no data)."""
     from nas.evaluation.data import dataset_info

@@ -152,3 +152,34 @@ def test_sigkill_inside_a_raced_child_then_resume_ends_identical(raced_run, tmp_
     counts = collections.Counter(e["id"] for e in child_events(run))
     assert max(counts.values()) == 1
     assert comparable(run) == comparable(reference)
+
+
+def test_checking_rejected_children_retrains_them_exactly_and_applies_the_replacement_rule(
+        tmp_path, capsys):
+    """A real (synthetic-data) raced search; ``nas.cost --check-rejected`` trains its rejected
+    children to the end: the rung that stopped each is reproduced bit for bit, and "would
+    replace" is the child's full fitness against its threshold."""
+    from nas.cost import main as cost_main
+    from nas.evolve import main as evolve
+
+    assert evolve(["--preset", "smoke", "--run-dir", str(tmp_path), "--name", "raced",
+                   "--no-progress", "--epochs", "3", "--generations", "2", "--early-reject",
+                   "--reject-margin", "0", "--refine-epochs", "0", "--workers", "1",
+                   "--train-size", "200", "--val-size", "60", "--max-channels", "8"]) == 0
+    run = tmp_path / "raced"
+    rejected = [e for e in child_events(run) if e["metrics"]["status"] == "rejected"]
+    assert rejected, "the smoke search should race some children out"
+    capsys.readouterr()
+    assert cost_main([str(run), "--check-rejected", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = summary["children"]
+    assert summary["checked"] == len(rows) == min(2, len(rejected))
+    logged = {e["id"]: e for e in rejected}
+    for row in rows:
+        e = logged[row["id"]]
+        assert row["reproduced"], row
+        assert row["rejected_fitness"] < e["reject_below"] <= row["threshold"]
+        assert [ep for ep, _ in row["rungs"]] == list(rung_epochs(e["epochs"]))
+        assert row["would_replace"] == (row["full_fitness"] > e["threshold"])
+    assert summary["would_replace"] == sum(r["would_replace"] for r in rows)
+    assert not list(run.glob("children/*/check*"))  # nothing written into the run
