@@ -28,15 +28,10 @@ import numpy as np
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
 from nas.search import config as cfgmod
-from nas.values import nonneg_int, positive_float, positive_int
+from nas.values import int_list, nonneg_int, positive_float, positive_int
 
-
-def epoch_list(text: str) -> list[int]:
-    """``3`` or ``1,3`` -> sorted distinct positive epoch counts."""
-    try:
-        return sorted({positive_int(v) for v in str(text).split(",")})
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"expected epochs such as 3 or 1,3: {exc}") from None
+#: ``3`` or ``1,3`` -> sorted distinct positive epoch counts.
+epoch_list = int_list(positive_int, "epochs such as 3 or 1,3", distinct_sorted=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
 from nas.evaluation.recipe import Recipe, get_recipe
-from nas.values import nonneg_int, positive_int
+from nas.values import int_list, nonneg_int, positive_int
 
 
 def parse_variant(text: str) -> Recipe:
@@ -47,12 +47,8 @@ def parse_variant(text: str) -> Recipe:
         raise UserError(f"variant {text!r}: {exc}") from None
 
 
-def seeds(text: str) -> list[int]:
-    """``0,1,2`` -> ``[0, 1, 2]`` (each a non-negative integer)."""
-    try:
-        return [nonneg_int(s) for s in text.split(",")]
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated seeds: {exc}") from None
+#: ``0,1,2`` -> ``[0, 1, 2]`` (each a non-negative integer).
+seeds = int_list(nonneg_int, "comma-separated seeds")
 
 
 def build_parser() -> argparse.ArgumentParser:

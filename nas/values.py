@@ -59,6 +59,21 @@ def nonneg_int(value: Any) -> int:
     return out
 
 
+def int_list(item: Any, what: str, *, distinct_sorted: bool = False) -> Any:
+    """A flag type for comma-separated integers, each checked by ``item`` (``positive_int``,
+    ``nonneg_int``): ``int_list(nonneg_int, "seeds such as 0,1,2")("0,1") == [0, 1]``. With
+    ``distinct_sorted`` the list is sorted and duplicates dropped (epoch counts)."""
+
+    def parse(text: Any) -> list[int]:
+        try:
+            values = [item(v) for v in str(text).split(",")]
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"expected {what}: {exc}") from None
+        return sorted(set(values)) if distinct_sorted else values
+
+    return parse
+
+
 def finite_float(value: Any) -> float:
     """Any finite number (no nan, no inf)."""
     return _real(value)
