@@ -33,6 +33,7 @@ import networkx as nx
 import numpy as np
 
 from genome.ops import BLOCK_OPS, SKIP_OPS, find_op, new_node_id, ordered_inputs
+from genome.shapes import count_macs
 from genome.structure import the_node
 from genome.validate import check_genome
 
@@ -51,6 +52,8 @@ class MutationLimits:
         max_nodes: cap on the number of nodes (input and output included).
         input_shapes: every ``(C, H, W)`` a child must be valid for.
         max_sites: how many random sites an operator tries before giving up.
+        max_macs: cap on the multiply-accumulates per image (:func:`genome.count_macs` with a
+            10-class head) for every input shape; 0 = none.
     """
 
     channels: tuple[int, ...] = (16, 32, 48, 64, 96, 128)
@@ -60,6 +63,7 @@ class MutationLimits:
     max_nodes: int = 32
     input_shapes: tuple[tuple[int, int, int], ...] = ((1, 28, 28), (3, 32, 32))
     max_sites: int = 24
+    max_macs: int = 0
 
 
 def is_valid_for(g: nx.DiGraph, limits: MutationLimits) -> bool:
@@ -67,6 +71,7 @@ def is_valid_for(g: nx.DiGraph, limits: MutationLimits) -> bool:
     return all(
         not check_genome(g, input_shape=s, max_channels=limits.max_channels,
                          max_nodes=limits.max_nodes)
+        and (not limits.max_macs or count_macs(g, s, 10) <= limits.max_macs)
         for s in limits.input_shapes
     )
 

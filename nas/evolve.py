@@ -112,6 +112,8 @@ _SEARCH_FLAGS = [
                            "generation, child)"),
     ("--max-channels", positive_int, "channel cap of the search space"),
     ("--max-nodes", positive_int, "node cap of a genome"),
+    ("--max-mmacs", nonneg_float, "cap on a genome's multiply-accumulates per image, in millions "
+                                  "(bounds the slowest child's training time; 0: none)"),
     ("--refine-patience", nonneg_int, "refinement stops after this many epochs without a better "
                                       "validation fitness, keeping the best weights (0: exactly "
                                       "--refine-epochs)"),

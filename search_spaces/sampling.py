@@ -8,6 +8,8 @@ genomes whose pairwise spectrum distance (eq. 3) is at least ``min_distance`` (p
 
 from __future__ import annotations
 
+import dataclasses
+
 import networkx as nx
 import numpy as np
 
@@ -37,11 +39,28 @@ def sample_genome(
 ) -> nx.DiGraph:
     """A random valid genome: a chain of blocks plus occasional sum / concat skips.
 
+    With ``space.max_macs`` a genome over the cap is drawn again (from the same generator, so
+    the sequence stays seeded); without it one draw is all there is.
+
     Args:
         rng: the random generator (the only source of randomness).
         space: choices and caps.
         input_shape: ``(C, H, W)`` the genome must be valid for (besides the space's shapes).
+
+    Raises:
+        ValueError: no genome under ``space.max_macs`` in 1,000 draws (a cap below what the
+            smallest chain costs).
     """
+    for _ in range(1000):
+        g = _draw(rng, space, input_shape)
+        if not space.max_macs or is_valid_for(g, space.limits()):
+            return g
+    raise ValueError(f"no genome of the space fits max_macs={space.max_macs} in 1000 draws; "
+                     "raise the cap")
+
+
+def _draw(rng: np.random.Generator, space: SearchSpace, input_shape: Shape) -> nx.DiGraph:
+    """One draw of :func:`sample_genome`, valid for every cap but ``max_macs``."""
     min_size = min(min(s[1:]) for s in (*space.input_shapes, tuple(input_shape)))
     g = nx.DiGraph()
     g.add_node("n0", op="input")
@@ -57,7 +76,7 @@ def sample_genome(
     out = f"n{len(g)}"
     g.add_node(out, op="output", hidden=int(pick(rng, space.hidden_choices)))
     g.add_edge(prev, out)
-    limits = space.limits()
+    limits = dataclasses.replace(space.limits(), max_macs=0)  # the caller checks the MACs
     for _ in range(space.max_initial_skips):
         if rng.random() < space.skip_probability:
             child = add_skip(g, rng, limits=limits, op="sum" if rng.random() < 0.5 else "concat")

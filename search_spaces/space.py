@@ -47,6 +47,8 @@ class SearchSpace:
         min_blocks / max_blocks: length range of a sampled chain (conv / pool / sconv blocks).
         max_initial_skips: at most this many skip blocks in a sampled genome.
         skip_probability: probability of each of those skip blocks being added.
+        max_macs: cap on a genome's multiply-accumulates per image (0 = none); a sampled
+            genome over it is drawn again, a mutation over it is not taken.
     """
 
     name: str = "default"
@@ -62,13 +64,14 @@ class SearchSpace:
     max_blocks: int = 12
     max_initial_skips: int = 3
     skip_probability: float = 0.35
+    max_macs: int = 0
 
     def limits(self) -> MutationLimits:
         """The :class:`genome.MutationLimits` of this space."""
         return MutationLimits(
             channels=self.channels, kernels=self.kernels, pool_kinds=self.pool_kinds,
             max_channels=self.max_channels, max_nodes=self.max_nodes,
-            input_shapes=self.input_shapes,
+            input_shapes=self.input_shapes, max_macs=self.max_macs,
         )
 
 

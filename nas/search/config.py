@@ -55,6 +55,9 @@ class SearchSettings:
             in parallel (see docs/search.md).
         max_channels: channel cap of the search space (mutation limit).
         max_nodes: node cap of a genome (mutation limit).
+        max_mmacs: cap on a genome's multiply-accumulates per image, in millions (sampling and
+            mutation limit; 0 = none). A child's training time grows with its MACs, so this is
+            what bounds the cost of the slowest child on a CPU.
         refine_patience: refinement stops after this many epochs without a better validation
             fitness (accuracy with the ``none`` defense) and keeps the best-on-validation
             weights (``refine_epochs`` is then the cap); 0 trains exactly ``refine_epochs``
@@ -84,6 +87,7 @@ class SearchSettings:
     sequential: bool = False
     max_channels: int = 256
     max_nodes: int = 40
+    max_mmacs: float = 0.0
     refine_patience: int = 0
     strategy: str = "ga"
     early_reject: bool = False
@@ -245,6 +249,7 @@ CPU: dict[str, Any] = {
     "refine_patience": 5,
     "max_channels": 32,
     "max_nodes": 16,
+    "max_mmacs": 10.0,
     "workers": 2,
 }
 # <<< END CPU PRESET NUMBERS
@@ -319,7 +324,7 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "refine_epochs": nonneg_int, "seed": nonneg_int, "sequential": _switch,
     "refine_patience": nonneg_int, "strategy": _text, "early_reject": _switch,
     "reject_margin": nonneg_float, "inherit": _switch,
-    "max_channels": positive_int, "max_nodes": positive_int,
+    "max_channels": positive_int, "max_nodes": positive_int, "max_mmacs": nonneg_float,
     # execution
     "workers": positive_int, "backend": _backend, "scheduler": _optional(_text),
     "progress": _switch,

@@ -383,6 +383,7 @@ def search_space(search: SearchSettings, input_shape: tuple[int, int, int]) -> A
         DEFAULT_SPACE, channels=channels or (search.max_channels,),
         initial_channels=initial or (search.max_channels,), max_channels=search.max_channels,
         max_nodes=search.max_nodes, input_shapes=(tuple(input_shape),),
+        max_macs=round(search.max_mmacs * 1e6),
         max_blocks=min(DEFAULT_SPACE.max_blocks,
                        max(DEFAULT_SPACE.min_blocks, search.max_nodes - 4)))
 
