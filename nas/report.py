@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default="", metavar="LIST",
                    help="comma-separated registered architectures also trained with the run's "
                         "defense and compared (e.g. he-baseline, paper Table 4); default none")
+    p.add_argument("--compare", nargs="+", default=[], metavar="RUN",
+                   help="other runs evaluated alike (e.g. the random-search baseline, "
+                        "--strategy random) whose best finalist is compared side by side")
     p.add_argument("--ce-copies", action="store_true",
                    help="also train each finalist's architecture with plain CE (same budget as "
                         "the baselines), to separate what the architecture does from what the "
@@ -131,6 +134,12 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
         if (getattr(args, flag) or 0) < (1 if flag == "ig_steps" else 0):
             raise UserError(f"--{flag.replace('_', '-')} must be >= "
                             f"{1 if flag == 'ig_steps' else 0}")
+    if args.compare:  # a run that does not compare fails before anything is trained
+        from nas.reporting.models import comparable_run
+
+        view = load_run(args.run_dir)
+        for other in args.compare:
+            comparable_run(view, other)
     if args.out:
         check_out_dir(args.out, "--out")
     return ReportOptions(
@@ -139,7 +148,7 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
         source_epochs=args.source_epochs, skip_transfer=args.skip_transfer, attacks=attacks,
         eval_size=eval_size, baseline_epochs=args.baseline_epochs, max_finalists=args.max_finalists,
         budget=args.budget, full=args.full,
-        baselines=baselines, ce_copies=args.ce_copies,
+        baselines=baselines, ce_copies=args.ce_copies, compare=tuple(args.compare),
         extra_metrics=tuple(args.extra_metrics), device=args.device, embed=not args.link_images,
         progress=not args.no_progress and sys.stderr.isatty(), seed=args.seed,
         front_size=args.front_size)

@@ -35,7 +35,7 @@ from nas.progress import Stages
 from nas.reporting import plots
 from nas.reporting.ig import compare_maps
 from nas.reporting.options import ATTACKS, PAPER_SOURCES, ReportData, ReportOptions
-from nas.reporting.runview import RunView, child_files
+from nas.reporting.runview import RunView, child_files, load_run
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 #: A step of a defense with double backpropagation (GM) costs about this many CE steps
@@ -91,6 +91,45 @@ class Candidate:
         genome = from_json(self.genome)
         return lambda: compile_genome(genome, num_classes=info.num_classes,
                                       input_shape=info.input_shape, mean=info.mean, std=info.std)
+
+
+def comparable_run(view: RunView, path: str) -> RunView:
+    """The finished run at ``path``, checked to be evaluated exactly as ``view``'s.
+
+    Raises:
+        UserError: missing, unfinished, or other fitness settings (data, reference, attack,
+            defense, held-out sources: its numbers would not be comparable).
+    """
+    other = load_run(path)
+    mine = FitnessSettings.from_dict(view.config.get("fitness") or {})
+    theirs = FitnessSettings.from_dict(other.config.get("fitness") or {})
+    if dataclasses.replace(theirs, device=mine.device) != mine:
+        raise UserError(f"--compare {path}: its fitness settings (data, reference, attack, "
+                        f"defense) differ from {view.path}'s; only runs evaluated alike compare")
+    if not other.finalists:
+        raise UserError(f"--compare {path}: no final population yet")
+    return other
+
+
+def compared_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[str, nn.Module]:
+    """The best finalist of each ``opts.compare`` run, as ``<run name> best``.
+
+    Raises:
+        UserError: a run with other fitness settings (data, reference, attack, defense: its
+            numbers would not be comparable) or without refined weights.
+    """
+    from genome import compile_genome, load
+
+    info, out = ws.splits.info, {}
+    for path in opts.compare:
+        other = comparable_run(view, path)
+        genome_path, weights = child_files(other, str(other.finalists[0]["id"]))
+        if weights is None:
+            raise UserError(f"--compare {path}: its best finalist has no trained weights")
+        net = compile_genome(load(genome_path), num_classes=info.num_classes,
+                             input_shape=info.input_shape, mean=info.mean, std=info.std)
+        out[f"{other.path.name} best"] = load_weights(net, weights).eval()
+    return out
 
 
 def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
@@ -284,6 +323,7 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
                               wanted=candidates(view, settings, opts), patience=patience))
     with stages("finalists"):
         nets.update(finalist_models(view, ws, opts))
+        nets.update(compared_models(view, ws, opts))
     nets = {n: m.to(device).eval() for n, m in nets.items()}
     x, y = ws.splits.x_test, ws.splits.y_test
     with stages("accuracies"):

@@ -37,6 +37,9 @@ class ReportOptions:
         max_finalists: evaluate at most this many finalists (best first; 0 = all).
         baselines: further registered architectures trained with the run's defense and
             compared (e.g. ``he-baseline``: paper Table 4's "HE. Net.+GM").
+        compare: other run directories (same data, reference and evaluation, e.g. the random
+            search baseline ``--strategy random``) whose best finalist (by the selection
+            split) is evaluated beside this run's networks as ``<run name> best``.
         ce_copies: also train each finalist's architecture with plain CE (same budget as the
             baselines), to tell what the architecture does from what the defense does.
         extra_metrics: JSON files of retraining results (``nas.train`` output) to tabulate.
@@ -62,6 +65,7 @@ class ReportOptions:
     max_finalists: int = 0
     baselines: tuple[str, ...] = ()
     ce_copies: bool = False
+    compare: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
     device: str = "auto"
     embed: bool = True

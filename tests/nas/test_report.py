@@ -168,6 +168,33 @@ def test_ce_copies_train_each_finalist_architecture_anew_and_are_cached(
     assert copies <= set(again["accuracy"]) and "training" not in capsys.readouterr().err
 
 
+def test_compare_puts_another_run_s_best_beside_and_refuses_runs_evaluated_otherwise(
+        smoke_run: Path, tmp_path: Path, capsys) -> None:
+    from nas.evolve import main as evolve
+
+    common = ["--preset", "smoke", "--run-dir", str(tmp_path), "--no-progress",
+              "--held-out", "he-baseline", "--generations", "1"]
+    assert evolve([*common, "--name", "random", "--strategy", "random"]) == 0
+    assert evolve([*common, "--name", "other-attack", "--attack", "fgsm"]) == 0
+    flags = ["--ig-images", "0", "--skip-transfer", "--no-progress", "--budget", "0"]
+    out = tmp_path / "report"
+    assert run(report.main, [str(smoke_run), "--out", str(out), *flags,
+                             "--compare", str(tmp_path / "random")]) == 0
+    accuracy = json.loads((out / "results.json").read_text())["models"]["accuracy"]
+    best = load_run(tmp_path / "random").finalists[0]
+    row = accuracy["random best"]
+    assert row["clean"] == pytest.approx(best["test"]["clean_acc"], abs=1e-6)  # its own weights
+    assert set(row) == set(accuracy["evolved #1"])  # the same columns, held-out ones included
+    capsys.readouterr()
+    assert run(report.main, [str(smoke_run), "--out", str(tmp_path / "no"), *flags,
+                             "--compare", str(tmp_path / "other-attack")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differ" in err[0] and not (tmp_path / "no").exists()
+    assert run(report.main, [str(smoke_run), "--out", str(tmp_path / "no"), *flags,
+                             "--compare", str(tmp_path / "missing")]) == 2
+    assert not (tmp_path / "no").exists()
+
+
 def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     opts = report.ReportOptions(run_dir=str(smoke_run), out=str(out), embed=False)
