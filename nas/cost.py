@@ -51,15 +51,14 @@ def run_cost(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"{run_dir}: no events.jsonl; not a run directory of nas.evolve")
     events, _ = read_events(path)
     children = [e for e in events if e["type"] == "child_finished"]
-    trained = [e for e in children if not e["reused"]]
-    seconds = sum(float(e["metrics"].get("seconds", 0.0)) for e in trained)
+    cost = search_cost(events)
+    seconds = cost["train_seconds"]
     best = max((float(e["metrics"]["fitness"]) for e in children
                 if e["metrics"].get("status") == "ok"), default=math.nan)
-    return {"run": run_dir.name, "children": len(children), "train_seconds": round(seconds, 1),
-            "children_per_hour_per_worker": (round(3600 * len(trained) / seconds, 2)
+    return {"run": run_dir.name, "children": len(children),
+            "children_per_hour_per_worker": (round(3600 * cost["children_trained"] / seconds, 2)
                                              if seconds else None),
-            "best_search_fitness": None if math.isnan(best) else best,
-            **search_cost(events)}
+            "best_search_fitness": None if math.isnan(best) else best, **cost}
 
 
 def line(cost: dict[str, Any]) -> str:

@@ -153,14 +153,17 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
 
 
 def search_cost(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What the search's children cost, from the log: children trained (not reused), rejected,
-    child-epochs planned and trained, and the fraction of child-epochs early rejection saved."""
+    """What the search's children cost, from the log: children trained (not reused), their
+    summed training seconds, rejected, child-epochs planned and trained, and the fraction of
+    child-epochs early rejection saved."""
     trained = [e for e in events if e["type"] == "child_finished" and not e["reused"]]
     planned = sum(int(e["epochs"]) for e in trained)
     run = sum(int(e["metrics"].get("epochs", e["epochs"]))
               if e["metrics"].get("status") == "rejected"
               else int(e["epochs"]) for e in trained)
     return {"children_trained": len(trained),
+            "train_seconds": round(sum(float(e["metrics"].get("seconds", 0.0))
+                                       for e in trained), 1),
             "rejected": sum(e["metrics"].get("status") == "rejected" for e in trained),
             "child_epochs_planned": planned, "child_epochs_trained": run,
             "child_epochs_saved_fraction": round(1 - run / planned, 4) if planned else 0.0,
