@@ -52,19 +52,28 @@ def run_settings(view: RunView, opts: ReportOptions) -> FitnessSettings:
     return dataclasses.replace(settings, device=opts.device)
 
 
-def finalist_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[str, nn.Module]:
-    """Compiled finalists with their trained weights, best first (``evolved #k``)."""
+def trained_child(view: RunView, child_id: str, ws: Workspace) -> nn.Module | None:
+    """A run's child compiled for the run's dataset with its trained (refined first) weights;
+    ``None`` when it has none."""
     from genome import compile_genome, load
 
-    info, out = ws.splits.info, {}
+    info = ws.splits.info
+    genome_path, weights = child_files(view, child_id)
+    if weights is None:
+        return None
+    net = compile_genome(load(genome_path), num_classes=info.num_classes,
+                         input_shape=info.input_shape, mean=info.mean, std=info.std)
+    return load_weights(net, weights).eval()
+
+
+def finalist_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[str, nn.Module]:
+    """Compiled finalists with their trained weights, best first (``evolved #k``)."""
+    out = {}
     chosen = view.finalists[: opts.max_finalists or None]
     for rank, f in enumerate(chosen, start=1):
-        genome_path, weights = child_files(view, f["id"])
-        if weights is None:
-            continue
-        net = compile_genome(load(genome_path), num_classes=info.num_classes,
-                             input_shape=info.input_shape, mean=info.mean, std=info.std)
-        out[f"evolved #{rank}"] = load_weights(net, weights).eval()
+        net = trained_child(view, str(f["id"]), ws)
+        if net is not None:
+            out[f"evolved #{rank}"] = net
     if not out:
         raise UserError(f"{view.path}: no finalist has trained weights (children/<id>/weights.pt)")
     return out
@@ -118,17 +127,13 @@ def compared_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[s
         UserError: a run with other fitness settings (data, reference, attack, defense: its
             numbers would not be comparable) or without refined weights.
     """
-    from genome import compile_genome, load
-
-    info, out = ws.splits.info, {}
+    out = {}
     for path in opts.compare:
         other = comparable_run(view, path)
-        genome_path, weights = child_files(other, str(other.finalists[0]["id"]))
-        if weights is None:
+        net = trained_child(other, str(other.finalists[0]["id"]), ws)
+        if net is None:
             raise UserError(f"--compare {path}: its best finalist has no trained weights")
-        net = compile_genome(load(genome_path), num_classes=info.num_classes,
-                             input_shape=info.input_shape, mean=info.mean, std=info.std)
-        out[f"{other.path.name} best"] = load_weights(net, weights).eval()
+        out[f"{other.path.name} best"] = net
     return out
 
 
