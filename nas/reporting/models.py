@@ -152,9 +152,10 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     and labels and the training settings (:mod:`nas.evaluation.cache`).
     """
     cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
+    defense = cand.defense
     args = settings.defense_args if defense == settings.defense else ()
     trained_with = dataclasses.replace(settings, defense=defense, defense_args=args)
-    path, content = baseline_entry(ws, settings, cand, defense, epochs, patience)
+    path, content = baseline_entry(ws, settings, cand, epochs, patience)
     factory = cand.factory(ws)
     model = factory()
     entry = load_entry(path, content, log=log)
@@ -177,12 +178,12 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     return model.eval()
 
 
-def baseline_entry(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
-                   epochs: int, patience: int = 0) -> tuple[Path, dict[str, Any]]:
+def baseline_entry(ws: Workspace, settings: FitnessSettings, cand: Candidate, epochs: int,
+                   patience: int = 0) -> tuple[Path, dict[str, Any]]:
     """Cache file of a baseline and its key: everything that determines its training (the
     reference, the training images and labels, architecture (or genome), defense and its
     arguments, epochs and patience, seed, batch size and the recipe)."""
-    cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
+    defense = cand.defense
     args = settings.defense_args if defense == settings.defense else ()
     content = {"reference": ws.reference_key, "arch": cand.arch, "defense": defense,
                "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
@@ -198,8 +199,8 @@ def baseline_entry(ws: Workspace, settings: FitnessSettings, arch: str | Candida
     return path, content
 
 
-def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
-                     epochs: int, device: torch.device) -> float:
+def estimate_seconds(ws: Workspace, settings: FitnessSettings, cand: Candidate, epochs: int,
+                     device: torch.device) -> float:
     """Training time of a baseline on this machine, from what the run measured where it can.
 
     CE seconds per epoch: for the reference's architecture, the reference's own training time
@@ -207,7 +208,6 @@ def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str | Candi
     CE step of a full batch x ceil(train images / batch). Times ``epochs`` (the cap), and times
     :data:`DEFENSE_COST` for a defense other than ``none``. Evaluation is not counted.
     """
-    cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
     meta = ws.reference_meta
     trained_epochs = meta.get("epochs_run") or (meta.get("training") or {}).get("epochs")
     if cand.genome is None and cand.arch == settings.reference and meta.get("seconds") \
@@ -224,7 +224,7 @@ def estimate_seconds(ws: Workspace, settings: FitnessSettings, arch: str | Candi
             torch.nn.functional.cross_entropy(model(x), y).backward()
             step = time.perf_counter() - start
         per_epoch = step * math.ceil(len(ws.splits.y_train) / settings.batch_size)
-    return per_epoch * epochs * (1.0 if defense == "none" else DEFENSE_COST)
+    return per_epoch * epochs * (1.0 if cand.defense == "none" else DEFENSE_COST)
 
 
 def candidates(view: RunView, settings: FitnessSettings, opts: ReportOptions) -> list[Candidate]:
@@ -258,9 +258,9 @@ def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epo
     """
     left, out = opts.budget, {}
     for cand in wanted:
-        path = baseline_entry(ws, settings, cand, cand.defense, epochs, patience)[0]
+        path = baseline_entry(ws, settings, cand, epochs, patience)[0]
         if not opts.full and not path.exists():
-            est = estimate_seconds(ws, settings, cand, cand.defense, epochs, device)
+            est = estimate_seconds(ws, settings, cand, epochs, device)
             if est > left:
                 notes.append(f"{cand.name} ({cand.arch} trained with {cand.defense} for "
                               f"{epochs} epochs) left out: training it would take about "
