@@ -145,8 +145,9 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     ``defense="none"`` with the reference's architecture is an independently initialised CE
     copy of the reference (the paper's "Ref. Net." column); with the run's defense it is the
     "Ref. Net.+GM" baseline; another architecture gives e.g. "HE. Net.+GM" (paper Table 4); a
-    :class:`Candidate` with a genome is a finalist's architecture trained anew (its CE copy).
-    ``epochs`` is a cap when ``patience`` > 0: training stops at the validation plateau, as the
+    :class:`Candidate` with a genome is a finalist's architecture trained anew (its CE copy);
+    a :class:`Candidate` brings its own defense (``defense`` applies to a name). ``epochs`` is
+    a cap when ``patience`` > 0: training stops at the validation plateau, as the
     run's refinement does, so a baseline gets the finalists' budget. Cached as one
     all-or-nothing entry keyed by the run's reference key, the digest of the training images
     and labels and the training settings (:mod:`nas.evaluation.cache`).
