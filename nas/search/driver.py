@@ -212,9 +212,9 @@ def check_rejected(run_dir: str | Path, sample: int, *, seed: int = 0, workers: 
             extra: dict[str, Any] = {"reject_below": -1.0}  # logs every rung, never stops
             parent = e.get("inherited_from")
             if parent:
-                extra = {"inherit_genome": (run_dir / "children" / e["parent"] /
-                                            "genome.json").read_text(encoding="utf-8"),
-                         "inherit_weights": str(run_dir / "children" / parent / "weights.pt")}
+                extra.update(inherit_genome=(run_dir / "children" / e["parent"] /
+                                             "genome.json").read_text(encoding="utf-8"),
+                             inherit_weights=str(run_dir / "children" / parent / "weights.pt"))
             genome = (run_dir / "children" / e["id"] / "genome.json").read_text(encoding="utf-8")
             tasks.append(Task(e["id"], genome, int(e["epochs"]), int(e["seed"]),
                               str(Path(tmp) / e["id"]), None, tuple(sorted(extra.items()))))
