@@ -194,7 +194,7 @@ def check_rejected(run_dir: str | Path, sample: int, *, seed: int = 0, workers: 
     import tempfile
 
     from nas.evaluation.fitness import FitnessSettings, evaluate_genome
-    from nas.search.parallel import Task, evaluate_tasks
+    from nas.search.parallel import Task, evaluate_tasks, inheritance_args
     from nas.search.rundir import load_config, read_events
 
     run_dir = Path(run_dir)
@@ -212,9 +212,7 @@ def check_rejected(run_dir: str | Path, sample: int, *, seed: int = 0, workers: 
             extra: dict[str, Any] = {"reject_below": -1.0}  # logs every rung, never stops
             parent = e.get("inherited_from")
             if parent:
-                extra.update(inherit_genome=(run_dir / "children" / e["parent"] /
-                                             "genome.json").read_text(encoding="utf-8"),
-                             inherit_weights=str(run_dir / "children" / parent / "weights.pt"))
+                extra.update(inheritance_args(run_dir, e["parent"], parent))
             genome = (run_dir / "children" / e["id"] / "genome.json").read_text(encoding="utf-8")
             tasks.append(Task(e["id"], genome, int(e["epochs"]), int(e["seed"]),
                               str(Path(tmp) / e["id"]), None, tuple(sorted(extra.items()))))

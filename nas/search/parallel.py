@@ -231,6 +231,21 @@ def child_event(ind: Any, task: Task, metrics: dict[str, Any],
     return event
 
 
+def inheritance_args(run_dir: str | os.PathLike[str], parent: str,
+                     weights_of: str) -> dict[str, str]:
+    """``inherit_genome`` / ``inherit_weights`` task arguments of a child of ``parent``: the
+    parent's genome and the trained weights in ``weights_of``'s directory (the parent itself,
+    or the child whose result it reused); empty when it has no weights (it failed or diverged).
+    The search (:meth:`ChildEvaluator.parent_weights`) and ``nas.cost --check-rejected`` build
+    an inherited child's task with it."""
+    children = Path(run_dir) / "children"
+    weights, genome = children / weights_of / "weights.pt", children / parent / "genome.json"
+    if not (weights.is_file() and genome.is_file()):
+        return {}
+    return {"inherit_genome": genome.read_text(encoding="utf-8"),
+            "inherit_weights": str(weights)}
+
+
 class ChildEvaluator:
     """The search's ``toolbox.map``: evaluates children once, logs each as it finishes.
 
@@ -269,17 +284,10 @@ class ChildEvaluator:
                     tuple(sorted(extra.items())))
 
     def parent_weights(self, parent: str) -> dict[str, str]:
-        """``inherit_genome`` / ``inherit_weights`` of a child of ``parent``: its genome and
-        trained weights (those of the child it reused its result from, if it did); empty when
-        it has no weights (it failed or diverged)."""
+        """:func:`inheritance_args` of a child of ``parent``: its genome and trained weights
+        (those of the child it reused its result from, if it did)."""
         logged = self.log.get(("child_finished", parent)) or {}
-        source = logged.get("reused_from") or parent
-        weights = self.run_dir / "children" / source / "weights.pt"
-        genome = self.run_dir / "children" / parent / "genome.json"
-        if not (weights.is_file() and genome.is_file()):
-            return {}
-        return {"inherit_genome": genome.read_text(encoding="utf-8"),
-                "inherit_weights": str(weights)}
+        return inheritance_args(self.run_dir, parent, logged.get("reused_from") or parent)
 
     def reusable(self, ind: Any, key: tuple[str, int]) -> bool:
         """Whether ``ind`` may take the result seen for ``key``: always, unless that child was
