@@ -27,6 +27,19 @@ Implementation (the hot path of the search, one forward of the child):
 
 The default ``lam = 1.0`` is backed by a sweep over 0.1-10 on two architectures (docs/fitness.md,
 "lambda"); the paper leaves lambda to be tuned per dataset.
+
+``path`` (default 0: eq. 1 exactly; a deviation from the paper when > 0). Eq. 1 controls the
+child's gradient at the clean image only. What the transferred attack changes is the child's
+loss along the reference's step, ``l(x + eps s) - l(x) = int_0^eps <grad_x l(x + t s), s> dt``
+with ``s = sign(grad_x l_ref(x))`` (one FGSM step; PGD's path starts there). Children whose
+gradient is misaligned at ``x`` but aligned a few hundredths further along ``s`` pass eq. 1 and
+are still fooled (measured in docs/fitness.md, "GM along the attack's path"). With
+``path = r`` the child's gradient is taken at ``x + t s`` clamped to the pixel range,
+``t ~ U[0, r]`` per image from the loop's generator, and misaligned with the reference's
+gradient at ``x``: a one-sample Monte-Carlo estimate of the cosine over the whole integral's
+path instead of its first point. The CE term stays at the clean ``x`` (training on the moved
+images would be adversarial training on the reference's examples, another defense). Costs one
+more forward of the child per step.
 """
 
 from __future__ import annotations
@@ -62,21 +75,37 @@ class GradientMisalignment(Defense):
 
     needs = frozenset({"reference_grad"})
 
-    def __init__(self, *, lam: float = 1.0, eps: float = 1e-12) -> None:
+    def __init__(self, *, lam: float = 1.0, eps: float = 1e-12, path: float = 0.0) -> None:
         self.lam = float(lam)
         self.eps = float(eps)
+        self.path = float(path)
+
+    def check(self) -> None:
+        if not self.path >= 0:
+            raise ValueError(f"path must be >= 0 (an input-space radius), not {self.path}")
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
         if ctx.reference_grad is None:
             raise ValueError("gm needs ctx.reference_grad (the reference's input gradients)")
+        g_ref = ctx.reference_grad(batch.x, batch.y, batch.index).detach()  # (N, C, H, W)
         x = batch.x.detach().requires_grad_(True)  # (N, C, H, W)
         logits = model(x)  # (N, K)
         if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: CE in float32
             logits = logits.float()
         ce_sum = F.cross_entropy(logits, batch.y, reduction="sum")
-        (g_child,) = torch.autograd.grad(ce_sum, x, create_graph=True)  # (N, C, H, W)
-        g_ref = ctx.reference_grad(batch.x, batch.y, batch.index).to(g_child.dtype)
-        cos = misalignment(g_child, g_ref.detach(), self.eps)  # (N,)
+        if self.path:  # eq. 1 at a point of the reference's FGSM path (module docstring)
+            t = torch.rand(x.shape[0], 1, 1, 1, generator=ctx.generator,
+                           device="cpu").to(x.device) * self.path  # (N, 1, 1, 1)
+            moved = (x.detach() + t * g_ref.sign().to(x.dtype)).clamp(0.0, 1.0)
+            moved.requires_grad_(True)
+            moved_logits = model(moved).float()  # (N, K)
+            (g_child,) = torch.autograd.grad(
+                F.cross_entropy(moved_logits, batch.y, reduction="sum"), moved,
+                create_graph=True)  # (N, C, H, W)
+        else:
+            (g_child,) = torch.autograd.grad(ce_sum, x, create_graph=True)  # (N, C, H, W)
+        g_ref = g_ref.to(g_child.dtype)
+        cos = misalignment(g_child, g_ref, self.eps)  # (N,)
         if ctx.label_smoothing:
             ce = F.cross_entropy(logits, batch.y, label_smoothing=ctx.label_smoothing)
         else:

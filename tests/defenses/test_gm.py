@@ -36,7 +36,7 @@ def _batch(n: int = 6, dtype=torch.float32, seed: int = 0) -> Batch:
 def test_registered_with_its_needs_and_hparams():
     d = create_defense("gm", lam=0.5)
     assert isinstance(d, GradientMisalignment)
-    assert d.needs == frozenset({"reference_grad"}) and d.hparams() == {"lam": 0.5, "eps": 1e-12}
+    assert d.needs == frozenset({"reference_grad"}) and d.hparams() == {"lam": 0.5, "eps": 1e-12, "path": 0.0}
     with pytest.raises(ValueError, match="reference_grad"):
         d.loss(_net(), _batch(), TrainContext())
 
@@ -119,3 +119,28 @@ def test_a_few_steps_of_gm_misalign_the_gradients():
         opt.step()
     last = d.loss(model, batch, ctx).logs["gm_cos"]
     assert last < first - 0.2 and last < 0
+
+
+def test_path_takes_the_child_gradient_on_the_reference_fgsm_path_and_zero_is_eq_1():
+    model, reference, batch = _net(0), _net(1), _batch()
+    ref_grad = _ref_grad_fn(reference)
+    ctx = lambda seed: TrainContext(reference_grad=ref_grad,  # noqa: E731
+                                    generator=torch.Generator().manual_seed(seed))
+
+    def by_hand(x):  # CE at the clean images + mean cosine of the child's gradient at x and
+        x = x.detach().requires_grad_(True)  # the reference's at the clean images
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x), batch.y, reduction="sum"), x)
+        cos = F.cosine_similarity(g.flatten(1), ref_grad(batch.x, batch.y, None).flatten(1))
+        return float(F.cross_entropy(model(batch.x), batch.y)) + float(cos.mean())
+
+    plain = create_defense("gm").loss(model, batch, ctx(0)).loss
+    assert float(plain) == pytest.approx(by_hand(batch.x), abs=1e-5)
+    assert float(create_defense("gm", path=0.0).loss(model, batch, ctx(0)).loss) == float(plain)
+    r = 0.3
+    t = torch.rand(len(batch.x), 1, 1, 1, generator=torch.Generator().manual_seed(7)) * r
+    moved = (batch.x + t * ref_grad(batch.x, batch.y, None).sign()).clamp(0, 1)
+    on_path = float(create_defense("gm", path=r).loss(model, batch, ctx(7)).loss)
+    assert on_path == pytest.approx(by_hand(moved), abs=1e-5)
+    assert on_path != pytest.approx(float(plain), abs=1e-3)
+    with pytest.raises(ValueError, match="path"):
+        create_defense("gm", path=-0.1).check()
