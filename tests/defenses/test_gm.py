@@ -36,7 +36,8 @@ def _batch(n: int = 6, dtype=torch.float32, seed: int = 0) -> Batch:
 def test_registered_with_its_needs_and_hparams():
     d = create_defense("gm", lam=0.5)
     assert isinstance(d, GradientMisalignment)
-    assert d.needs == frozenset({"reference_grad"}) and d.hparams() == {"lam": 0.5, "eps": 1e-12, "path": 0.0}
+    assert d.needs == frozenset({"reference_grad"})
+    assert d.hparams() == {"lam": 0.5, "eps": 1e-12, "path": 0.0}
     with pytest.raises(ValueError, match="reference_grad"):
         d.loss(_net(), _batch(), TrainContext())
 
