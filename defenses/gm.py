@@ -33,13 +33,14 @@ child's gradient at the clean image only. What the transferred attack changes is
 loss along the reference's step, ``l(x + eps s) - l(x) = int_0^eps <grad_x l(x + t s), s> dt``
 with ``s = sign(grad_x l_ref(x))`` (one FGSM step; PGD's path starts there). Children whose
 gradient is misaligned at ``x`` but aligned a few hundredths further along ``s`` pass eq. 1 and
-are still fooled (measured in docs/fitness.md, "GM along the attack's path"). With
+are still fooled (measured in docs/fitness.md, "Why GM sometimes does not protect"). With
 ``path = r`` the child's gradient is taken at ``x + t s`` clamped to the pixel range,
 ``t ~ U[0, r]`` per image from the loop's generator, and misaligned with the reference's
 gradient at ``x``: a one-sample Monte-Carlo estimate of the cosine over the whole integral's
 path instead of its first point. The CE term stays at the clean ``x`` (training on the moved
 images would be adversarial training on the reference's examples, another defense). Costs one
-more forward of the child per step.
+more forward of the child per step (in train mode: batch-norm running statistics also see the
+moved images).
 """
 
 from __future__ import annotations
