@@ -166,6 +166,7 @@ class ChildResult:
     reject_below: float | None = None
     inherited: int | None = None
     held_out: dict[str, float] | None = None
+    kept_search_weights: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; an undefined (``nan``) fooling rate is ``None`` (``null`` in JSON:
@@ -201,8 +202,10 @@ class ChildResult:
 
 #: ``rungs`` ([epoch, fitness] at each rung of early rejection), ``reject_below`` (the
 #: threshold minus the margin), ``inherited`` (tensors taken from the parent, ``--inherit``),
-#: ``held_out`` (transferred accuracy per held-out source, test split of the finalists).
-OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out")
+#: ``held_out`` (transferred accuracy per held-out source, test split of the finalists),
+#: ``kept_search_weights`` (a refinement kept the search's weights: they scored higher on
+#: validation than the refined ones).
+OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out", "kept_search_weights")
 
 
 @dataclass
@@ -382,6 +385,7 @@ def evaluate_module(
     workspace: Workspace | None = None, split: str | None = None, out_dir: str | None = None,
     progress: bool = False, log: Callable[[str], None] = print, patience: int = 0,
     reject_below: float | None = None, inherited: int | None = None,
+    fallback_weights: str | None = None,
 ) -> tuple[ChildResult, nn.Module | None]:
     """Train any architecture with ``settings.defense`` and score it (eq. 4).
 
@@ -394,6 +398,11 @@ def evaluate_module(
     stops at the first rung where it is below ``reject_below``: status ``"rejected"``, the
     fitness of that rung, ``epochs`` the epochs trained. ``inherited`` (the number of tensors
     the factory took from the parent) is only recorded.
+
+    ``fallback_weights`` (the refinement of a finalist: the weights the search trained): when
+    they score a higher validation fitness than the trained weights, they are the ones scored
+    and written (``kept_search_weights``): selection on validation over both trainings, so a
+    refinement never reports a finalist worse, on validation, than the search found it.
 
     Returns the result and the trained module (``None`` when training diverged). Raises on
     programming errors; :func:`evaluate_genome` turns every exception into a ``failed`` result.
@@ -444,6 +453,15 @@ def evaluate_module(
             **extra)
         _write_outputs(out_dir, result, None, settings, split)
         return result, None
+    if fallback_weights is not None and len(ws.splits.y_val):
+        searched = defense.wrap(factory, num_classes=info.num_classes,
+                                input_shape=info.input_shape).to(next(model.parameters()).device)
+        searched.load_state_dict(torch.load(fallback_weights, map_location="cpu",
+                                            weights_only=True))
+        searched.eval()
+        if min(score(searched, ws, "val")[:2]) > min(score(model, ws, "val")[:2]):
+            model, extra["kept_search_weights"] = searched, True
+            log("kept the search's weights: higher validation fitness than the refined ones")
     clean, adv, fooling = score(model, ws, split)
     val: tuple[float | None, ...] = (None, None, None)
     if settings.fitness_split == "val" and split != "val":  # what finalists are ranked by
@@ -491,7 +509,7 @@ def evaluate_genome(
     genome_json: str, *, settings: FitnessSettings, epochs: int, seed: int,
     out_dir: str | None = None, split: str | None = None, patience: int = 0,
     reject_below: float | None = None, inherit_genome: str | None = None,
-    inherit_weights: str | None = None,
+    inherit_weights: str | None = None, fallback_weights: str | None = None,
 ) -> ChildResult:
     """Compile a genome, train it with the selected defense and score it; never raises.
 
@@ -501,7 +519,8 @@ def evaluate_genome(
     validation split (refinement); ``reject_below``: early rejection
     (:func:`evaluate_module`); ``inherit_genome`` / ``inherit_weights``: the parent's genome
     and trained weights, whose tensors of unchanged nodes the child starts from
-    (:func:`nas.evaluation.inherit.inherited_state`).
+    (:func:`nas.evaluation.inherit.inherited_state`); ``fallback_weights``: the search's
+    weights of a finalist, kept when better on validation (:func:`evaluate_module`).
     """
     start = time.perf_counter()
     try:
@@ -529,7 +548,8 @@ def evaluate_genome(
                                     workspace=ws, split=split, out_dir=out_dir,
                                     log=lambda _m: None, patience=patience,
                                     reject_below=reject_below,
-                                    inherited=len(start_from) if inherit_weights else None)
+                                    inherited=len(start_from) if inherit_weights else None,
+                                    fallback_weights=fallback_weights)
         return result
     except Exception as exc:  # noqa: BLE001 - a bad child must never stop the search
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"

@@ -58,7 +58,8 @@ class Task:
         split: evaluation split (``None``: the configured fitness split; ``"test"``: final).
         extra: further keyword arguments of ``evaluate``, only those a feature set (sorted
             pairs): ``patience`` (refinement), ``reject_below`` (early rejection),
-            ``inherit_genome`` / ``inherit_weights`` (inheritance). Empty by default, so an
+            ``inherit_genome`` / ``inherit_weights`` (inheritance), ``fallback_weights``
+            (refinement: the search's weights of the finalist). Empty by default, so an
             evaluation function that knows none of them keeps working.
     """
 
@@ -366,8 +367,17 @@ class ChildEvaluator:
         results[ind.child_id] = metrics
         self._tick(metrics, reused=True)
 
+    def trained_weights(self, child_id: str) -> Path | None:
+        """The weights file the search trained for ``child_id`` (that of the child whose
+        result it reused, if it did); ``None`` when there is none."""
+        logged = self.log.get(("child_finished", child_id)) or {}
+        path = self.run_dir / "children" / (logged.get("reused_from") or child_id) / "weights.pt"
+        return path if path.is_file() else None
+
     def refine(self, evaluate: EvaluateFn, individuals: Sequence[Any]) -> list[dict[str, Any]]:
-        """Train the finalists again for ``refine_epochs`` and score them on the test split."""
+        """Train the finalists again for ``refine_epochs`` and score them on the test split;
+        a finalist keeps the search's weights when they score higher on validation than the
+        refined ones (``kept_search_weights``, :func:`nas.evaluation.fitness.evaluate_module`)."""
         gen = self.search.generations + 1
         tasks, results = [], {}
         for slot, ind in enumerate(individuals):
@@ -380,6 +390,9 @@ class ChildEvaluator:
                              generation=gen, sub="refined")
             extra = ((("patience", self.search.refine_patience),)
                      if self.search.refine_patience else ())
+            searched = self.trained_weights(ind.child_id)
+            if searched is not None:  # kept instead when better on validation
+                extra = tuple(sorted((*extra, ("fallback_weights", str(searched)))))
             tasks.append(dataclasses.replace(task, seed=train_seed(self.search.seed, gen, slot),
                                              extra=extra))
         self._running(len(tasks))

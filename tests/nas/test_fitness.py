@@ -174,3 +174,39 @@ def test_one_cost_measure_the_measured_macs_equal_the_genome_count(seed):
 
     described = describe_genome(g, (1, 28, 28), 10)
     assert described["macs"] == count_macs(net, (1, 28, 28)) and "flops" not in described
+
+
+def test_refinement_keeps_the_search_weights_only_when_they_score_higher_on_validation(
+        workspace, small_settings, small_net_factory, tmp_path):
+    """``fallback_weights``: a refinement that trained worse than the search (here: a rate
+    that cannot move the weights) reports the search's weights; one that trained better keeps
+    its own."""
+    settings = dataclasses.replace(small_settings, defense="none")
+    quiet = {"workspace": workspace, "log": lambda _m: None}
+    evaluate_module(small_net_factory, settings=settings, epochs=4, seed=0, split="val",
+                    out_dir=str(tmp_path / "searched"), **quiet)
+    searched = str(tmp_path / "searched" / "weights.pt")
+    trained_model = small_net_factory()
+    trained_model.load_state_dict(torch.load(searched, weights_only=True))
+    trained_val = min(score(trained_model, workspace, "val")[:2])
+
+    frozen = dataclasses.replace(settings, lr=1e-12)  # the refined net stays at its init
+    stuck, own = evaluate_module(small_net_factory, settings=frozen, epochs=1, seed=1,
+                                 split="test", **quiet)
+    kept, model = evaluate_module(small_net_factory, settings=frozen, epochs=1, seed=1,
+                                  split="test", fallback_weights=searched,
+                                  out_dir=str(tmp_path / "kept"), **quiet)
+    assert min(score(own, workspace, "val")[:2]) < trained_val  # the premise of the case
+    assert kept.kept_search_weights is True and stuck.kept_search_weights is None
+    assert kept.val_fitness == pytest.approx(trained_val)
+    assert (kept.clean_acc, kept.adv_acc) == score(trained_model, workspace, "test")[:2]
+    written = torch.load(tmp_path / "kept" / "weights.pt", weights_only=True)
+    assert all(torch.equal(written[k], v) for k, v in trained_model.state_dict().items())
+    assert json.loads((tmp_path / "kept" / "metrics.json").read_text())["kept_search_weights"]
+
+    untrained = tmp_path / "untrained.pt"
+    torch.save(small_net_factory().state_dict(), untrained)
+    better, _ = evaluate_module(small_net_factory, settings=settings, epochs=4, seed=1,
+                                split="test", fallback_weights=str(untrained), **quiet)
+    assert better.kept_search_weights is None
+    assert "kept_search_weights" not in better.to_dict()

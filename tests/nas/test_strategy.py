@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +79,37 @@ def test_refinement_passes_patience_only_when_set(tmp_path):
         assert {m["test"]["patience"] for m in final["population"]} == {patience}
         assert {e["metrics"]["patience"]
                 for e in child_events(run)} == {0}  # search children: never
+
+
+def weights_writing_fitness(genome_json: str, *, out_dir: str | None = None,
+                            split: str | None = None, fallback_weights: str | None = None,
+                            **kwargs) -> dict:
+    """:func:`racing_fitness` whose search children leave a weights file, and which reports
+    the ``fallback_weights`` a refinement was given."""
+    out = racing_fitness(genome_json, out_dir=out_dir, split=split, **kwargs)
+    if split is None and out_dir:
+        (Path(out_dir) / "weights.pt").write_bytes(b"weights")
+    return {**out, "fallback": fallback_weights}
+
+
+def test_refinement_offers_each_finalist_the_weights_the_search_trained(tmp_path):
+    from search_toys import toy_config
+
+    from nas.search.driver import run_search
+    from nas.search.ga import genome_ops
+    from nas.search.rundir import create_run
+
+    run = tmp_path / "run"
+    cfg = toy_config(run, generations=1)
+    events = create_run(run, cfg.to_dict())
+    final = run_search(cfg, ops=genome_ops(cfg.search, (1, 28, 28)),
+                       evaluate=weights_writing_fitness, events=events, log=lambda m: None)
+    events.close()
+    logged = {e["id"]: e for e in child_events(run)}
+    for member in final["population"]:
+        source = logged[member["id"]].get("reused_from") or member["id"]
+        assert member["test"]["fallback"] == str(run / "children" / source / "weights.pt")
+    assert {e["metrics"]["fallback"] for e in logged.values()} == {None}  # search children
 
 
 def test_cpu_preset_resolves_for_both_datasets():
