@@ -287,8 +287,9 @@ class ChildEvaluator:
     def parent_weights(self, parent: str) -> dict[str, str]:
         """:func:`inheritance_args` of a child of ``parent``: its genome and trained weights
         (those of the child it reused its result from, if it did)."""
-        logged = self.log.get(("child_finished", parent)) or {}
-        return inheritance_args(self.run_dir, parent, logged.get("reused_from") or parent)
+        weights = self.trained_weights(parent)
+        return {} if weights is None else inheritance_args(self.run_dir, parent,
+                                                           weights.parent.name)
 
     def reusable(self, ind: Any, key: tuple[str, int]) -> bool:
         """Whether ``ind`` may take the result seen for ``key``: always, unless that child was
