@@ -453,19 +453,21 @@ def evaluate_module(
             **extra)
         _write_outputs(out_dir, result, None, settings, split)
         return result, None
+    val_scores = None  # the kept weights' validation scores, when already measured
     if fallback_weights is not None and len(ws.splits.y_val):
         searched = defense.wrap(factory, num_classes=info.num_classes,
                                 input_shape=info.input_shape).to(next(model.parameters()).device)
         searched.load_state_dict(torch.load(fallback_weights, map_location="cpu",
                                             weights_only=True))
         searched.eval()
-        if min(score(searched, ws, "val")[:2]) > min(score(model, ws, "val")[:2]):
-            model, extra["kept_search_weights"] = searched, True
+        val_scores, theirs = score(model, ws, "val"), score(searched, ws, "val")
+        if min(theirs[:2]) > min(val_scores[:2]):
+            model, val_scores, extra["kept_search_weights"] = searched, theirs, True
             log("kept the search's weights: higher validation fitness than the refined ones")
     clean, adv, fooling = score(model, ws, split)
     val: tuple[float | None, ...] = (None, None, None)
     if settings.fitness_split == "val" and split != "val":  # what finalists are ranked by
-        v_clean, v_adv, _ = score(model, ws, "val")
+        v_clean, v_adv, _ = val_scores or score(model, ws, "val")
         val = (min(v_clean, v_adv), v_clean, v_adv)
     if split == "test" and ws.held_out_adv:
         y_test = ws.splits.y_test
