@@ -154,8 +154,7 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     """
     cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
     defense = cand.defense
-    args = settings.defense_args if defense == settings.defense else ()
-    trained_with = dataclasses.replace(settings, defense=defense, defense_args=args)
+    trained_with = baseline_settings(settings, cand)
     path, content = baseline_entry(ws, settings, cand, epochs, patience)
     factory = cand.factory(ws)
     model = factory()
@@ -179,13 +178,20 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     return model.eval()
 
 
+def baseline_settings(settings: FitnessSettings, cand: Candidate) -> FitnessSettings:
+    """The run's settings with ``cand``'s defense; the run's defense arguments only when it is
+    the run's own defense (another defense trains with its defaults)."""
+    args = settings.defense_args if cand.defense == settings.defense else ()
+    return dataclasses.replace(settings, defense=cand.defense, defense_args=args)
+
+
 def baseline_entry(ws: Workspace, settings: FitnessSettings, cand: Candidate, epochs: int,
                    patience: int = 0) -> tuple[Path, dict[str, Any]]:
     """Cache file of a baseline and its key: everything that determines its training (the
     reference, the training images and labels, architecture (or genome), defense and its
     arguments, epochs and patience, seed, batch size and the recipe)."""
     defense = cand.defense
-    args = settings.defense_args if defense == settings.defense else ()
+    args = baseline_settings(settings, cand).defense_args
     content = {"reference": ws.reference_key, "arch": cand.arch, "defense": defense,
                "args": [list(a) for a in args], "epochs": epochs, "seed": settings.seed,
                "batch": settings.batch_size, "lr": settings.lr,

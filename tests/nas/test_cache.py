@@ -232,3 +232,20 @@ def test_one_weights_file_on_two_same_shaped_datasets_keeps_their_sets_apart(tmp
                      progress=False, log=lambda _m: None)
         for split in ("val", "test"):
             assert _distance(ws, split) <= ws.attack.eps + 1e-6, (dataset, split)
+
+
+def test_a_baseline_trains_and_is_keyed_with_the_run_defense_arguments_only_for_that_defense(
+        tmp_path):
+    """The run's ``--defense-arg`` values go to baselines of the run's defense, and change their
+    cache key; a baseline of another defense trains with that defense's defaults."""
+    from nas.reporting.models import Candidate, baseline_entry, baseline_settings
+
+    s = _settings(tmp_path / "cache", train_size=50, defense="gm", defense_args=(("lam", 0.5),))
+    ws = prepare(s, progress=False, log=lambda _m: None)
+    gm, ce = Candidate("he-baseline+gm", "he-baseline", "gm"), Candidate("x", "he-baseline", "none")
+    assert baseline_settings(s, gm).defense_args == (("lam", 0.5),)
+    assert baseline_settings(s, ce).defense_args == () and baseline_settings(s, ce).defense == "none"
+    keyed = baseline_entry(ws, s, gm, 1)[0]
+    plain = dataclasses.replace(s, defense_args=())
+    assert baseline_entry(ws, plain, gm, 1)[0] != keyed
+    assert baseline_entry(ws, plain, ce, 1)[0] == baseline_entry(ws, s, ce, 1)[0]
