@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("arch", metavar="ARCH", help="reference name, named genome or genome .json")
-    p.add_argument("--reference", default=d.reference, help="reference network (attack source)")
+    p.add_argument("--reference", default=d.reference,
+                   help="reference network (attack source); a+b: an ensemble reference")
     p.add_argument("--reference-epochs", type=positive_int, default=TRAIN_CAP,
                    help="most CE epochs of the reference (trained once to its validation "
                    "plateau, cached)")
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=nonneg_int, default=d.seed,
                    help="seed of the data subsets and the reference")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--held-out", default="",
+                   help="held-out attack sources, comma-separated reference names: trained with "
+                   "CE (cached), their PGD examples of the test split are scored too")
     p.add_argument("--out", default=None, help="directory for metrics.json and weights.pt")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -135,6 +139,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         defense=args.defense,
         defense_args=tuple(sorted(defense_args(args.defense_arg, args.lam).items())),
         batch_size=args.batch_size, lr=args.lr, device=args.device, fitness_split="val",
+        held_out=tuple(n for n in args.held_out.split(",") if n),
         data_root=args.data_root, cache_dir=args.cache_dir, seed=args.data_seed)
 
 
@@ -145,7 +150,8 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train ARCH, evaluate on the test split, print a table, write ``--out``."""
-    from nas.evaluation.fitness import check_defense, evaluate_module, prepare
+    from nas.evaluation.fitness import evaluate_module, prepare
+    from nas.search.driver import check_names
 
     args = build_parser().parse_args(argv)
     if args.epochs is None and args.val_size < 1:
@@ -154,8 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         check_out_dir(args.out, "--out")  # before any training
     settings = settings_from_args(args)
-    check_defense(settings)  # fail fast on bad names and hyper-parameters
-    settings.training_recipe()  # fail fast on an unknown recipe
+    check_names(settings)  # fail fast on bad names, recipe and defense hyper-parameters
     label, factory = resolve_architecture(args.arch, dataset_info(settings.dataset))
     progress = not args.no_progress and sys.stderr.isatty()
     def log(msg: str) -> None:
@@ -178,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("status", result.status + (f" ({result.reason})" if result.reason else "")),
         ("clean acc (test)", pct(result.clean_acc)), ("adv acc (test)", pct(result.adv_acc)),
         ("fitness", pct(result.fitness)), ("fooling rate", pct(result.fooling_rate)),
+        *((f"adv acc, held-out {name}", f"{pct(acc)} (source clean {pct(ws.held_out_acc[name])})")
+          for name, acc in (result.held_out or {}).items()),
         ("reference epochs", str(ws.reference_meta.get("best_epoch", "-"))),
         ("epochs / seconds", f"{result.epochs} / {result.seconds:.1f}"),
     ]))

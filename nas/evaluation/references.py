@@ -17,8 +17,17 @@ Every builder returns a module with the model contract of docs/architecture.md: 
 - ``densenet121``: ``conv0`` becomes 3x3 stride 1 with ``C`` channels, ``pool0`` is removed.
 - ``squeezenet1_1``: first conv takes ``C`` channels with stride 1; torchvision's head
   (dropout, 1x1 conv to K, ReLU, global average pool) is ``forward_head``.
+- ``mobilenet_v3_small``: first conv takes ``C`` channels with stride 1 (28x28 -> 2x2 after
+  the four stride-2 stages); ``forward_head`` is global average pool + torchvision's classifier.
 - ``he-ref`` / ``he-baseline``: the paper's hand-engineered genomes (Appendix A) compiled by
   ``genome.compile_genome``.
+
+``a+b`` (two or more distinct registered names joined by ``+``) is an **ensemble reference**
+(:class:`ReferenceEnsemble`): its logits are the log of the mean of the members' softmax, so
+everything computed from "the reference" (the transferred PGD sets, the input gradients of
+eq. 1, the fooling rate) is computed from the ensemble, as Liu et al. (2017, "Delving into
+transferable adversarial examples") craft examples on an ensemble to make them transfer to
+networks none of its members is. Each member is trained and cached as a single reference.
 
 A reference is trained once with CE (:func:`get_reference`) and cached as one all-or-nothing
 entry (its ``state_dict`` and metadata in one file, :mod:`nas.evaluation.cache`), keyed by
@@ -40,6 +49,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from defenses import create_defense
+from defenses._ensemble import Ensemble
 from defenses.registry import Registry
 from genome.blocks import Normalize
 from nas.errors import UserError
@@ -69,9 +79,45 @@ def list_references(pattern: str = "*") -> list[str]:
     return REFERENCES.names(pattern)
 
 
+#: Joins the member names of an ensemble reference (``he-ref+mobilenet_v3_small``).
+ENSEMBLE_SEP = "+"
+
+
+def reference_members(name: str) -> list[str]:
+    """The registered names an ensemble reference ``a+b`` is made of (``[name]`` for one).
+
+    Raises:
+        UnknownName: a member is not registered.
+        UserError: a member is named twice or is empty (``a+``).
+    """
+    members = name.split(ENSEMBLE_SEP)
+    if len(members) > 1 and (len(set(members)) < len(members) or not all(members)):
+        raise UserError(f"ensemble reference {name!r} must join distinct reference names with "
+                        f"{ENSEMBLE_SEP!r} (e.g. he-ref+mobilenet_v3_small)", setting="reference")
+    for member in members:
+        REFERENCES.get(member)
+    return members
+
+
+class ReferenceEnsemble(Ensemble):
+    """An ensemble reference: log mean member softmax (:class:`defenses._ensemble.Ensemble`).
+
+    Follows the model contract except the feature methods (an ensemble has no single feature
+    map; ``tap_names`` is empty), which no use of a reference needs.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("an ensemble reference has no single feature map")
+
+
 def build_reference(name: str, info: DatasetInfo) -> nn.Module:
-    """A freshly initialised reference ``name`` for the dataset described by ``info``."""
-    return REFERENCES.get(name)(info)
+    """A freshly initialised reference ``name`` for the dataset described by ``info``
+    (a :class:`ReferenceEnsemble` of fresh members for ``a+b``)."""
+    members = reference_members(name)
+    if len(members) == 1:
+        return REFERENCES.get(name)(info)
+    return ReferenceEnsemble([REFERENCES.get(m)(info) for m in members],
+                             num_classes=info.num_classes)
 
 
 class TorchvisionNet(nn.Module):
@@ -158,6 +204,17 @@ def densenet121(info: DatasetInfo) -> TorchvisionNet:
     taps = tuple(f"features.0.denseblock{i}" for i in range(1, 5))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.classifier)
     return TorchvisionNet(info, feats, head, net.classifier.in_features, taps)
+
+
+@register_reference("mobilenet_v3_small")
+def mobilenet_v3_small(info: DatasetInfo) -> TorchvisionNet:
+    """torchvision MobileNetV3-Small with a stride-1 first conv taking ``C`` channels."""
+    net = tvm.mobilenet_v3_small(num_classes=info.num_classes)
+    net.features[0][0] = nn.Conv2d(info.input_shape[0], 16, kernel_size=3, stride=1, padding=1,
+                                   bias=False)
+    head = nn.Sequential(net.avgpool, nn.Flatten(), net.classifier)
+    return TorchvisionNet(info, net.features, head, net.classifier[0].in_features,
+                          ("features.3", "features.8", "features.12"))
 
 
 @register_reference("squeezenet1_1")
@@ -311,6 +368,10 @@ def get_reference(
     run loads it (a fresh build holding the stored tensors), so everything computed from it
     (adversarial sets, input gradients) is the same on both paths.
     """
+    members = reference_members(name)
+    if len(members) > 1:
+        return _get_ensemble(name, members, splits, cache, config=config, seed=seed,
+                             weights=weights, log=log)
     model = build_reference(name, splits.info)
     if weights:
         load_weights(model, weights)
@@ -343,3 +404,26 @@ def get_reference(
                 **_eval_accuracies(model.eval(), splits))
     save_entry(path, content, state, meta)
     return model.eval(), key, meta
+
+
+def _get_ensemble(name: str, members: list[str], splits: Splits, cache: Path, *,
+                  config: TrainConfig, seed: int, weights: str | None,
+                  log: Callable[[str], None]) -> tuple[nn.Module, str, dict[str, Any]]:
+    """An ensemble reference whose members are :func:`get_reference`'s single references
+    (each trained with CE and cached on its own, so a member is shared with any run that uses
+    it alone); its key is derived from the members' keys."""
+    if weights:
+        raise UserError(f"--reference-weights holds one network; {name!r} is an ensemble of "
+                        f"{len(members)}", setting="reference_weights")
+    model = build_reference(name, splits.info)
+    keys, metas = [], {}
+    for member, slot in zip(members, model.members, strict=True):
+        trained, key, meta = get_reference(member, splits, cache, config=config, seed=seed,
+                                           log=log)
+        slot.load_state_dict(trained.state_dict())
+        keys.append(key)
+        metas[member] = meta
+    model.eval()
+    key = f"{name}-{splits.info.name}-{digest({'members': keys})}"
+    meta = {"reference": name, "members": metas, **_eval_accuracies(model, splits)}
+    return model, key, meta

@@ -251,16 +251,19 @@ def check_names(fitness: Any) -> None:
     from nas.evaluation.attacks import ATTACKS
     from nas.evaluation.data import DATASETS
     from nas.evaluation.fitness import check_defense
-    from nas.evaluation.references import REFERENCES
+    from nas.evaluation.references import reference_members
 
     DATASETS.get(fitness.dataset)
-    REFERENCES.get(fitness.reference)
+    members = reference_members(fitness.reference)
+    if len(members) > 1 and fitness.reference_weights:
+        raise UserError(f"holds one network; {fitness.reference!r} is an ensemble of "
+                        f"{len(members)}", setting="reference_weights")
     ATTACKS.get(fitness.attack)
     for name in fitness.held_out:
-        REFERENCES.get(name)
-    if fitness.reference in fitness.held_out:
-        raise UserError(f"must not contain the reference {fitness.reference!r}",
-                        setting="held_out")
+        reference_members(name)
+        if name in members or name == fitness.reference:
+            raise UserError(f"must not contain the reference {name!r} (a held-out source is one "
+                            f"the search never sees)", setting="held_out")
     DEFENSES.get(fitness.defense)
     check_defense(fitness)
     fitness.training_recipe()  # an unknown recipe

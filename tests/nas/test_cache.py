@@ -244,7 +244,8 @@ def test_a_baseline_trains_and_is_keyed_with_the_run_defense_arguments_only_for_
     ws = prepare(s, progress=False, log=lambda _m: None)
     gm, ce = Candidate("he-baseline+gm", "he-baseline", "gm"), Candidate("x", "he-baseline", "none")
     assert baseline_settings(s, gm).defense_args == (("lam", 0.5),)
-    assert baseline_settings(s, ce).defense_args == () and baseline_settings(s, ce).defense == "none"
+    ce_settings = baseline_settings(s, ce)
+    assert ce_settings.defense_args == () and ce_settings.defense == "none"
     keyed = baseline_entry(ws, s, gm, 1)[0]
     plain = dataclasses.replace(s, defense_args=())
     assert baseline_entry(ws, plain, gm, 1)[0] != keyed

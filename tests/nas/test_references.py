@@ -12,7 +12,13 @@ from torch import nn
 from nas.errors import UserError
 from nas.evaluation.data import dataset_info
 from nas.evaluation.recipe import CPU_RECIPE
-from nas.evaluation.references import build_reference, get_reference, list_references, load_weights
+from nas.evaluation.references import (
+    build_reference,
+    get_reference,
+    list_references,
+    load_weights,
+    reference_members,
+)
 from nas.evaluation.training import TrainConfig
 
 
@@ -136,3 +142,43 @@ def test_a_cached_reference_file_loads_as_weights_and_a_mismatch_is_one_short_li
     message = str(err.value)
     assert "missing tensors" in message and "unexpected tensors" in message
     assert len(message) < 400 and "\n" not in message
+
+
+def test_an_ensemble_reference_is_its_members_each_trained_and_cached_alone(synthetic_splits,
+                                                                              tmp_path):
+    """``a+b``: the members are the single references (a member trained before is loaded, not
+    retrained), the logits are the log mean softmax of the members' and the key is new."""
+    cfg = TrainConfig(epochs=1, batch_size=100, device="cpu")
+    msgs: list[str] = []
+    single, key_a, _ = get_reference("he-ref", synthetic_splits, tmp_path, config=cfg,
+                                     log=msgs.append)
+    msgs.clear()
+    ens, key, meta = get_reference("he-ref+he-baseline", synthetic_splits, tmp_path, config=cfg,
+                                   log=msgs.append)
+    trained = [m for m in msgs if m.startswith("training reference")]
+    assert len(trained) == 1 and "he-baseline" in trained[0]  # he-ref came from the cache
+    other, key_b, _ = get_reference("he-baseline", synthetic_splits, tmp_path, config=cfg,
+                                    log=msgs.append)
+    assert key not in (key_a, key_b) and set(meta["members"]) == {"he-ref", "he-baseline"}
+    x = synthetic_splits.x_test[:8].float() / 255
+    with torch.no_grad():
+        members = torch.stack([torch.softmax(single(x), 1), torch.softmax(other(x), 1)])
+        assert torch.allclose(ens(x), members.mean(0).log(), atol=1e-5)
+    assert 0.0 <= meta["test_acc"] <= 1.0
+    again = get_reference("he-ref+he-baseline", synthetic_splits, tmp_path, config=cfg,
+                          log=msgs.append)
+    assert again[1] == key
+    with pytest.raises(UserError):
+        get_reference("he-ref+he-baseline", synthetic_splits, tmp_path, config=cfg,
+                      weights=str(tmp_path / "w.pt"))
+
+
+@pytest.mark.parametrize("name", ["he-ref+he-ref", "he-ref+", "+he-ref"])
+def test_an_ensemble_reference_joins_distinct_names(name):
+    with pytest.raises(UserError, match="distinct"):
+        reference_members(name)
+
+
+def test_an_ensemble_of_an_unknown_name_lists_the_valid_ones():
+    with pytest.raises(KeyError, match="mobilenet_v3_small"):
+        reference_members("he-ref+resnet9")
