@@ -35,6 +35,20 @@ def test_train_writes_metrics_and_weights_and_prints_a_table(tmp_path, capsys, n
     assert (out / "weights.pt").stat().st_size > 0
 
 
+def test_train_against_an_ensemble_reference_scores_the_held_out_sources(tmp_path, capsys,
+                                                                         nas_cache_dir):
+    out = tmp_path / "run"
+    argv = [a if a != "he-ref" else "he-ref+squeezenet1_1" for a in SMALL]
+    code = main(["he-ref", *argv, "--epochs", "1", "--held-out", "he-baseline", "--out",
+                 str(out), "--cache-dir", str(nas_cache_dir)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "he-ref+squeezenet1_1: clean" in text and "adv acc, held-out he-baseline" in text
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["held_out"]) == {"he-baseline"} and 0.0 <= m["held_out"]["he-baseline"] <= 1.0
+    assert m["reference_key"].startswith("he-ref+squeezenet1_1-")
+
+
 def test_defense_args_parse_json_values_else_strings():
     args = build_parser().parse_args(["he-ref", "--defense-arg", "lam=2", "--defense-arg",
                                       "mode=fast", "--defense-arg", "k=[1, 2]"])
