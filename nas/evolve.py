@@ -128,7 +128,7 @@ _FITNESS_FLAGS = [
     ("--val-size", nonneg_int, "validation images held out from training (the fitness split)"),
     ("--test-size", positive_int, "test images (final report only)"),
     ("--reference", str, "reference network: resnet34 (paper), resnet18, vgg16_bn, densenet121, "
-                         "squeezenet1_1, mobilenet_v3_small, he-ref, he-baseline; a+b: an "
+                         "squeezenet1_1, mobilenet_v3_small, lenet5, he-ref, he-baseline; a+b: an "
                          "ensemble reference (mean softmax; GM and the transferred sets use "
                          "the ensemble)"),
     ("--reference-epochs", positive_int, "most CE epochs of the reference (trained to its "

@@ -17,6 +17,10 @@ Every builder returns a module with the model contract of docs/architecture.md: 
 - ``densenet121``: ``conv0`` becomes 3x3 stride 1 with ``C`` channels, ``pool0`` is removed.
 - ``squeezenet1_1``: first conv takes ``C`` channels with stride 1; torchvision's head
   (dropout, 1x1 conv to K, ReLU, global average pool) is ``forward_head``.
+- ``lenet5``: LeCun et al. (1998) LeNet-5 with ReLU and max-pooling: conv 5x5 (6) - pool -
+  conv 5x5 (16) - pool - 120 - 84 - K; the first conv pads by 2 at 28x28 (the paper's 32x32
+  input), so both sizes reach 16x5x5 features. The cheap reference of another family (0.4
+  MMACs per 28x28 image), e.g. the second member of an ensemble reference on a CPU.
 - ``mobilenet_v3_small``: first conv takes ``C`` channels with stride 1 (28x28 -> 2x2 after
   the four stride-2 stages); ``forward_head`` is global average pool + torchvision's classifier.
 - ``he-ref`` / ``he-baseline``: the paper's hand-engineered genomes (Appendix A) compiled by
@@ -79,7 +83,7 @@ def list_references(pattern: str = "*") -> list[str]:
     return REFERENCES.names(pattern)
 
 
-#: Joins the member names of an ensemble reference (``he-ref+mobilenet_v3_small``).
+#: Joins the member names of an ensemble reference (``he-ref+lenet5``).
 ENSEMBLE_SEP = "+"
 
 
@@ -93,7 +97,7 @@ def reference_members(name: str) -> list[str]:
     members = name.split(ENSEMBLE_SEP)
     if len(members) > 1 and (len(set(members)) < len(members) or not all(members)):
         raise UserError(f"ensemble reference {name!r} must join distinct reference names with "
-                        f"{ENSEMBLE_SEP!r} (e.g. he-ref+mobilenet_v3_small)", setting="reference")
+                        f"{ENSEMBLE_SEP!r} (e.g. he-ref+lenet5)", setting="reference")
     for member in members:
         REFERENCES.get(member)
     return members
@@ -204,6 +208,20 @@ def densenet121(info: DatasetInfo) -> TorchvisionNet:
     taps = tuple(f"features.0.denseblock{i}" for i in range(1, 5))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.classifier)
     return TorchvisionNet(info, feats, head, net.classifier.in_features, taps)
+
+
+@register_reference("lenet5")
+def lenet5(info: DatasetInfo) -> TorchvisionNet:
+    """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling (module doc)."""
+    c, h, _ = info.input_shape
+    features = nn.Sequential(
+        nn.Conv2d(c, 6, kernel_size=5, padding=2 if h < 32 else 0), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2), nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2))
+    head = nn.Sequential(nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True),
+                         nn.Linear(120, 84), nn.ReLU(inplace=True),
+                         nn.Linear(84, info.num_classes))
+    return TorchvisionNet(info, features, head, 16, ("features.2", "features.5"))
 
 
 @register_reference("mobilenet_v3_small")
