@@ -103,6 +103,20 @@ def reference_members(name: str) -> list[str]:
     return members
 
 
+def check_reference(name: str, weights: str | None = None) -> list[str]:
+    """:func:`reference_members` of ``name``, refusing a weights file for an ensemble (a
+    state_dict file holds one network).
+
+    Raises:
+        UnknownName, UserError: as :func:`reference_members`; or ``weights`` with an ensemble.
+    """
+    members = reference_members(name)
+    if len(members) > 1 and weights:
+        raise UserError(f"holds one network; {name!r} is an ensemble of {len(members)}",
+                        setting="reference_weights")
+    return members
+
+
 class ReferenceEnsemble(Ensemble):
     """An ensemble reference: log mean member softmax (:class:`defenses._ensemble.Ensemble`).
 
@@ -386,10 +400,9 @@ def get_reference(
     run loads it (a fresh build holding the stored tensors), so everything computed from it
     (adversarial sets, input gradients) is the same on both paths.
     """
-    members = reference_members(name)
+    members = check_reference(name, weights)
     if len(members) > 1:
-        return _get_ensemble(name, members, splits, cache, config=config, seed=seed,
-                             weights=weights, log=log)
+        return _get_ensemble(name, members, splits, cache, config=config, seed=seed, log=log)
     model = build_reference(name, splits.info)
     if weights:
         load_weights(model, weights)
@@ -425,14 +438,11 @@ def get_reference(
 
 
 def _get_ensemble(name: str, members: list[str], splits: Splits, cache: Path, *,
-                  config: TrainConfig, seed: int, weights: str | None,
+                  config: TrainConfig, seed: int,
                   log: Callable[[str], None]) -> tuple[nn.Module, str, dict[str, Any]]:
     """An ensemble reference whose members are :func:`get_reference`'s single references
     (each trained with CE and cached on its own, so a member is shared with any run that uses
     it alone); its key is derived from the members' keys."""
-    if weights:
-        raise UserError(f"--reference-weights holds one network; {name!r} is an ensemble of "
-                        f"{len(members)}", setting="reference_weights")
     model = build_reference(name, splits.info)
     keys, metas = [], {}
     for member, slot in zip(members, model.members, strict=True):

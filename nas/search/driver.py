@@ -251,13 +251,10 @@ def check_names(fitness: Any) -> None:
     from nas.evaluation.attacks import ATTACKS
     from nas.evaluation.data import DATASETS
     from nas.evaluation.fitness import check_defense
-    from nas.evaluation.references import reference_members
+    from nas.evaluation.references import check_reference, reference_members
 
     DATASETS.get(fitness.dataset)
-    members = reference_members(fitness.reference)
-    if len(members) > 1 and fitness.reference_weights:
-        raise UserError(f"holds one network; {fitness.reference!r} is an ensemble of "
-                        f"{len(members)}", setting="reference_weights")
+    members = check_reference(fitness.reference, fitness.reference_weights)
     ATTACKS.get(fitness.attack)
     for name in fitness.held_out:
         reference_members(name)
