@@ -443,15 +443,12 @@ def _get_ensemble(name: str, members: list[str], splits: Splits, cache: Path, *,
     """An ensemble reference whose members are :func:`get_reference`'s single references
     (each trained with CE and cached on its own, so a member is shared with any run that uses
     it alone); its key is derived from the members' keys."""
-    model = build_reference(name, splits.info)
-    keys, metas = [], {}
-    for member, slot in zip(members, model.members, strict=True):
-        trained, key, meta = get_reference(member, splits, cache, config=config, seed=seed,
-                                           log=log)
-        slot.load_state_dict(trained.state_dict())
-        keys.append(key)
-        metas[member] = meta
-    model.eval()
+    trained = [get_reference(m, splits, cache, config=config, seed=seed, log=log)
+               for m in members]
+    model = ReferenceEnsemble([net for net, _, _ in trained],
+                              num_classes=splits.info.num_classes).eval()
+    keys = [key for _, key, _ in trained]
+    metas = {m: meta for m, (_, _, meta) in zip(members, trained, strict=True)}
     key = f"{name}-{splits.info.name}-{digest({'members': keys})}"
     meta = {"reference": name, "members": metas, **_eval_accuracies(model, splits)}
     return model, key, meta
