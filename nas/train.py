@@ -150,8 +150,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train ARCH, evaluate on the test split, print a table, write ``--out``."""
-    from nas.evaluation.fitness import evaluate_module, prepare
-    from nas.search.driver import check_names
+    from nas.evaluation.fitness import check_names, evaluate_module, prepare
 
     args = build_parser().parse_args(argv)
     if args.epochs is None and args.val_size < 1:

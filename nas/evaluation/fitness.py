@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from defenses import create_defense
-from nas.evaluation.attacks import AttackSettings, resolve_attack, transferred_set
+from defenses import DEFENSES, create_defense
+from nas.evaluation.attacks import ATTACKS, AttackSettings, resolve_attack, transferred_set
 from nas.evaluation.cache import (
     atomic_torch_save,
     atomic_write_text,
@@ -42,9 +42,9 @@ from nas.evaluation.cache import (
     save_entry,
     tensor_digest,
 )
-from nas.evaluation.data import Splits, cache_root, load_splits
+from nas.evaluation.data import DATASETS, Splits, cache_root, load_splits
 from nas.evaluation.recipe import Recipe, get_recipe
-from nas.evaluation.references import get_reference
+from nas.evaluation.references import check_reference, get_reference, reference_members
 from nas.evaluation.training import (
     CachedReferenceGrad,
     TrainConfig,
@@ -242,6 +242,27 @@ def check_defense(settings: FitnessSettings) -> None:
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad value for {settings.defense}: {exc}",
                         setting="defense_args") from None
+
+
+def check_names(fitness: FitnessSettings) -> None:
+    """Fail fast (before any file is written) on an unknown dataset, reference, attack,
+    defense or recipe, or a defense argument the defense does not take."""
+    from nas.errors import UserError
+
+    DATASETS.get(fitness.dataset)
+    members = check_reference(fitness.reference, fitness.reference_weights)
+    ATTACKS.get(fitness.attack)
+    for name in fitness.held_out:
+        reference_members(name)
+        if name in members or name == fitness.reference:
+            raise UserError(f"must not contain the reference {name!r} (a held-out source is one "
+                            f"the search never sees)", setting="held_out")
+    DEFENSES.get(fitness.defense)
+    check_defense(fitness)
+    fitness.training_recipe()  # an unknown recipe
+    if fitness.fitness_split not in ("val", "test"):
+        raise UserError(f"must be val or test, not {fitness.fitness_split!r}",
+                        setting="fitness_split")
 
 
 def prepare(settings: FitnessSettings, *, progress: bool = True,

@@ -41,7 +41,7 @@ from nas.search.rundir import (
     write_json,
 )
 
-__all__ = ["SearchOutcome", "Progress", "check_names", "evolve", "input_shape_of", "run_search"]
+__all__ = ["SearchOutcome", "Progress", "evolve", "input_shape_of", "run_search"]
 
 
 class Progress:
@@ -244,31 +244,6 @@ def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
     return tuple(dataset_info(cfg.fitness.dataset).input_shape)
 
 
-def check_names(fitness: Any) -> None:
-    """Fail fast (before any file is written) on an unknown dataset, reference, attack,
-    defense or recipe, or a defense argument the defense does not take."""
-    from defenses import DEFENSES
-    from nas.evaluation.attacks import ATTACKS
-    from nas.evaluation.data import DATASETS
-    from nas.evaluation.fitness import check_defense
-    from nas.evaluation.references import check_reference, reference_members
-
-    DATASETS.get(fitness.dataset)
-    members = check_reference(fitness.reference, fitness.reference_weights)
-    ATTACKS.get(fitness.attack)
-    for name in fitness.held_out:
-        reference_members(name)
-        if name in members or name == fitness.reference:
-            raise UserError(f"must not contain the reference {name!r} (a held-out source is one "
-                            f"the search never sees)", setting="held_out")
-    DEFENSES.get(fitness.defense)
-    check_defense(fitness)
-    fitness.training_recipe()  # an unknown recipe
-    if fitness.fitness_split not in ("val", "test"):
-        raise UserError(f"must be val or test, not {fitness.fitness_split!r}",
-                        setting="fitness_split")
-
-
 def default_name(cfg: EvolveConfig) -> str:
     """``<date>-<time>-<dataset>-<reference>-s<seed>``."""
     fit = cfg.fitness
@@ -321,7 +296,7 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
         UserError: bad names in the configuration, an impossible initial population, a run
             folder in use by another process, an unreachable Dask scheduler.
     """
-    from nas.evaluation.fitness import evaluate_genome, prepare
+    from nas.evaluation.fitness import check_names, evaluate_genome, prepare
 
     check_names(cfg.fitness)
     if cfg.execution.backend == "dask":
