@@ -119,6 +119,9 @@ _SEARCH_FLAGS = [
                                       "--refine-epochs)"),
     ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, "
                         "same evaluation, same number of children)"),
+    ("--init-samples", nonneg_int, "K: generation 0 trains K random genomes and keeps the s "
+                                   "fittest at spectrum distance >= d (0: s, Algorithm 1 as "
+                                   "written; each extra sample costs one child)"),
     ("--reject-margin", nonneg_float, "with --early-reject: stop a child whose fitness at a rung "
                                       "is below its threshold by more than this"),
 ]

@@ -71,6 +71,9 @@ class SearchSettings:
         reject_margin: how far below its threshold a child's fitness at a rung must be to stop it.
         inherit: a child starts from its parent's trained weights for every node the mutation
             left unchanged (op, parameters, input and output shapes); Lamarckian.
+        init_samples: 0 (Algorithm 1 line 1: s random genomes) or K >= s: generation 0 trains K
+            random genomes and the initial population is the s fittest of them at pairwise
+            spectrum distance >= d (a warm start; each extra sample costs one child).
     """
 
     population: int = 5
@@ -93,6 +96,7 @@ class SearchSettings:
     early_reject: bool = False
     reject_margin: float = 0.1
     inherit: bool = False
+    init_samples: int = 0
 
     def epochs_at(self, generation: int) -> int:
         """Training epochs of a child of ``generation`` (the initial population is generation 0)."""
@@ -112,6 +116,12 @@ class SearchSettings:
                             setting="strategy")
         if self.refine_patience < 0 or self.reject_margin < 0:
             raise UserError("refine_patience and reject_margin must be >= 0")
+        if self.init_samples and self.init_samples < self.population:
+            raise UserError(f"must be 0 or at least the population ({self.population}), not "
+                            f"{self.init_samples}", setting="init_samples")
+        if self.init_samples and self.strategy != "ga":
+            raise UserError("applies to --strategy ga only (random search samples every child)",
+                            setting="init_samples")
 
 
 #: Search strategies: the paper's Algorithm 1 and random search (a baseline at equal budget).
@@ -323,7 +333,7 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "epochs": positive_int, "epochs_step": nonneg_int, "epochs_every": positive_int,
     "refine_epochs": nonneg_int, "seed": nonneg_int, "sequential": _switch,
     "refine_patience": nonneg_int, "strategy": _text, "early_reject": _switch,
-    "reject_margin": nonneg_float, "inherit": _switch,
+    "reject_margin": nonneg_float, "inherit": _switch, "init_samples": nonneg_int,
     "max_channels": positive_int, "max_nodes": positive_int, "max_mmacs": nonneg_float,
     # execution
     "workers": positive_int, "backend": _backend, "scheduler": _optional(_text),

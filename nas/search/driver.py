@@ -109,7 +109,10 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
     search, run_dir = cfg.search, Path(cfg.run_dir)
     options = {k: v for k, v in (("strategy", search.strategy),
                                  ("early_reject", search.early_reject),
-                                 ("inherit", search.inherit)) if v not in ("ga", False)}
+                                 ("inherit", search.inherit),
+                                 ("init_samples", search.init_samples
+                                  if search.init_samples > search.population else 0))
+               if v not in ("ga", False, 0)}
     events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed,
                  **options})
     ex = cfg.execution
@@ -144,7 +147,8 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         "refine_epochs": search.refine_epochs,
         "fitness_split": getattr(cfg.fitness, "fitness_split", "val"),
     }
-    if search.strategy != "ga" or search.early_reject or search.inherit:
+    if (search.strategy != "ga" or search.early_reject or search.inherit
+            or search.init_samples > search.population):
         final["search_cost"] = search_cost(events.events)
         final["strategy"] = search.strategy
     write_json(run_dir / FINAL, final)

@@ -141,7 +141,8 @@ def nearest(population: Sequence[Child], child: Child) -> int:
 
 
 def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
-    """s random genomes with pairwise spectrum distance >= d (Algorithm 1 line 1).
+    """s random genomes with pairwise spectrum distance >= d (Algorithm 1 line 1); with
+    ``search.init_samples = K`` (a warm start), K of them.
 
     Rejection sampling: a draw is kept when it is a new architecture at distance >= d (eq. 3)
     from every genome kept so far. When that greedy pass fails (early draws can crowd out the
@@ -152,10 +153,11 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
     Raises:
         UserError: no such population found in ``200 * s`` attempts (setting ``min_distance``).
     """
+    count = max(search.population, search.init_samples)
     accepted: list[str] = []
     spectra: list[tuple[int, ...]] = []
     pool: dict[str, tuple[str, tuple[int, ...]]] = {}  # hash -> (genome, spectrum), every draw
-    for attempt in range(200 * search.population):
+    for attempt in range(200 * count):
         genome = ops.sample(draw_rng(search.seed, 0, attempt))
         spec, h = ops.spectrum(genome), ops.canonical_hash(genome)
         if h in pool:
@@ -164,14 +166,14 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
         if all(spectrum_distance(spec, s) >= search.min_distance for s in spectra):
             accepted.append(genome)
             spectra.append(spec)
-            if len(accepted) == search.population:
+            if len(accepted) == count:
                 return accepted
-    spread = farthest_point(list(pool.values()), search.population)
-    if min_pairwise(s for _, s in spread) >= search.min_distance:
+    spread = farthest_point(list(pool.values()), count)
+    if len(spread) == count and min_pairwise(s for _, s in spread) >= search.min_distance:
         return [g for g, _ in spread]
     raise UserError(
-        f"could not sample {search.population} genomes with spectrum distance >= "
-        f"{search.min_distance}; lower it or the population, or raise max_nodes",
+        f"could not sample {count} genomes with spectrum distance >= "
+        f"{search.min_distance}; lower it, the population or --init-samples, or raise max_nodes",
         setting="min_distance",
     )
 
@@ -197,8 +199,26 @@ def min_pairwise(spectra: Any) -> float:
 
 def initial_population(toolbox: base.Toolbox, search: SearchSettings, ops: GenomeOps) -> list[Any]:
     """The initial population as unevaluated individuals with ids ``g000-c000``... in order of
-    acceptance (see :func:`initial_genomes`)."""
+    acceptance (see :func:`initial_genomes`); K candidates with ``search.init_samples = K``,
+    of which :func:`select_initial` keeps s once they are trained."""
     return [make_individual(ops, g, 0, i, None) for i, g in enumerate(initial_genomes(search, ops))]
+
+
+def select_initial(candidates: Sequence[Any], search: SearchSettings) -> list[Any]:
+    """Warm start (``--init-samples K``): the s fittest of the K trained candidates whose
+    pairwise spectrum distance is >= d, taken greedily in order of fitness (the earlier
+    candidate on ties); when fewer than s are that far apart, the fittest of the rest fill the
+    population. The population keeps the candidates' generation-0 order."""
+    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].fitness.values[0])
+    kept: list[int] = []
+    for i in order:
+        if all(spectrum_distance(candidates[i].spectrum, candidates[k].spectrum)
+               >= search.min_distance for k in kept):
+            kept.append(i)
+        if len(kept) == search.population:
+            break
+    kept += [i for i in order if i not in kept][:search.population - len(kept)]
+    return [candidates[i] for i in sorted(kept)]
 
 
 def random_child(generation: int, index: int, *, ops: GenomeOps, search: SearchSettings) -> Any:
@@ -333,7 +353,8 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     """Neuroevolution with spectrum niching (paper Algorithm 1).
 
     ```
-    1:  P = {N_1..N_s}, pairwise d_spec >= d                 (initial_population + evaluate)
+    1:  P = {N_1..N_s}, pairwise d_spec >= d                 (initial_population + evaluate;
+                                                              select_initial with --init-samples)
     2:  for t = 1..g:
     3:    for each N in P:
     4:      {C_1..C_n} = mutation(N)                         (toolbox.mutate, 4-5 operators)
@@ -354,9 +375,12 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     stats, logbook = make_statistics(), tools.Logbook()
     hof = tools.HallOfFame(len(population), similar=lambda a, b: a.hash == b.hash)
     logbook.header = ["gen", "evals", "replaced", "max", "mean", "min"]
-    assign(population, toolbox.map(toolbox.evaluate, population))
-    hof.update(population)
-    logbook.record(gen=0, evals=len(population), replaced=0, **stats.compile(population))
+    candidates = list(population)
+    assign(candidates, toolbox.map(toolbox.evaluate, candidates))
+    hof.update(candidates)
+    if len(candidates) > search.population:  # --init-samples: a warm start
+        population[:] = select_initial(candidates, search)
+    logbook.record(gen=0, evals=len(candidates), replaced=0, **stats.compile(population))
     if on_generation:
         on_generation(0, population, logbook[-1])
     step = {"random": generation_random}.get(search.strategy) or (
