@@ -141,8 +141,7 @@ def nearest(population: Sequence[Child], child: Child) -> int:
 
 
 def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
-    """s random genomes with pairwise spectrum distance >= d (Algorithm 1 line 1); with
-    ``search.init_samples = K`` (a warm start), K of them.
+    """s random genomes with pairwise spectrum distance >= d (Algorithm 1 line 1).
 
     Rejection sampling: a draw is kept when it is a new architecture at distance >= d (eq. 3)
     from every genome kept so far. When that greedy pass fails (early draws can crowd out the
@@ -153,11 +152,10 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
     Raises:
         UserError: no such population found in ``200 * s`` attempts (setting ``min_distance``).
     """
-    count = max(search.population, search.init_samples)
     accepted: list[str] = []
     spectra: list[tuple[int, ...]] = []
     pool: dict[str, tuple[str, tuple[int, ...]]] = {}  # hash -> (genome, spectrum), every draw
-    for attempt in range(200 * count):
+    for attempt in range(200 * search.population):
         genome = ops.sample(draw_rng(search.seed, 0, attempt))
         spec, h = ops.spectrum(genome), ops.canonical_hash(genome)
         if h in pool:
@@ -166,14 +164,14 @@ def initial_genomes(search: SearchSettings, ops: GenomeOps) -> list[str]:
         if all(spectrum_distance(spec, s) >= search.min_distance for s in spectra):
             accepted.append(genome)
             spectra.append(spec)
-            if len(accepted) == count:
+            if len(accepted) == search.population:
                 return accepted
-    spread = farthest_point(list(pool.values()), count)
-    if len(spread) == count and min_pairwise(s for _, s in spread) >= search.min_distance:
+    spread = farthest_point(list(pool.values()), search.population)
+    if min_pairwise(s for _, s in spread) >= search.min_distance:
         return [g for g, _ in spread]
     raise UserError(
-        f"could not sample {count} genomes with spectrum distance >= "
-        f"{search.min_distance}; lower it, the population or --init-samples, or raise max_nodes",
+        f"could not sample {search.population} genomes with spectrum distance >= "
+        f"{search.min_distance}; lower it or the population, or raise max_nodes",
         setting="min_distance",
     )
 
@@ -197,11 +195,37 @@ def min_pairwise(spectra: Any) -> float:
                default=float("inf"))
 
 
+def extra_genomes(search: SearchSettings, ops: GenomeOps, first: Sequence[str]) -> list[str]:
+    """Warm start (``--init-samples K``): K - s more random genomes, new architectures (by
+    canonical hash) not among ``first``; no distance constraint (only the kept s need one).
+    Draw ``a`` uses the stream ``[seed, 0, a, 3]``.
+
+    Raises:
+        UserError: the space has fewer than K distinct architectures within ``200 * K`` draws.
+    """
+    seen = {ops.canonical_hash(g) for g in first}
+    extra: list[str] = []
+    for attempt in range(200 * search.init_samples):
+        if len(first) + len(extra) >= search.init_samples:
+            return extra
+        genome = ops.sample(np.random.default_rng([search.seed, 0, attempt, 3]))
+        h = ops.canonical_hash(genome)
+        if h not in seen:
+            seen.add(h)
+            extra.append(genome)
+    raise UserError(f"the search space has fewer than {search.init_samples} distinct "
+                    f"architectures; lower it or raise max_nodes", setting="init_samples")
+
+
 def initial_population(toolbox: base.Toolbox, search: SearchSettings, ops: GenomeOps) -> list[Any]:
     """The initial population as unevaluated individuals with ids ``g000-c000``... in order of
-    acceptance (see :func:`initial_genomes`); K candidates with ``search.init_samples = K``,
-    of which :func:`select_initial` keeps s once they are trained."""
-    return [make_individual(ops, g, 0, i, None) for i, g in enumerate(initial_genomes(search, ops))]
+    acceptance (see :func:`initial_genomes`). With ``search.init_samples = K > s`` they are
+    followed by K - s candidates of :func:`extra_genomes` (so Algorithm 1's population is among
+    the K), of which :func:`select_initial` keeps s once all are trained."""
+    genomes = initial_genomes(search, ops)
+    if search.init_samples > search.population:
+        genomes += extra_genomes(search, ops, genomes)
+    return [make_individual(ops, g, 0, i, None) for i, g in enumerate(genomes)]
 
 
 def select_initial(candidates: Sequence[Any], search: SearchSettings) -> list[Any]:

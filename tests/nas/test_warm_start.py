@@ -72,11 +72,16 @@ def test_warm_start_is_seeded_and_resumes_exactly(warm_run, tmp_path):
     assert comparable(cut) == comparable(run)
 
 
-def test_init_samples_equal_to_the_population_is_algorithm_1(tmp_path):
+def test_init_samples_equal_to_the_population_is_algorithm_1(warm_run, tmp_path):
     run_toy(tmp_path / "plain")
     run_toy(tmp_path / "same", init_samples=TOY_SEARCH["population"])
     plain, same = comparable(tmp_path / "plain"), comparable(tmp_path / "same")
     assert plain["children"] == same["children"] and plain["final"] == same["final"]
+    # the warm start's K candidates begin with Algorithm 1's population, then new architectures
+    first = {e["id"]: e["hash"] for e in child_events(tmp_path / "plain") if e["generation"] == 0}
+    warm, _, _ = generation_zero(warm_run[0])
+    assert all(warm[i]["hash"] == h for i, h in first.items())
+    assert len({e["hash"] for e in warm.values()}) == K
 
 
 @pytest.mark.parametrize("flags", [["--init-samples", "2"],
