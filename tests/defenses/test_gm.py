@@ -132,11 +132,13 @@ def test_path_takes_the_child_gradient_on_the_reference_fgsm_path_and_zero_is_eq
         x = x.detach().requires_grad_(True)  # the reference's at the clean images
         (g,) = torch.autograd.grad(F.cross_entropy(model(x), batch.y, reduction="sum"), x)
         cos = F.cosine_similarity(g.flatten(1), ref_grad(batch.x, batch.y, None).flatten(1))
-        return float(F.cross_entropy(model(batch.x), batch.y)) + float(cos.mean())
+        return (float(F.cross_entropy(model(batch.x), batch.y).detach())
+                + float(cos.mean().detach()))
 
     plain = create_defense("gm").loss(model, batch, ctx(0)).loss
     assert float(plain.detach()) == pytest.approx(by_hand(batch.x), abs=1e-5)
-    assert float(create_defense("gm", path=0.0).loss(model, batch, ctx(0)).loss) == float(plain)
+    assert float(create_defense("gm", path=0.0).loss(model, batch, ctx(0)).loss.detach()) == float(
+        plain.detach())
     r = 0.3
     t = torch.rand(len(batch.x), 1, 1, 1, generator=torch.Generator().manual_seed(7)) * r
     moved = (batch.x + t * ref_grad(batch.x, batch.y, None).sign()).clamp(0, 1)
