@@ -98,6 +98,11 @@ class SearchSettings:
     inherit: bool = False
     init_samples: int = 0
 
+    @property
+    def warm_start(self) -> bool:
+        """Whether generation 0 trains more than s candidates (``init_samples > population``)."""
+        return self.init_samples > self.population
+
     def epochs_at(self, generation: int) -> int:
         """Training epochs of a child of ``generation`` (the initial population is generation 0)."""
         steps = max(0, generation - 1) // max(1, self.epochs_every)

@@ -110,8 +110,7 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
     options = {k: v for k, v in (("strategy", search.strategy),
                                  ("early_reject", search.early_reject),
                                  ("inherit", search.inherit),
-                                 ("init_samples", search.init_samples
-                                  if search.init_samples > search.population else 0))
+                                 ("init_samples", search.init_samples if search.warm_start else 0))
                if v not in ("ga", False, 0)}
     events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed,
                  **options})
@@ -148,7 +147,7 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         "fitness_split": getattr(cfg.fitness, "fitness_split", "val"),
     }
     if (search.strategy != "ga" or search.early_reject or search.inherit
-            or search.init_samples > search.population):
+            or search.warm_start):
         final["search_cost"] = search_cost(events.events)
         final["strategy"] = search.strategy
     write_json(run_dir / FINAL, final)

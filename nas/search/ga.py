@@ -223,7 +223,7 @@ def initial_population(toolbox: base.Toolbox, search: SearchSettings, ops: Genom
     followed by K - s candidates of :func:`extra_genomes` (so Algorithm 1's population is among
     the K), of which :func:`select_initial` keeps s once all are trained."""
     genomes = initial_genomes(search, ops)
-    if search.init_samples > search.population:
+    if search.warm_start:
         genomes += extra_genomes(search, ops, genomes)
     return [make_individual(ops, g, 0, i, None) for i, g in enumerate(genomes)]
 
@@ -402,7 +402,7 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     candidates = list(population)
     assign(candidates, toolbox.map(toolbox.evaluate, candidates))
     hof.update(candidates)
-    if len(candidates) > search.population:  # --init-samples: a warm start
+    if search.warm_start:  # --init-samples
         population[:] = select_initial(candidates, search)
     logbook.record(gen=0, evals=len(candidates), replaced=0, **stats.compile(population))
     if on_generation:
