@@ -146,8 +146,7 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
         "refine_epochs": search.refine_epochs,
         "fitness_split": getattr(cfg.fitness, "fitness_split", "val"),
     }
-    if (search.strategy != "ga" or search.early_reject or search.inherit
-            or search.warm_start):
+    if options:  # a search other than Algorithm 1 as written: say what it cost
         final["search_cost"] = search_cost(events.events)
         final["strategy"] = search.strategy
     write_json(run_dir / FINAL, final)
