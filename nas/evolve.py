@@ -203,15 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, typ, text in flags:
             g.add_argument(flag, type=typ, help=f"{text} (default: {_shown(d, _key(flag))})")
         if title.startswith("search"):
-            g.add_argument("--sequential", action="store_true", default=None,
+            g.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=None,
                            help="follow Algorithm 1 line by line (children of candidate i mutate "
                            "from the current population) instead of evaluating a generation in "
                            "parallel")
-            g.add_argument("--early-reject", action="store_true", default=None,
+            g.add_argument("--early-reject", action=argparse.BooleanOptionalAction, default=None,
                            help="race each child against its replacement threshold: stop it after "
                            "1/3 or 2/3 of its epochs when its fitness is below the threshold by "
-                           "more than --reject-margin (status rejected; it never replaces)")
-            g.add_argument("--inherit", action="store_true", default=None,
+                           "more than --reject-margin (status rejected; it never replaces); on in "
+                           "--preset cpu, --no-early-reject gives Algorithm 1 as written")
+            g.add_argument("--inherit", action=argparse.BooleanOptionalAction, default=None,
                            help="a child starts from its parent's trained weights for every node "
                            "the mutation left unchanged (Lamarckian)")
     g.add_argument("--defense-arg", action="append", type=defense_arg, metavar="KEY=VALUE",

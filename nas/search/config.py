@@ -239,10 +239,11 @@ SMOKE: dict[str, Any] = {
 # >>> paper's reduced experiment (Fashion-MNIST 10,000 / 1,000 val / 1,000 test; ``--dataset
 # >>> mnist`` for MNIST), he-ref reference trained with the ``cpu`` recipe at peak lr 6e-3 (the
 # >>> he-ref measurements of docs/fitness.md, "How the cpu recipe was chosen") to its validation
-# >>> plateau, GM, Algorithm 1 as written (no early rejection, no inheritance unless asked),
-# >>> two held-out CE sources for the final table, finalists refined to their validation
-# >>> plateau. Sized from the measured step costs; the arithmetic is in docs/search.md ("The
-# >>> cpu preset"). Change them here and only here.
+# >>> plateau, GM, Algorithm 1 with early rejection (each child raced against its replacement
+# >>> threshold; ``--no-early-reject`` gives Algorithm 1 as written) for 16 generations, no
+# >>> inheritance unless asked, two held-out CE sources for the final table, finalists refined
+# >>> to their validation plateau. Sized from the measured step costs; the arithmetic is in
+# >>> docs/search.md ("The cpu preset"). Change them here and only here.
 CPU: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "train_size": 10000,
@@ -257,7 +258,8 @@ CPU: dict[str, Any] = {
     "steps": 10,
     "population": 4,
     "children": 2,
-    "generations": 8,
+    "generations": 16,
+    "early_reject": True,
     "epochs": 6,
     "epochs_step": 0,
     "refine_epochs": 30,

@@ -122,7 +122,9 @@ def test_cpu_preset_resolves_for_both_datasets():
     assert (f.reference, f.defense, f.recipe, s.strategy) == ("he-ref", "gm", "cpu", "ga")
     assert f.reference_patience > 0 and s.refine_patience > 0 and len(f.held_out) >= 2
     assert f.reference not in f.held_out
-    assert not s.early_reject and not s.inherit  # Algorithm 1 as written unless asked
+    assert s.early_reject and not s.inherit  # raced; inheritance only when asked
+    plain = resolve({"early_reject": False}, preset="cpu", config_file=None, run_dir="")
+    assert not plain.search.early_reject  # --no-early-reject: Algorithm 1 as written
     mnist = resolve({"dataset": "mnist"}, preset="cpu", config_file=None, run_dir="")
     assert mnist.fitness.dataset == "mnist" and mnist.search == s
     assert "cpu" in PRESETS
@@ -133,6 +135,9 @@ def test_options_are_flags_and_bad_values_are_user_errors():
     from nas.evolve import build_parser, flags_from_args
     from nas.search.config import resolve
 
+    off = build_parser().parse_args(["--no-early-reject", "--no-inherit"])
+    flags = flags_from_args(off)
+    assert flags["early_reject"] is False and flags["inherit"] is False
     args = build_parser().parse_args(["--early-reject", "--inherit", "--strategy", "random",
                                       "--held-out", "he-baseline,resnet18", "--refine-patience",
                                       "4"])
