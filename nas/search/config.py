@@ -67,7 +67,8 @@ class SearchSettings:
         early_reject: race each child against its replacement threshold (the fitness of its
             nearest member when it was mutated): scored on the fitness split after 1/3 and 2/3
             of its epochs, stopped with status ``rejected`` when below the threshold by more
-            than ``reject_margin``; a rejected child never replaces (docs/search.md).
+            than ``reject_margin``; a rejected child never replaces (docs/search.md). With
+            ``strategy="random"`` a sample's threshold is the population's worst fitness.
         reject_margin: how far below its threshold a child's fitness at a rung must be to stop it.
         inherit: a child starts from its parent's trained weights for every node the mutation
             left unchanged (op, parameters, input and output shapes); Lamarckian.

@@ -357,11 +357,22 @@ def generation_random(toolbox: base.Toolbox, population: list[Any], t: int,
     """Random search (``--strategy random``): s x n fresh samples of the space, evaluated as
     the GA's children are (same evaluation, same epochs); the population becomes the s best
     distinct architectures seen so far (members first on ties), so the finalists are the
-    best of the same number of evaluated children."""
+    best of the same number of evaluated children.
+
+    With early rejection each sample is raced as a GA child is, against the fitness it must
+    beat to change the outcome: that of the population's worst member (the s-th best so far).
+    A rejected sample never enters the population.
+    """
     children = [toolbox.random_child(t, i) for i in range(len(population) * search.children)]
+    if search.early_reject:
+        bar = min(float(ind.fitness.values[0]) for ind in population)
+        for child in children:
+            child.threshold = bar
     assign(children, toolbox.map(toolbox.evaluate, children))
     pool, hashes = [], set()
     for ind in list(population) + children:
+        if (ind.metrics or {}).get("status") == "rejected":
+            continue
         if ind.hash not in hashes:
             hashes.add(ind.hash)
             pool.append(ind)
@@ -394,7 +405,8 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     listing exactly (each candidate mutates from the current P).
 
     Returns:
-        The final population, the Logbook (one record per generation) and a HallOfFame.
+        The final population, the Logbook (one record per generation) and a HallOfFame (of
+        fully trained children: one stopped by early rejection has a partial fitness).
     """
     stats, logbook = make_statistics(), tools.Logbook()
     hof = tools.HallOfFame(len(population), similar=lambda a, b: a.hash == b.hash)
@@ -411,7 +423,7 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
         generation_sequential if search.sequential else generation_parallel)
     for t in range(1, search.generations + 1):
         children, replaced = step(toolbox, population, t, search)
-        hof.update(children)
+        hof.update([c for c in children if c.metrics.get("status") != "rejected"])
         logbook.record(gen=t, evals=len(children), replaced=replaced, **stats.compile(population))
         if on_generation:
             on_generation(t, population, logbook[-1])

@@ -174,3 +174,28 @@ def test_held_out_sources_score_the_finalists_on_the_test_split_only(workspace, 
              "fitness_split": "val"}
     table = final_table(final)
     assert "adv he-baseline" in table and f"{test.held_out['he-baseline']:.4f}" in table
+
+
+def test_raced_random_search_races_each_sample_against_the_worst_member(tmp_path):
+    from search_toys import RACING
+
+    run = tmp_path / "raced"
+    final = run_toy(run, strategy="random", racing=True, **RACING)
+    events, _ = read_events(run / "events.jsonl")
+    worst = {e["generation"]: e["min"] for e in events if e["type"] == "generation_finished"}
+    children = child_events(run)
+    assert len(children) == 4 + 4 * 4 * 2  # as many samples as without racing
+    raced = [e for e in children if e["generation"] > 0]
+    # the bar of generation t is the worst fitness of the population generation t - 1 left
+    assert all(e["threshold"] == pytest.approx(worst[e["generation"] - 1]) for e in raced)
+    rejected = {e["id"] for e in raced if e["metrics"]["status"] == "rejected"}
+    assert rejected and len(rejected) < len(raced)  # the toy has both kinds
+    members = {m["id"] for m in final["population"]}
+    entered = {i for e in events if e["type"] == "generation_finished" for i in e["population"]}
+    assert not rejected & entered and not rejected & members
+    # the finalists are the best distinct fully trained samples
+    full = {e["hash"]: e["metrics"]["fitness"] for e in children
+            if e["metrics"]["status"] == "ok"}
+    assert sorted((m["metrics"]["fitness"] for m in final["population"]), reverse=True) == sorted(
+        full.values(), reverse=True)[:4]
+    assert final["search_cost"]["rejected"] == len(rejected) > 0
