@@ -306,10 +306,16 @@ def reference_key(name: str, splits: Splits, training: dict[str, Any]) -> dict[s
     ``architecture`` fingerprints the parameter names and shapes, so a changed definition
     (e.g. an edited named genome) trains a new reference instead of loading a stale one;
     ``train`` is the digest of the exact training images and labels; ``training`` the whole
-    training configuration (:func:`training_fields`, with the training seed).
+    training configuration (:func:`training_fields`, with the training seed). A network
+    with dropout also keys ``dropout: "seeded"``: its masks come from the training seed since
+    :func:`nas.evaluation.training.train` seeds the global generator (entries trained before
+    then drew them from whatever state the process was in and are not reproducible).
     """
-    shapes = {k: list(v.shape) for k, v in build_reference(name, splits.info).state_dict().items()}
+    model = build_reference(name, splits.info)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
     return {"reference": name, "architecture": digest(shapes), "dataset": splits.info.name,
+            **({"dropout": "seeded"} if dropout else {}),
             "input_shape": list(splits.info.input_shape),
             "train": tensor_digest(splits.x_train, splits.y_train),
             "train_size": len(splits.y_train), "training": training, "torch": torch.__version__,

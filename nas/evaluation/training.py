@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -256,8 +257,35 @@ def train(
             would be kept (the weight average when the recipe has one); a non-empty reason
             stops training with status ``"rejected"`` (early rejection, nas.evaluation.fitness).
             It must not draw random numbers, so a run it does not stop trains exactly as without it.
+
+    Layers that draw from PyTorch's global generator while training (``nn.Dropout`` in
+    squeezenet1_1, vgg16_bn, mobilenet_v3_small) draw from it seeded by ``seed`` too, inside a
+    fork: the result depends on ``seed`` alone, not on what the process ran before, and the
+    caller's generator state is left as it was.
     """
     device = resolve_device(config.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(dropout_seed(seed))
+        return _train(factory, defense, x_train, y_train, config=config, seed=seed,
+                      num_classes=num_classes, reference_grad=reference_grad,
+                      adversary=adversary, cache_dir=cache_dir, log=log, val=val,
+                      epoch_log=epoch_log, on_epoch=on_epoch, val_label=val_label,
+                      device=device)
+
+
+def dropout_seed(seed: int) -> int:
+    """The seed of the global generator during training (its own stream, apart from the
+    initialisation's ``seed``)."""
+    return (seed * 1_000_003 + 7_919) % (2**63 - 1)
+
+
+def _train(factory: Callable[[], nn.Module], defense: Defense, x_train: torch.Tensor,
+           y_train: torch.Tensor, *, config: TrainConfig, seed: int, num_classes: int,
+           reference_grad: Callable | None, adversary: Callable | None, cache_dir: str | None,
+           log: Callable[[str], None], val: Any, epoch_log: Callable[[str], None] | None,
+           on_epoch: Callable[[nn.Module, int], str] | None, val_label: str,
+           device: torch.device) -> TrainOutcome:
+    """:func:`train` with the global generator already seeded."""
     recipe = config.recipe
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:

@@ -52,6 +52,38 @@ def test_training_learns_and_is_deterministic_per_seed(small_net_factory, synthe
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
+class DropoutNet(nn.Module):
+    """A small network whose training draws dropout masks from the global generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.drop, self.fc = nn.Linear(28 * 28, 32), nn.Dropout(0.5), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.drop(F.relu(self.fc1(x.flatten(1)))))
+
+
+def test_dropout_depends_on_the_seed_not_on_what_the_process_ran_before(synthetic_splits):
+    s = synthetic_splits
+    torch.manual_seed(123)
+    a = _train(DropoutNet, s, epochs=2)
+    torch.rand(1000)  # another global state before the next training
+    state = torch.random.get_rng_state()
+    b = _train(DropoutNet, s, epochs=2)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's state is untouched
+    c = _train(DropoutNet, s, epochs=2, seed=1)
+    assert torch.equal(a.model.fc.weight, b.model.fc.weight)
+    assert not torch.equal(a.model.fc.weight, c.model.fc.weight)
+
+
+def test_only_networks_with_dropout_change_their_reference_key(synthetic_splits):
+    from nas.evaluation.references import reference_key
+
+    training = {"epochs": 1, "seed": 0}
+    assert reference_key("squeezenet1_1", synthetic_splits, training)["dropout"] == "seeded"
+    assert "dropout" not in reference_key("he-ref", synthetic_splits, training)
+
+
 def test_non_finite_loss_is_reported_as_diverged(small_net_factory, synthetic_splits):
     out = _train(small_net_factory, synthetic_splits, defense=NanLoss())
     assert out.status == "diverged" and "non-finite" in out.reason and out.steps == 0
