@@ -69,10 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN for fewer than 3 pairs."""
+    """Spearman rank correlation (average ranks for ties); NaN for fewer than 3 pairs or a
+    constant side (no ranking to correlate)."""
     from scipy.stats import spearmanr
 
-    return float(spearmanr(a, b).statistic) if len(a) >= 3 else float("nan")
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def sample_children(n: int, seed: int, search: cfgmod.SearchSettings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -13,6 +14,7 @@ from nas.search import config as cfgmod
 def test_spearman_and_summary():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2, 3], [0.5, 0.5, 0.5]))  # a constant side: undefined
     done = {(i, e): {"clean": c, "adv": c, "fitness": c}
             for i, c in enumerate([0.1, 0.5, 0.3]) for e in (3, 12)}
     s = summary(done, (3, 12), 4)  # child 3 missing: left out
