@@ -19,6 +19,7 @@ function of the training image, so they are computed once for the whole training
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -228,6 +229,27 @@ def train_step(
     return loss.detach(), out.logs
 
 
+def dropout_seed(seed: int) -> int:
+    """The seed of the global generator during training (its own stream, apart from the
+    initialisation's ``seed``)."""
+    return (seed * 1_000_003 + 7_919) % (2**63 - 1)
+
+
+def _seeds_global_generator(fn: Callable[..., TrainOutcome]) -> Callable[..., TrainOutcome]:
+    """Run ``fn`` (:func:`train`) with PyTorch's global generator seeded by
+    :func:`dropout_seed` of its ``seed``, inside a fork that restores the caller's state."""
+
+    @functools.wraps(fn)
+    def seeded(*args: Any, config: TrainConfig, seed: int, **kwargs: Any) -> TrainOutcome:
+        device = resolve_device(config.device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(dropout_seed(seed))
+            return fn(*args, config=config, seed=seed, **kwargs)
+
+    return seeded
+
+
+@_seeds_global_generator
 def train(
     factory: Callable[[], nn.Module], defense: Defense, x_train: torch.Tensor,
     y_train: torch.Tensor, *, config: TrainConfig, seed: int, num_classes: int,
@@ -264,28 +286,6 @@ def train(
     caller's generator state is left as it was.
     """
     device = resolve_device(config.device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(dropout_seed(seed))
-        return _train(factory, defense, x_train, y_train, config=config, seed=seed,
-                      num_classes=num_classes, reference_grad=reference_grad,
-                      adversary=adversary, cache_dir=cache_dir, log=log, val=val,
-                      epoch_log=epoch_log, on_epoch=on_epoch, val_label=val_label,
-                      device=device)
-
-
-def dropout_seed(seed: int) -> int:
-    """The seed of the global generator during training (its own stream, apart from the
-    initialisation's ``seed``)."""
-    return (seed * 1_000_003 + 7_919) % (2**63 - 1)
-
-
-def _train(factory: Callable[[], nn.Module], defense: Defense, x_train: torch.Tensor,
-           y_train: torch.Tensor, *, config: TrainConfig, seed: int, num_classes: int,
-           reference_grad: Callable | None, adversary: Callable | None, cache_dir: str | None,
-           log: Callable[[str], None], val: Any, epoch_log: Callable[[str], None] | None,
-           on_epoch: Callable[[nn.Module, int], str] | None, val_label: str,
-           device: torch.device) -> TrainOutcome:
-    """:func:`train` with the global generator already seeded."""
     recipe = config.recipe
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:
