@@ -290,6 +290,12 @@ def assign(individuals: Sequence[Child], results: Sequence[dict[str, Any]]) -> N
         ind.fitness.values = (float(res["fitness"]),)
 
 
+def rejected(ind: Any) -> bool:
+    """Whether early rejection stopped ``ind`` (its fitness is that of a partly trained
+    network: it never replaces, enters the population or the hall of fame)."""
+    return (ind.metrics or {}).get("status") == "rejected"
+
+
 def select_replace(population: list[Any], child: Any, generation: int,
                    toolbox: base.Toolbox) -> bool:
     """Algorithm 1 lines 7-9: the nearest member is replaced if the child is strictly fitter.
@@ -297,7 +303,7 @@ def select_replace(population: list[Any], child: Any, generation: int,
     A child stopped by early rejection (status ``rejected``) never replaces: its fitness is
     that of a partly trained network.
     """
-    if (child.metrics or {}).get("status") == "rejected":
+    if rejected(child):
         return False
     k = nearest(population, child)
     old = population[k]
@@ -370,9 +376,7 @@ def generation_random(toolbox: base.Toolbox, population: list[Any], t: int,
             child.threshold = bar
     assign(children, toolbox.map(toolbox.evaluate, children))
     pool, hashes = [], set()
-    for ind in list(population) + children:
-        if (ind.metrics or {}).get("status") == "rejected":
-            continue
+    for ind in list(population) + [c for c in children if not rejected(c)]:
         if ind.hash not in hashes:
             hashes.add(ind.hash)
             pool.append(ind)
@@ -423,7 +427,7 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
         generation_sequential if search.sequential else generation_parallel)
     for t in range(1, search.generations + 1):
         children, replaced = step(toolbox, population, t, search)
-        hof.update([c for c in children if c.metrics.get("status") != "rejected"])
+        hof.update([c for c in children if not rejected(c)])
         logbook.record(gen=t, evals=len(children), replaced=replaced, **stats.compile(population))
         if on_generation:
             on_generation(t, population, logbook[-1])

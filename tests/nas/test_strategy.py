@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from search_toys import TOY_SEARCH, racing_fitness, run_toy, spectrum_fitness
+from search_toys import RACING, TOY_SEARCH, racing_fitness, run_toy, spectrum_fitness
 from test_resume import child_events, comparable
 
 from nas.search.rundir import read_events
@@ -177,8 +177,6 @@ def test_held_out_sources_score_the_finalists_on_the_test_split_only(workspace, 
 
 
 def test_raced_random_search_races_each_sample_against_the_worst_member(tmp_path):
-    from search_toys import RACING
-
     run = tmp_path / "raced"
     final = run_toy(run, strategy="random", racing=True, **RACING)
     events, _ = read_events(run / "events.jsonl")
