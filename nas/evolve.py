@@ -117,6 +117,9 @@ _SEARCH_FLAGS = [
     ("--refine-patience", nonneg_int, "refinement stops after this many epochs without a better "
                                       "validation fitness, keeping the best weights (0: exactly "
                                       "--refine-epochs)"),
+    ("--refine-draws", positive_int, "train each finalist this many times from independent seeds "
+                                     "and keep the draw best on validation (1: one training; "
+                                     "the report's baselines get as many)"),
     ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, "
                         "same evaluation, same number of children)"),
     ("--init-samples", nonneg_int, "K: generation 0 trains K random genomes and keeps the s "

@@ -167,6 +167,7 @@ class ChildResult:
     inherited: int | None = None
     held_out: dict[str, float] | None = None
     kept_search_weights: bool | None = None
+    draws: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; an undefined (``nan``) fooling rate is ``None`` (``null`` in JSON:
@@ -204,8 +205,10 @@ class ChildResult:
 #: threshold minus the margin), ``inherited`` (tensors taken from the parent, ``--inherit``),
 #: ``held_out`` (transferred accuracy per held-out source, test split of the finalists),
 #: ``kept_search_weights`` (a refinement kept the search's weights: they scored higher on
-#: validation than the refined ones).
-OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out", "kept_search_weights")
+#: validation than the refined ones), ``draws`` (``--refine-draws`` > 1: one record per
+#: training draw, its seed, validation fitness and kept epoch, ``"kept"`` on the one kept).
+OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out", "kept_search_weights",
+                   "draws")
 
 
 @dataclass
@@ -406,7 +409,7 @@ def evaluate_module(
     workspace: Workspace | None = None, split: str | None = None, out_dir: str | None = None,
     progress: bool = False, log: Callable[[str], None] = print, patience: int = 0,
     reject_below: float | None = None, inherited: int | None = None,
-    fallback_weights: str | None = None,
+    fallback_weights: str | None = None, draws: int = 1,
 ) -> tuple[ChildResult, nn.Module | None]:
     """Train any architecture with ``settings.defense`` and score it (eq. 4).
 
@@ -424,6 +427,14 @@ def evaluate_module(
     they score a higher validation fitness than the trained weights, they are the ones scored
     and written (``kept_search_weights``): selection on validation over both trainings, so a
     refinement never reports a finalist worse, on validation, than the search found it.
+
+    ``draws`` > 1 (``--refine-draws``; needs a validation split, not with ``reject_below``):
+    the network is trained ``draws`` times from independent seeds (initialisation, batch
+    order, augmentation) and the draw with the highest validation fitness is kept, before the
+    ``fallback_weights`` comparison. On MNIST the transferred accuracy GM gives one
+    architecture spans about 30 points with the training seed alone (docs/experiments.md), so
+    which weights are kept is a selection like the search's, made on validation. Draw 0 is
+    the single training of ``draws=1``, bit for bit.
 
     Returns the result and the trained module (``None`` when training diverged). Raises on
     programming errors; :func:`evaluate_genome` turns every exception into a ``failed`` result.
@@ -454,17 +465,39 @@ def evaluate_module(
                 return (f"fitness {min(clean, adv):.4f} after {epoch}/{epochs} epochs is below "
                         f"{reject_below:.4f} (threshold - margin)")
             return ""
-    outcome = train(factory, defense, ws.splits.x_train, ws.splits.y_train, config=config,
-                    seed=derive_seed("child", seed), num_classes=info.num_classes,
-                    reference_grad=CachedReferenceGrad(ws.reference_grads, device),
-                    adversary=_adversary(ws), cache_dir=str(cache_root(settings.cache_dir)),
-                    log=log, val=val, val_label=val_label, on_epoch=on_epoch)
+    if draws > 1 and (reject_below is not None or not len(ws.splits.y_val)):
+        raise ValueError("draws > 1 needs a validation split and no early rejection")
+    kept, kept_at, val_scores, draw_log = None, 0, None, []  # val_scores: the kept draw's
+    for draw in range(draws):
+        if draws > 1:
+            log(f"training draw {draw + 1}/{draws}")
+        outcome = train(factory, defense, ws.splits.x_train, ws.splits.y_train, config=config,
+                        seed=draw_seed(seed, draw), num_classes=info.num_classes,
+                        reference_grad=CachedReferenceGrad(ws.reference_grads, device),
+                        adversary=_adversary(ws), cache_dir=str(cache_root(settings.cache_dir)),
+                        log=log, val=val, val_label=val_label, on_epoch=on_epoch)
+        if draws == 1:
+            kept = outcome
+            break
+        record: dict[str, Any] = {"seed": draw_seed(seed, draw), "status": outcome.status,
+                                  "epochs": outcome.best_epoch or outcome.epochs}
+        draw_log.append(record)
+        if outcome.status != "ok":
+            kept = kept or outcome  # while every draw failed, the result is the failure
+            continue
+        scores = score(outcome.model, ws, "val")
+        record["val_fitness"] = min(scores[:2])
+        if val_scores is None or min(scores[:2]) > min(val_scores[:2]):
+            kept, kept_at, val_scores = outcome, draw, scores
+    for i, record in enumerate(draw_log):
+        record["kept"] = i == kept_at and val_scores is not None
+    outcome = kept
     if val is not None:
         epochs = outcome.best_epoch or outcome.epochs
     if outcome.status == "rejected":
         epochs = outcome.epochs
     extra = {"rungs": rungs if reject_below is not None else None, "reject_below": reject_below,
-             "inherited": inherited}
+             "inherited": inherited, "draws": draw_log or None}
     model = outcome.model
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, info.input_shape)
@@ -474,14 +507,13 @@ def evaluate_module(
             **extra)
         _write_outputs(out_dir, result, None, settings, split)
         return result, None
-    val_scores = None  # the kept weights' validation scores, when already measured
     if fallback_weights is not None and len(ws.splits.y_val):
         searched = defense.wrap(factory, num_classes=info.num_classes,
                                 input_shape=info.input_shape).to(next(model.parameters()).device)
         searched.load_state_dict(torch.load(fallback_weights, map_location="cpu",
                                             weights_only=True))
         searched.eval()
-        val_scores, theirs = score(model, ws, "val"), score(searched, ws, "val")
+        val_scores, theirs = val_scores or score(model, ws, "val"), score(searched, ws, "val")
         if min(theirs[:2]) > min(val_scores[:2]):
             model, val_scores, extra["kept_search_weights"] = searched, theirs, True
             log("kept the search's weights: higher validation fitness than the refined ones")
@@ -499,6 +531,12 @@ def evaluate_module(
                          **extra)
     _write_outputs(out_dir, result, model, settings, split)
     return result, model
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The training seed of draw ``draw`` of a network evaluated with ``seed``; draw 0 is the
+    seed of a single training (``draws=1``)."""
+    return derive_seed("child", seed) if draw == 0 else derive_seed("child", seed, "draw", draw)
 
 
 def rung_epochs(epochs: int) -> tuple[int, ...]:
@@ -532,7 +570,7 @@ def evaluate_genome(
     genome_json: str, *, settings: FitnessSettings, epochs: int, seed: int,
     out_dir: str | None = None, split: str | None = None, patience: int = 0,
     reject_below: float | None = None, inherit_genome: str | None = None,
-    inherit_weights: str | None = None, fallback_weights: str | None = None,
+    inherit_weights: str | None = None, fallback_weights: str | None = None, draws: int = 1,
 ) -> ChildResult:
     """Compile a genome, train it with the selected defense and score it; never raises.
 
@@ -543,7 +581,8 @@ def evaluate_genome(
     (:func:`evaluate_module`); ``inherit_genome`` / ``inherit_weights``: the parent's genome
     and trained weights, whose tensors of unchanged nodes the child starts from
     (:func:`nas.evaluation.inherit.inherited_state`); ``fallback_weights``: the search's
-    weights of a finalist, kept when better on validation (:func:`evaluate_module`).
+    weights of a finalist, kept when better on validation; ``draws``: independent trainings,
+    the best on validation kept (both :func:`evaluate_module`).
     """
     start = time.perf_counter()
     try:
@@ -572,7 +611,7 @@ def evaluate_genome(
                                     log=lambda _m: None, patience=patience,
                                     reject_below=reject_below,
                                     inherited=len(start_from) if inherit_weights else None,
-                                    fallback_weights=fallback_weights)
+                                    fallback_weights=fallback_weights, draws=draws)
         return result
     except Exception as exc:  # noqa: BLE001 - a bad child must never stop the search
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"

@@ -139,7 +139,7 @@ def compared_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[s
 
 def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
              epochs: int, log: Callable[[str], None], progress: bool,
-             patience: int = 0) -> nn.Module:
+             patience: int = 0, draws: int = 1) -> nn.Module:
     """A network trained with ``defense`` against the run's reference, cached.
 
     ``defense="none"`` with the reference's architecture is an independently initialised CE
@@ -148,14 +148,15 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     :class:`Candidate` with a genome is a finalist's architecture trained anew (its CE copy);
     a :class:`Candidate` brings its own defense (``defense`` applies to a name). ``epochs`` is
     a cap when ``patience`` > 0: training stops at the validation plateau, as the
-    run's refinement does, so a baseline gets the finalists' budget. Cached as one
+    run's refinement does, so a baseline gets the finalists' budget; ``draws`` > 1 trains it
+    that many times and keeps the draw best on validation (``--refine-draws``). Cached as one
     all-or-nothing entry keyed by the run's reference key, the digest of the training images
     and labels and the training settings (:mod:`nas.evaluation.cache`).
     """
     cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
     defense = cand.defense
     trained_with = baseline_settings(settings, cand)
-    path, content = baseline_entry(ws, settings, cand, epochs, patience)
+    path, content = baseline_entry(ws, settings, cand, epochs, patience, draws)
     factory = cand.factory(ws)
     model = factory()
     entry = load_entry(path, content, log=log)
@@ -166,10 +167,12 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
         except RuntimeError as exc:
             discard(path, f"does not fit {cand.arch} ({first_line(exc)})", log)
     cap = f"at most {epochs} epochs, patience {patience}" if patience else f"{epochs} epochs"
+    cap += f", best of {draws} draws on validation" if draws > 1 else ""
     log(f"training {cand.arch} with {defense} for {cap} (cached once)")
     result, trained = evaluate_module(factory, settings=trained_with, epochs=epochs,
                                       seed=settings.seed, workspace=ws, split="test",
-                                      progress=progress, log=log, patience=patience)
+                                      progress=progress, log=log, patience=patience,
+                                      draws=draws)
     if trained is None:
         raise UserError(f"{cand.arch} trained with {defense} diverged ({result.reason})")
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
@@ -186,10 +189,10 @@ def baseline_settings(settings: FitnessSettings, cand: Candidate) -> FitnessSett
 
 
 def baseline_entry(ws: Workspace, settings: FitnessSettings, cand: Candidate, epochs: int,
-                   patience: int = 0) -> tuple[Path, dict[str, Any]]:
+                   patience: int = 0, draws: int = 1) -> tuple[Path, dict[str, Any]]:
     """Cache file of a baseline and its key: everything that determines its training (the
     reference, the training images and labels, architecture (or genome), defense and its
-    arguments, epochs and patience, seed, batch size and the recipe)."""
+    arguments, epochs, patience and draws, seed, batch size and the recipe)."""
     defense = cand.defense
     args = baseline_settings(settings, cand).defense_args
     content = {"reference": ws.reference_key, "arch": cand.arch, "defense": defense,
@@ -199,6 +202,8 @@ def baseline_entry(ws: Workspace, settings: FitnessSettings, cand: Candidate, ep
                "train": tensor_digest(ws.splits.x_train, ws.splits.y_train)}
     if patience:
         content["patience"] = patience
+    if draws > 1:
+        content["draws"] = draws
     if cand.genome is not None:
         content["genome"] = digest({"genome": cand.genome})
     stem = "genome" if cand.genome is not None else cand.arch
@@ -254,8 +259,8 @@ def candidates(view: RunView, settings: FitnessSettings, opts: ReportOptions) ->
 
 def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epochs: int,
               device: torch.device, log: Callable[[str], None],
-              notes: list[str], *, wanted: list[Candidate], patience: int = 0
-              ) -> dict[str, nn.Module]:
+              notes: list[str], *, wanted: list[Candidate], patience: int = 0,
+              draws: int = 1) -> dict[str, nn.Module]:
     """The ``wanted`` networks: cached ones always; missing ones trained when they fit the
     time budget.
 
@@ -265,9 +270,9 @@ def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epo
     """
     left, out = opts.budget, {}
     for cand in wanted:
-        path = baseline_entry(ws, settings, cand, epochs, patience)[0]
+        path = baseline_entry(ws, settings, cand, epochs, patience, draws)[0]
         if not opts.full and not path.exists():
-            est = estimate_seconds(ws, settings, cand, epochs, device)
+            est = estimate_seconds(ws, settings, cand, epochs, device) * draws
             if est > left:
                 notes.append(f"{cand.name} ({cand.arch} trained with {cand.defense} for "
                               f"{epochs} epochs) left out: training it would take about "
@@ -276,7 +281,7 @@ def baselines(ws: Workspace, settings: FitnessSettings, opts: ReportOptions, epo
                 continue
         start = time.perf_counter()
         out[cand.name] = baseline(ws, settings, cand, cand.defense, epochs, log, opts.progress,
-                                  patience=patience)
+                                  patience=patience, draws=draws)
         left -= time.perf_counter() - start
     return out
 
@@ -328,11 +333,13 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
     epochs = opts.baseline_epochs or int(search.get("refine_epochs") or search.get("epochs") or 1)
     # the finalists' budget: the refinement's cap and patience (unless --baseline-epochs)
     patience = 0 if opts.baseline_epochs else int(search.get("refine_patience") or 0)
+    draws = 1 if opts.baseline_epochs else int(search.get("refine_draws") or 1)
     nets: dict[str, nn.Module] = {REF: ws.reference}
     skipped: list[str] = []
     with stages("baselines"):
         nets.update(baselines(ws, settings, opts, epochs, device, log, skipped,
-                              wanted=candidates(view, settings, opts), patience=patience))
+                              wanted=candidates(view, settings, opts), patience=patience,
+                              draws=draws))
     with stages("finalists"):
         nets.update(finalist_models(view, ws, opts))
         nets.update(compared_models(view, ws, opts))
@@ -348,6 +355,7 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
             data.accuracy[n] = row
     budget = (f"at most {epochs} epochs, stopping after {patience} without a better validation "
               "score (the refinement's budget)" if patience else f"{epochs} epochs")
+    budget += f", the best of {draws} training draws on validation" if draws > 1 else ""
     data.notes["transfer"] = [
         f"Test split: {len(y)} images of {settings.dataset}; reference {settings.reference} (CE, "
         f"{settings.reference_epochs} epochs; its own column is white-box). Baselines ({REF_CE}: "

@@ -391,9 +391,12 @@ class ChildEvaluator:
                              generation=gen, sub="refined")
             extra = ((("patience", self.search.refine_patience),)
                      if self.search.refine_patience else ())
+            if self.search.refine_draws > 1:
+                extra = (*extra, ("draws", self.search.refine_draws))
             searched = self.trained_weights(ind.child_id)
             if searched is not None:  # kept instead when better on validation
-                extra = tuple(sorted((*extra, ("fallback_weights", str(searched)))))
+                extra = (*extra, ("fallback_weights", str(searched)))
+            extra = tuple(sorted(extra))
             tasks.append(dataclasses.replace(task, seed=train_seed(self.search.seed, gen, slot),
                                              extra=extra))
         self._running(len(tasks))

@@ -250,3 +250,7 @@ def test_a_baseline_trains_and_is_keyed_with_the_run_defense_arguments_only_for_
     plain = dataclasses.replace(s, defense_args=())
     assert baseline_entry(ws, plain, gm, 1)[0] != keyed
     assert baseline_entry(ws, plain, ce, 1)[0] == baseline_entry(ws, s, ce, 1)[0]
+    # the refinement's budget: patience and the number of training draws change the key
+    assert len({baseline_entry(ws, s, gm, 1, patience, draws)[0]
+                for patience in (0, 5) for draws in (1, 3)}) == 4
+    assert baseline_entry(ws, s, gm, 1, 0, 1)[0] == keyed  # draws=1: the key as before

@@ -210,3 +210,37 @@ def test_refinement_keeps_the_search_weights_only_when_they_score_higher_on_vali
                                 split="test", fallback_weights=str(untrained), **quiet)
     assert better.kept_search_weights is None
     assert "kept_search_weights" not in better.to_dict()
+
+
+def test_draws_keep_the_training_best_on_validation_and_draw_0_is_the_single_training(
+        workspace, small_settings, small_net_factory, tmp_path):
+    """``draws`` (``--refine-draws``): independent trainings, the one with the highest
+    validation fitness kept and scored; the first draw is bit for bit the ``draws=1`` training."""
+    from nas.evaluation.fitness import draw_seed
+
+    quiet = {"workspace": workspace, "log": lambda _m: None, "split": "test"}
+    single, single_model = evaluate_module(small_net_factory, settings=small_settings,
+                                           epochs=4, seed=3, **quiet)
+    best, model = evaluate_module(small_net_factory, settings=small_settings, epochs=4, seed=3,
+                                  draws=3, out_dir=str(tmp_path / "drawn"), **quiet)
+    assert [d["seed"] for d in best.draws] == [draw_seed(3, i) for i in range(3)]
+    assert len({d["seed"] for d in best.draws}) == 3
+    assert best.draws[0]["val_fitness"] == pytest.approx(
+        min(score(single_model, workspace, "val")[:2]))
+    fits = [d["val_fitness"] for d in best.draws]
+    assert len(set(fits)) > 1  # the premise: the draws differ
+    kept = [i for i, d in enumerate(best.draws) if d["kept"]]
+    assert kept == [fits.index(max(fits))]
+    assert best.val_fitness == pytest.approx(max(fits))
+    assert (best.clean_acc, best.adv_acc) == score(model, workspace, "test")[:2]
+    written = torch.load(tmp_path / "drawn" / "weights.pt", weights_only=True)
+    assert all(torch.equal(written[k], v) for k, v in model.state_dict().items())
+    assert json.loads((tmp_path / "drawn" / "metrics.json").read_text())["draws"] == best.draws
+    assert single.draws is None and "draws" not in single.to_dict()
+
+
+def test_draws_need_a_validation_split_and_no_racing(workspace, small_settings,
+                                                     small_net_factory):
+    with pytest.raises(ValueError, match="validation"):
+        evaluate_module(small_net_factory, settings=small_settings, epochs=2, seed=0,
+                        workspace=workspace, draws=2, reject_below=0.5, log=lambda _m: None)

@@ -112,6 +112,43 @@ def test_refinement_offers_each_finalist_the_weights_the_search_trained(tmp_path
     assert {e["metrics"]["fallback"] for e in logged.values()} == {None}  # search children
 
 
+def drawing_fitness(genome_json: str, *, draws: int = 1, **kwargs) -> dict:
+    """:func:`weights_writing_fitness` that reports the ``draws`` it was asked for."""
+    return {**weights_writing_fitness(genome_json, **kwargs), "draws_asked": draws}
+
+
+def test_refine_draws_reach_every_finalist_and_no_search_child(tmp_path):
+    from search_toys import toy_config
+
+    from nas.search.driver import run_search
+    from nas.search.ga import genome_ops
+    from nas.search.rundir import create_run
+
+    for draws in (1, 3):
+        run = tmp_path / f"d{draws}"
+        cfg = toy_config(run, generations=1, refine_draws=draws)
+        events = create_run(run, cfg.to_dict())
+        final = run_search(cfg, ops=genome_ops(cfg.search, (1, 28, 28)),
+                           evaluate=drawing_fitness, events=events, log=lambda m: None)
+        events.close()
+        assert {m["test"]["draws_asked"] for m in final["population"]} == {draws}
+        assert {e["metrics"]["draws_asked"] for e in child_events(run)} == {1}
+
+
+def test_refine_draws_need_a_validation_split():
+    from nas.cli import UserError
+    from nas.evolve import build_parser, flags_from_args
+    from nas.search.config import resolve
+
+    args = build_parser().parse_args(["--refine-draws", "3"])
+    assert resolve(flags_from_args(args), preset="cpu", config_file=None,
+                   run_dir="").search.refine_draws == 3
+    with pytest.raises(UserError, match="refine_draws.*val_size"):
+        resolve({"refine_draws": 3, "val_size": 0}, preset="cpu", config_file=None, run_dir="")
+    with pytest.raises(UserError, match="refine_draws"):
+        resolve({"refine_draws": 0}, preset="cpu", config_file=None, run_dir="")
+
+
 def test_cpu_preset_resolves_for_both_datasets():
     from nas.search.config import PRESETS, resolve
 

@@ -35,6 +35,17 @@ def test_train_writes_metrics_and_weights_and_prints_a_table(tmp_path, capsys, n
     assert (out / "weights.pt").stat().st_size > 0
 
 
+def test_train_draws_prints_each_draw_and_keeps_one(tmp_path, capsys, nas_cache_dir):
+    out = tmp_path / "run"
+    code = main(["he-baseline", *SMALL, "--epochs", "1", "--draws", "2", "--out", str(out),
+                 "--cache-dir", str(nas_cache_dir)])
+    assert code == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "draws" in line)
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["draws"]) == 2 and sum(d["kept"] for d in m["draws"]) == 1
+    assert row.count("kept") == 1 and row.count(",") == 1
+
+
 def test_train_against_an_ensemble_reference_scores_the_held_out_sources(tmp_path, capsys,
                                                                          nas_cache_dir):
     out = tmp_path / "run"
@@ -72,6 +83,7 @@ def test_every_flag_has_help():
     (["he-ref", "--defense", "gm", "--defense-arg", "nope=1"], "--defense-arg: bad value for gm"),
     (["he-ref", "--defense", "stylized", "--defense-arg", "style_weights=/nonexistent"],
      "lacks vgg_normalised.pth, decoder.pth"),
+    (["he-ref", "--draws", "2", "--val-size", "0", "--epochs", "1"], "needs --val-size > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
     assert run(main, [*argv, "--out", str(tmp_path / "o")]) == 2
