@@ -375,15 +375,22 @@ def generation_random(toolbox: base.Toolbox, population: list[Any], t: int,
         for child in children:
             child.threshold = bar
     assign(children, toolbox.map(toolbox.evaluate, children))
-    pool, hashes = [], set()
-    for ind in list(population) + [c for c in children if not rejected(c)]:
-        if ind.hash not in hashes:
-            hashes.add(ind.hash)
-            pool.append(ind)
-    best = sorted(pool, key=lambda ind: -ind.fitness.values[0])[:len(population)]
+    best = best_distinct(list(population) + [c for c in children if not rejected(c)],
+                         len(population))
     replaced = sum(1 for ind in best if any(ind is c for c in children))
     population[:] = best
     return children, replaced
+
+
+def best_distinct(individuals: Sequence[Any], k: int) -> list[Any]:
+    """Random search's population: the ``k`` fittest distinct architectures (by canonical hash)
+    of ``individuals``, the earlier one first on ties."""
+    pool, hashes = [], set()
+    for ind in individuals:
+        if ind.hash not in hashes:
+            hashes.add(ind.hash)
+            pool.append(ind)
+    return sorted(pool, key=lambda ind: -ind.fitness.values[0])[:k]
 
 
 def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSettings,
@@ -419,7 +426,8 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     assign(candidates, toolbox.map(toolbox.evaluate, candidates))
     hof.update(candidates)
     if search.warm_start:  # --init-samples
-        population[:] = select_initial(candidates, search)
+        population[:] = (best_distinct(candidates, search.population)
+                         if search.strategy == "random" else select_initial(candidates, search))
     logbook.record(gen=0, evals=len(candidates), replaced=0, **stats.compile(population))
     if on_generation:
         on_generation(0, population, logbook[-1])

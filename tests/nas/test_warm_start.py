@@ -84,9 +84,24 @@ def test_init_samples_equal_to_the_population_is_algorithm_1(warm_run, tmp_path)
     assert len({e["hash"] for e in warm.values()}) == K
 
 
-@pytest.mark.parametrize("flags", [["--init-samples", "2"],
-                                   ["--init-samples", "8", "--strategy", "random"]])
-def test_bad_init_samples_is_one_line_exit_2(tmp_path, flags):
+def test_random_search_with_init_samples_keeps_the_fittest_of_its_k_samples(tmp_path):
+    run_toy(tmp_path / "r", init_samples=K, strategy="random")
+    gen0, kept, events = generation_zero(tmp_path / "r")
+    s = TOY_SEARCH["population"]
+    fit = {i: e["metrics"]["fitness"] for i, e in gen0.items()}
+    assert len(gen0) == K and len(kept) == s
+    # no distance rule: the s fittest of the K (earlier first on ties), whatever their spectra
+    order = sorted(gen0, key=lambda i: (-fit[i], int(i[-3:])))
+    assert sorted(kept) == sorted(order[:s])
+    # then fresh samples only, K + g*s*n in all: equal children with the GA's warm start
+    assert all(e["parent"] is None for e in child_events(tmp_path / "r"))
+    assert len(child_events(tmp_path / "r")) == K + TOY_SEARCH["generations"] * s * TOY_SEARCH[
+        "children"]
+    assert events[0]["init_samples"] == K and events[0]["strategy"] == "random"
+
+
+def test_bad_init_samples_is_one_line_exit_2(tmp_path):
+    flags = ["--init-samples", "2"]
     proc = subprocess.run([sys.executable, "-m", "nas.evolve", "--preset", "smoke",
                            "--run-dir", str(tmp_path), "--name", "x", "--population", "4", *flags],
                           capture_output=True, text=True)
