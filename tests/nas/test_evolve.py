@@ -175,3 +175,40 @@ def test_an_unreachable_dask_scheduler_leaves_no_run_behind(tmp_path, cache, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "cannot connect to Dask scheduler tcp://127.0.0.1:1" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cpu_preset_is_tuned_for_mnist_and_flags_still_win(tmp_path):
+    from nas.search.config import resolve
+
+    fmnist = resolve({}, preset="cpu", config_file=None, run_dir="r")
+    mnist = resolve({"dataset": "mnist"}, preset="cpu", config_file=None, run_dir="r")
+    assert fmnist.fitness.dataset == "fashion-mnist" and mnist.fitness.dataset == "mnist"
+    def tuned(s):
+        return s.epochs, s.init_samples, s.refine_draws
+
+    def children(s):
+        return max(s.init_samples, s.population) + s.generations * s.population * s.children
+
+    assert tuned(fmnist.search) == (6, 0, 1) and tuned(mnist.search) == (12, 36, 3)
+    # the same number of evaluated children: 4 + 16 x 8 = 36 + 12 x 8
+    assert children(fmnist.search) == children(mnist.search)
+    # the dataset from a config file selects the tuning too; a flag or the file wins over it
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"preset": "cpu", "dataset": "mnist", "refine_draws": 2}))
+    cfg = resolve({"epochs": 6}, preset=None, config_file=str(cfg_file), run_dir="r")
+    assert (cfg.search.epochs, cfg.search.init_samples, cfg.search.refine_draws) == (6, 36, 2)
+    assert resolve({"dataset": "mnist"}, preset="quick", config_file=None,
+                   run_dir="r").search.refine_draws == 1  # only the cpu preset is tuned
+
+
+def test_resume_with_the_cpu_preset_accepts_the_mnist_run_it_made(tmp_path):
+    from nas.search.config import resolve, resolve_resume
+
+    made = resolve({"dataset": "mnist", "seed": 2}, preset="cpu", config_file=None, run_dir="r")
+    # the command that made it, again, with another worker count
+    again = resolve_resume(made.to_dict(), {"dataset": "mnist", "seed": 2, "workers": 1},
+                           preset="cpu", config_file=None, run_dir="r")
+    assert again.identity() == made.identity() and again.execution.workers == 1
+    with pytest.raises(UserError, match="epochs: 12 -> 6"):
+        resolve_resume(made.to_dict(), {"dataset": "mnist", "seed": 2, "epochs": 6},
+                       preset="cpu", config_file=None, run_dir="r")

@@ -163,7 +163,10 @@ def test_cpu_preset_resolves_for_both_datasets():
     plain = resolve({"early_reject": False}, preset="cpu", config_file=None, run_dir="")
     assert not plain.search.early_reject  # --no-early-reject: Algorithm 1 as written
     mnist = resolve({"dataset": "mnist"}, preset="cpu", config_file=None, run_dir="")
-    assert mnist.fitness.dataset == "mnist" and mnist.search == s
+    assert mnist.fitness.dataset == "mnist"  # tuned for MNIST: tests/nas/test_evolve.py
+    random = resolve({"dataset": "mnist", "strategy": "random"}, preset="cpu", config_file=None,
+                     run_dir="")  # the MNIST tuning's warm start applies to random search too
+    assert random.search.strategy == "random" and random.search.init_samples == 36
     assert "cpu" in PRESETS
 
 
