@@ -438,6 +438,21 @@ def load_config_file(path: str) -> dict[str, Any]:
     return flat
 
 
+def layered(preset: str | None, from_file: dict[str, Any],
+            flags: dict[str, Any]) -> dict[str, Any]:
+    """Layers 2-4 as flat values: ``preset`` (none if ``None``) with its tuning for the dataset
+    the file or the flags give, < the config file < the flags given (``None`` entries are
+    ignored). The one place both :func:`resolve` and :func:`resolve_resume` take the order from.
+    """
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if preset is None:
+        return {**from_file, **flags}
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
+    dataset = flags.get("dataset", from_file.get("dataset"))
+    return {**preset_values(preset, dataset), **from_file, **flags}
+
+
 def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | None,
             run_dir: str) -> EvolveConfig:
     """Layer defaults < preset < config file < explicit ``flags`` into an :class:`EvolveConfig`.
@@ -453,12 +468,7 @@ def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | Non
     if file_preset is not None and (not isinstance(file_preset, str) or file_preset not in PRESETS):
         raise UserError(f"config file {config_file}: unknown preset {file_preset!r}; valid: "
                         f"{', '.join(sorted(PRESETS))}")
-    preset = preset or file_preset or "paper"
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
-    flags = {k: v for k, v in flags.items() if v is not None}
-    dataset = flags.get("dataset", from_file.get("dataset"))
-    values: dict[str, Any] = {**preset_values(preset, dataset), **from_file, **flags}
+    values = layered(preset or file_preset or "paper", from_file, flags)
     fkeys = fitness_keys()
     unknown = sorted(set(values) - SEARCH_KEYS - EXEC_KEYS - fkeys)
     if unknown:
@@ -521,17 +531,10 @@ def resolve_resume(stored: dict[str, Any], flags: dict[str, Any], *, preset: str
     from nas.search.rundir import config_diff
 
     old = from_dict(stored, run_dir=run_dir)
-    flags = {k: v for k, v in flags.items() if v is not None}
     from_file = ({k: v for k, v in load_config_file(config_file).items() if k != "preset"}
                  if config_file else {})
-    layer: dict[str, Any] = {}
-    if preset:
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
-        layer.update(preset_values(preset, flags.get("dataset", from_file.get("dataset"))))
-    layer.update(from_file)
-    layer.update(flags)
-    new = build({**flat_values(old), **layer}, run_dir=run_dir)
+    new = build({**flat_values(old), **layered(preset or None, from_file, flags)},
+                run_dir=run_dir)
     diff = config_diff(old.identity(), new.identity())
     if diff:
         raise UserError(f"{run_dir} was run with another configuration, refusing to resume "
