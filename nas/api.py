@@ -162,9 +162,8 @@ def train(arch: str, *, epochs: int | None = None, max_epochs: int = 40, patienc
     Returns:
         The metrics (``fitness``, ``clean_acc``, ``adv_acc``, ``fooling_rate``, ``status``, ...).
     """
-    from nas.evaluation.data import dataset_info
-    from nas.evaluation.fitness import FitnessSettings, check_defense, evaluate_module, prepare
-    from nas.train import resolve_architecture
+    from nas.evaluation.fitness import Budget, FitnessSettings, check_defense
+    from nas.networks import train_architecture
 
     if "defense_args" in keys:
         keys["defense_args"] = tuple(sorted(dict(keys["defense_args"]).items()))
@@ -177,9 +176,7 @@ def train(arch: str, *, epochs: int | None = None, max_epochs: int = 40, patienc
     settings.training_recipe()
     if epochs is None and settings.val_size < 1:
         raise UserError("training to the validation plateau needs val_size > 0 (or give epochs)")
-    _, factory = resolve_architecture(arch, dataset_info(settings.dataset))
-    ws = prepare(settings, progress=progress, log=log)
-    result, _ = evaluate_module(factory, settings=settings, epochs=epochs or max_epochs,
-                                seed=seed, workspace=ws, split="test", out_dir=out_dir,
-                                progress=progress, log=log, patience=0 if epochs else patience)
-    return result.to_dict()
+    budget = Budget(epochs or max_epochs, seed, patience=0 if epochs else patience)
+    trained = train_architecture(arch, settings, budget, out_dir=out_dir, progress=progress,
+                                 log=log)
+    return trained.result.to_dict()

@@ -95,8 +95,9 @@ def sample_children(n: int, seed: int, search: cfgmod.SearchSettings,
 
 def main(argv: Sequence[str] | None = None) -> int:
     from nas.evaluation.data import dataset_info
-    from nas.evaluation.fitness import evaluate_genome, prepare
+    from nas.evaluation.fitness import prepare
     from nas.search.parallel import Task, evaluate_tasks
+    from nas.search.worker import evaluate_genome
 
     args = build_parser().parse_args(argv)
     if args.children < 3 or args.factor < 2:

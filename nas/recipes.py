@@ -81,9 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from defenses import create_defense
+    from nas.evaluation.callbacks import EarlyStopping, accuracy_on, steps_per_epoch
     from nas.evaluation.data import load_splits
     from nas.evaluation.references import build_reference, list_references
-    from nas.evaluation.training import TrainConfig, predict, train
+    from nas.evaluation.training import TrainConfig, TrainData, predict, train
 
     a = build_parser().parse_args(argv)
     variants = [(text, parse_variant(text)) for text in a.variant or ["cpu"]]
@@ -98,10 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, recipe=recipe,
                               patience=a.patience, device="cpu", amp=a.amp)
             start = time.perf_counter()
+            stopping = [EarlyStopping.for_config(cfg, steps_per_epoch(len(s.y_train),
+                                                                      cfg.batch_size),
+                                                 accuracy_on(s.x_val, s.y_val))]
             out = train(lambda: build_reference(a.arch, s.info), create_defense("none"),
-                        s.x_train, s.y_train, config=cfg, seed=seed,
-                        num_classes=s.info.num_classes, log=lambda m: None,
-                        val=(s.x_val, s.y_val) if a.patience else None)
+                        TrainData(s.x_train, s.y_train, s.info.num_classes), config=cfg,
+                        seed=seed, callbacks=stopping if a.patience else (),
+                        log=lambda m: None)
             secs = time.perf_counter() - start
             val = float((predict(out.model, s.x_val) == s.y_val).float().mean())
             test = float((predict(out.model, s.x_test) == s.y_test).float().mean())

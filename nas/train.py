@@ -1,8 +1,8 @@
 """``python -m nas.train ARCH``: train one architecture with a defense and evaluate it.
 
 ARCH is a registered reference (``resnet34``, ``he-ref``, ...), a named genome or a genome
-JSON path (:func:`resolve_architecture`). The network is trained on the reduced training set
-with the selected defense against the reference, then scored on the *test* split: clean
+JSON path (:func:`nas.networks.resolve_architecture`). The network is trained on the reduced
+training set with the selected defense against the reference, then scored on the *test* split: clean
 accuracy, accuracy on the reference's transferred adversarial examples, fitness
 ``min(clean, adv)`` (paper eq. 4) and fooling rate (§4.2.2). Example (paper Table 7 rows)::
 
@@ -14,18 +14,12 @@ accuracy, accuracy on the reference's transferred adversarial examples, fitness
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
-
-from torch import nn
 
 from nas.cli import ArgumentParser, check_out_dir, defense_arg, defense_args, run
 from nas.errors import UserError
-from nas.evaluation.data import DatasetInfo, dataset_info
 from nas.values import (
     nonneg_float,
     nonneg_int,
@@ -35,33 +29,8 @@ from nas.values import (
 )
 
 #: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
-#: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
-#: (docs/experiments.md).
+#: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images.
 TRAIN_CAP = 40
-
-
-def resolve_architecture(spec: str, info: DatasetInfo) -> tuple[str, Callable[[], nn.Module]]:
-    """``(label, factory)`` for a reference name, a named genome, a genome JSON path or a
-    finalist of a run (``runs/<name>:best``, ``:<rank>``, ``:<child id>``).
-
-    The one place an ARCH string is interpreted.
-    """
-    from nas.evaluation.references import REFERENCES, build_reference
-
-    if spec in REFERENCES:
-        return spec, lambda: build_reference(spec, info)
-    from genome import compile_genome
-    from nas.reporting.runview import finalist_genome
-    from search_spaces import resolve_genome
-
-    run_genome = finalist_genome(spec)  # None unless spec is <run dir>:<selector>
-    graph = resolve_genome(str(run_genome) if run_genome else spec)
-
-    def factory() -> nn.Module:
-        return compile_genome(graph, num_classes=info.num_classes, input_shape=info.input_shape,
-                              mean=info.mean, std=info.std)
-
-    return Path(spec).stem if spec.endswith(".json") and not run_genome else spec, factory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +122,8 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train ARCH, evaluate on the test split, print a table, write ``--out``."""
-    from nas.evaluation.fitness import check_names, evaluate_module, prepare
+    from nas.evaluation.fitness import Budget, check_names
+    from nas.networks import train_architecture
 
     args = build_parser().parse_args(argv)
     if args.epochs is None and args.val_size < 1:
@@ -165,19 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out_dir(args.out, "--out")  # before any training
     settings = settings_from_args(args)
     check_names(settings)  # fail fast on bad names, recipe and defense hyper-parameters
-    label, factory = resolve_architecture(args.arch, dataset_info(settings.dataset))
     progress = not args.no_progress and sys.stderr.isatty()
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    ws = prepare(settings, progress=progress, log=log)
-    result, _ = evaluate_module(factory, settings=settings, epochs=args.epochs or args.max_epochs,
-                                seed=args.seed, workspace=ws, split="test", out_dir=args.out,
-                                progress=progress, log=log,
-                                patience=0 if args.epochs else args.patience,
-                                draws=args.draws)
-    if args.out:
-        _add_context(Path(args.out) / "metrics.json", label, ws, settings)
+    budget = Budget(args.epochs or args.max_epochs, args.seed,
+                    patience=0 if args.epochs else args.patience)
+    trained = train_architecture(args.arch, settings, budget, draws=args.draws,
+                                 out_dir=args.out, progress=progress, log=log)
+    label, result, ws = trained.label, trained.result, trained.workspace
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
     print(_table([
         ("architecture", f"{label} ({result.params:,} params)"),
@@ -197,16 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("epochs / seconds", f"{result.epochs} / {result.seconds:.1f}"),
     ]))
     return 0 if result.status == "ok" else 1
-
-
-def _add_context(path: Path, label: str, ws: Any, settings: Any) -> None:
-    """Add the architecture, reference accuracy and resolved attack to ``metrics.json``."""
-    from nas.evaluation.cache import atomic_write_text
-
-    data = json.loads(path.read_text())
-    data.update(architecture=label, reference_clean_acc=ws.reference_acc.get("test"),
-                reference_key=ws.reference_key, attack=dataclasses.asdict(ws.attack))
-    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -45,6 +46,12 @@ class DatasetInfo:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def network_args(self) -> dict[str, Any]:
+        """The keyword arguments that compile a genome for this data
+        (``compile_genome(graph, **info.network_args())``)."""
+        return {"num_classes": self.num_classes, "input_shape": self.input_shape,
+                "mean": self.mean, "std": self.std}
 
 
 @dataclass

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -42,12 +42,21 @@ from nas.evaluation.cache import (
     save_entry,
     tensor_digest,
 )
+from nas.evaluation.callbacks import (
+    Callback,
+    EarlyStopping,
+    StopBelow,
+    accuracy_on,
+    steps_per_epoch,
+)
 from nas.evaluation.data import DATASETS, Splits, cache_root, load_splits
 from nas.evaluation.recipe import Recipe, get_recipe
 from nas.evaluation.references import check_reference, get_reference, reference_members
 from nas.evaluation.training import (
     CachedReferenceGrad,
     TrainConfig,
+    TrainData,
+    TrainOutcome,
     cpu_has_native_bf16,
     predict,
     reference_gradients,
@@ -361,12 +370,25 @@ _GRAD_BATCH = 500
 
 
 @lru_cache(maxsize=2)
-def _workspace(settings: FitnessSettings) -> Workspace:
+def workspace(settings: FitnessSettings) -> Workspace:
     """Per-process memo of :func:`prepare` (loads from the cache in worker processes)."""
     return prepare(settings, progress=False, log=lambda _msg: None)
 
 
-def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, float]:
+class Scores(NamedTuple):
+    """A network's clean and transferred-adversarial accuracy and fooling rate on one split."""
+
+    clean: float
+    adv: float
+    fooling: float
+
+    @property
+    def fitness(self) -> float:
+        """Eq. 4: ``min(A_CL, A_AD)``."""
+        return min(self.clean, self.adv)
+
+
+def score(model: nn.Module, ws: Workspace, split: str) -> Scores:
     """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``.
 
     The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the
@@ -383,7 +405,7 @@ def score(model: nn.Module, ws: Workspace, split: str) -> tuple[float, float, fl
     clean_ok, adv_ok = clean_pred == y, adv_pred == y
     both = clean_ok & (ws.reference_pred[split] == y)
     fooling = fooling_rate(int((~adv_ok[both]).sum()), int(both.sum()))
-    return float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling
+    return Scores(float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling)
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -404,132 +426,127 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops()) // 2
 
 
-def evaluate_module(
-    factory: Callable[[], nn.Module], *, settings: FitnessSettings, epochs: int, seed: int,
-    workspace: Workspace | None = None, split: str | None = None, out_dir: str | None = None,
-    progress: bool = False, log: Callable[[str], None] = print, patience: int = 0,
-    reject_below: float | None = None, inherited: int | None = None,
-    fallback_weights: str | None = None, draws: int = 1,
-) -> tuple[ChildResult, nn.Module | None]:
-    """Train any architecture with ``settings.defense`` and score it (eq. 4).
+@dataclass(frozen=True)
+class Budget:
+    """How one network is trained: ``epochs`` (a cap when ``patience`` > 0), the evaluation's
+    ``seed`` (each training draw derives its own, :func:`draw_seed`), ``patience`` (early
+    stopping on the validation split, keeping the best-on-validation weights) and
+    ``reject_below`` (early rejection: the child's threshold minus the margin)."""
 
-    With ``patience`` > 0, ``epochs`` is a cap: training stops at the validation plateau and
-    keeps the best-on-validation weights (``nas.train`` without ``--epochs``); the result's
-    ``epochs`` is the epoch whose weights were kept.
+    epochs: int
+    seed: int
+    patience: int = 0
+    reject_below: float | None = None
 
-    With ``reject_below`` (early rejection: the child's threshold minus the margin), the
-    fitness on the scored split is measured at the rungs (:func:`rung_epochs`) and training
-    stops at the first rung where it is below ``reject_below``: status ``"rejected"``, the
-    fitness of that rung, ``epochs`` the epochs trained. ``inherited`` (the number of tensors
-    the factory took from the parent) is only recorded.
 
-    ``fallback_weights`` (the refinement of a finalist: the weights the search trained): when
-    they score a higher validation fitness than the trained weights, they are the ones scored
-    and written (``kept_search_weights``): selection on validation over both trainings, so a
-    refinement never reports a finalist worse, on validation, than the search found it.
+def train_data(ws: Workspace) -> TrainData:
+    """The workspace's training set with the cached reference gradients and the adversary."""
+    device = resolve_device(ws.settings.device)
+    return TrainData(ws.splits.x_train, ws.splits.y_train, ws.splits.info.num_classes,
+                     reference_grad=CachedReferenceGrad(ws.reference_grads, device),
+                     adversary=_adversary(ws), cache_dir=str(cache_root(ws.settings.cache_dir)))
 
-    ``draws`` > 1 (``--refine-draws``; needs a validation split, not with ``reject_below``):
-    the network is trained ``draws`` times from independent seeds (initialisation, batch
-    order, augmentation) and the draw with the highest validation fitness is kept, before the
-    ``fallback_weights`` comparison. On MNIST the transferred accuracy GM gives one
-    architecture spans about 30 points with the training seed alone (docs/experiments.md), so
-    which weights are kept is a selection like the search's, made on validation. Draw 0 is
-    the single training of ``draws=1``, bit for bit.
 
-    Returns the result and the trained module (``None`` when training diverged). Raises on
-    programming errors; :func:`evaluate_genome` turns every exception into a ``failed`` result.
+def train_network(factory: Callable[[], nn.Module], ws: Workspace, budget: Budget, *,
+                  split: str, draw: int = 0, progress: bool = False,
+                  log: Callable[[str], None] = print) -> tuple[TrainOutcome, list[list[float]]]:
+    """Train one network with the settings' defense for ``budget``; returns the outcome and
+    the early-rejection rungs (``[epoch, fitness]`` on ``split``).
+
+    With ``budget.patience`` the validation score is the weights' fitness (eq. 4) on the
+    validation split, the weights the fitness would pick; a plain copy (defense ``none``) is
+    stopped on its own objective, clean accuracy.
     """
-    ws = workspace or _workspace(settings)
-    split = split or settings.fitness_split
-    start = time.perf_counter()
+    settings = ws.settings
+    config = settings.child_config(budget.epochs, patience=budget.patience, progress=progress)
+    callbacks: list[Callback] = []
+    if budget.patience and len(ws.splits.y_val):
+        steps = steps_per_epoch(len(ws.splits.y_train), config.batch_size)
+        if settings.defense == "none":
+            callbacks.append(EarlyStopping.for_config(
+                config, steps, accuracy_on(ws.splits.x_val, ws.splits.y_val,
+                                           resolve_device(settings.device))))
+        else:
+            callbacks.append(EarlyStopping.for_config(
+                config, steps, lambda m: score(m, ws, "val").fitness, label="validation fitness"))
+    race = None
+    if budget.reject_below is not None:
+        race = StopBelow(lambda m: score(m, ws, split).fitness, rung_epochs(budget.epochs),
+                         budget.reject_below)
+        callbacks.append(race)
     defense = create_defense(settings.defense, **dict(settings.defense_args))
-    device = resolve_device(settings.device)
-    config = settings.child_config(epochs, patience=patience, progress=progress)
-    info = ws.splits.info
-    val: Any = None
-    val_label = "validation accuracy"
-    if patience and len(ws.splits.y_val):
-        if settings.defense == "none":  # a plain copy: its own objective, clean accuracy
-            val = (ws.splits.x_val, ws.splits.y_val)
-        else:  # a defense: the weights the fitness would pick, min(clean, transferred) (eq. 4)
-            val, val_label = (lambda m: min(score(m, ws, "val")[:2])), "validation fitness"
-    rungs: list[list[float]] = []
-    on_epoch = None
-    if reject_below is not None:
-        def on_epoch(model: nn.Module, epoch: int) -> str:
-            if epoch not in rung_epochs(epochs):
-                return ""
-            clean, adv, _ = score(model, ws, split)
-            rungs.append([epoch, min(clean, adv)])
-            if min(clean, adv) < reject_below:
-                return (f"fitness {min(clean, adv):.4f} after {epoch}/{epochs} epochs is below "
-                        f"{reject_below:.4f} (threshold - margin)")
-            return ""
-    if draws > 1 and (reject_below is not None or not len(ws.splits.y_val)):
-        raise ValueError("draws > 1 needs a validation split and no early rejection")
-    kept, kept_at, val_scores, draw_log = None, 0, None, []  # val_scores: the kept draw's
-    for draw in range(draws):
-        if draws > 1:
-            log(f"training draw {draw + 1}/{draws}")
-        outcome = train(factory, defense, ws.splits.x_train, ws.splits.y_train, config=config,
-                        seed=draw_seed(seed, draw), num_classes=info.num_classes,
-                        reference_grad=CachedReferenceGrad(ws.reference_grads, device),
-                        adversary=_adversary(ws), cache_dir=str(cache_root(settings.cache_dir)),
-                        log=log, val=val, val_label=val_label, on_epoch=on_epoch)
-        if draws == 1:
-            kept = outcome
-            break
-        record: dict[str, Any] = {"seed": draw_seed(seed, draw), "status": outcome.status,
-                                  "epochs": outcome.best_epoch or outcome.epochs}
-        draw_log.append(record)
-        if outcome.status != "ok":
-            kept = kept or outcome  # while every draw failed, the result is the failure
-            continue
-        scores = score(outcome.model, ws, "val")
-        record["val_fitness"] = min(scores[:2])
-        if val_scores is None or min(scores[:2]) > min(val_scores[:2]):
-            kept, kept_at, val_scores = outcome, draw, scores
-    for i, record in enumerate(draw_log):
-        record["kept"] = i == kept_at and val_scores is not None
-    outcome = kept
-    if val is not None:
-        epochs = outcome.best_epoch or outcome.epochs
+    outcome = train(factory, defense, train_data(ws), config=config,
+                    seed=draw_seed(budget.seed, draw), callbacks=callbacks, log=log)
+    return outcome, race.rungs if race is not None else []
+
+
+def kept_epochs(outcome: TrainOutcome, budget: Budget, ws: Workspace) -> int:
+    """The epochs a result reports: the kept epoch under early stopping, the epochs trained
+    when rejected, else the budget's."""
     if outcome.status == "rejected":
-        epochs = outcome.epochs
-    extra = {"rungs": rungs if reject_below is not None else None, "reject_below": reject_below,
-             "inherited": inherited, "draws": draw_log or None}
-    model = outcome.model
+        return outcome.epochs
+    if budget.patience and len(ws.splits.y_val):
+        return outcome.best_epoch or outcome.epochs
+    return budget.epochs
+
+
+def result_of(model: nn.Module, outcome: TrainOutcome, ws: Workspace, *, split: str,
+              epochs: int, seconds: float, val_scores: Scores | None = None,
+              **extra: Any) -> ChildResult:
+    """Score trained weights (eq. 4 on ``split``; the validation scores finalists are ranked
+    by; the held-out sources on the test split) into a :class:`ChildResult`.
+
+    ``val_scores``: the validation scores already measured for these weights (not measured
+    again). ``extra``: the optional fields (:data:`OPTIONAL_FIELDS`) of the features used.
+    """
     params = sum(p.numel() for p in model.parameters())
-    macs = count_macs(model, info.input_shape)
+    macs = count_macs(model, ws.splits.info.input_shape)
     if outcome.status not in ("ok", "rejected"):
-        result = dataclasses.replace(ChildResult.failed(
-            outcome.status, outcome.reason, epochs, time.perf_counter() - start, params, macs),
-            **extra)
-        _write_outputs(out_dir, result, None, settings, split)
-        return result, None
-    if fallback_weights is not None and len(ws.splits.y_val):
-        searched = defense.wrap(factory, num_classes=info.num_classes,
-                                input_shape=info.input_shape).to(next(model.parameters()).device)
-        searched.load_state_dict(torch.load(fallback_weights, map_location="cpu",
-                                            weights_only=True))
-        searched.eval()
-        val_scores, theirs = val_scores or score(model, ws, "val"), score(searched, ws, "val")
-        if min(theirs[:2]) > min(val_scores[:2]):
-            model, val_scores, extra["kept_search_weights"] = searched, theirs, True
-            log("kept the search's weights: higher validation fitness than the refined ones")
+        return dataclasses.replace(ChildResult.failed(
+            outcome.status, outcome.reason, epochs, seconds, params, macs), **extra)
     clean, adv, fooling = score(model, ws, split)
     val: tuple[float | None, ...] = (None, None, None)
-    if settings.fitness_split == "val" and split != "val":  # what finalists are ranked by
-        v_clean, v_adv, _ = val_scores or score(model, ws, "val")
-        val = (min(v_clean, v_adv), v_clean, v_adv)
+    if ws.settings.fitness_split == "val" and split != "val":  # what finalists are ranked by
+        v = val_scores or score(model, ws, "val")
+        val = (v.fitness, v.clean, v.adv)
     if split == "test" and ws.held_out_adv:
         y_test = ws.splits.y_test
         extra["held_out"] = {name: float((predict(model, x_adv) == y_test).float().mean())
                              for name, x_adv in ws.held_out_adv.items()}
-    result = ChildResult(min(clean, adv), clean, adv, fooling, outcome.status, outcome.reason,
-                         epochs, round(time.perf_counter() - start, 3), params, macs, *val,
-                         **extra)
-    _write_outputs(out_dir, result, model, settings, split)
+    return ChildResult(min(clean, adv), clean, adv, fooling, outcome.status, outcome.reason,
+                       epochs, round(seconds, 3), params, macs, *val, **extra)
+
+
+def evaluate_module(
+    factory: Callable[[], nn.Module], ws: Workspace, budget: Budget, *, split: str | None = None,
+    out_dir: str | None = None, progress: bool = False, log: Callable[[str], None] = print,
+    inherited: int | None = None,
+) -> tuple[ChildResult, nn.Module | None]:
+    """Train any architecture once with the settings' defense and score it (eq. 4).
+
+    With ``budget.patience`` > 0, ``epochs`` is a cap: training stops at the validation
+    plateau and keeps the best-on-validation weights; the result's ``epochs`` is the epoch
+    whose weights were kept. With ``budget.reject_below`` (early rejection), the fitness on
+    the scored split is measured at the rungs (:func:`rung_epochs`) and training stops at the
+    first rung where it is below: status ``"rejected"``, the fitness of that rung, ``epochs``
+    the epochs trained. ``inherited`` (the number of tensors the factory took from the parent)
+    is only recorded. Several draws and the refinement's choice between trainings belong to
+    the search (:mod:`nas.search.refinement`).
+
+    Returns the result and the trained module (``None`` when training diverged). Raises on
+    programming errors; :func:`nas.search.worker.evaluate_genome` turns every exception into a
+    ``failed`` result.
+    """
+    split = split or ws.settings.fitness_split
+    start = time.perf_counter()
+    outcome, rungs = train_network(factory, ws, budget, split=split, progress=progress, log=log)
+    extra = {"rungs": rungs if budget.reject_below is not None else None,
+             "reject_below": budget.reject_below, "inherited": inherited}
+    result = result_of(outcome.model, outcome, ws, split=split,
+                       epochs=kept_epochs(outcome, budget, ws),
+                       seconds=time.perf_counter() - start, **extra)
+    model = outcome.model if outcome.status in ("ok", "rejected") else None
+    write_outputs(out_dir, result, model, ws.settings, split)
     return result, model
 
 
@@ -554,8 +571,9 @@ def _adversary(ws: Workspace) -> Callable[[nn.Module, torch.Tensor, torch.Tensor
     return lambda model, x, y: run_attack(model, x, y, attack, generator)
 
 
-def _write_outputs(out_dir: str | None, result: ChildResult, model: nn.Module | None,
+def write_outputs(out_dir: str | None, result: ChildResult, model: nn.Module | None,
                    settings: FitnessSettings, split: str) -> None:
+    """``out_dir/weights.pt`` (when trained) and ``out_dir/metrics.json`` of a result."""
     if not out_dir:
         return
     out = Path(out_dir)
@@ -564,61 +582,3 @@ def _write_outputs(out_dir: str | None, result: ChildResult, model: nn.Module | 
                           out / "weights.pt")
     metrics = dict(result.to_dict(), split=split, settings=settings.to_dict())
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-
-
-def evaluate_genome(
-    genome_json: str, *, settings: FitnessSettings, epochs: int, seed: int,
-    out_dir: str | None = None, split: str | None = None, patience: int = 0,
-    reject_below: float | None = None, inherit_genome: str | None = None,
-    inherit_weights: str | None = None, fallback_weights: str | None = None, draws: int = 1,
-) -> ChildResult:
-    """Compile a genome, train it with the selected defense and score it; never raises.
-
-    Returns ``status="failed"`` (reason = one line) for any exception, ``"diverged"`` for a
-    non-finite loss; both with fitness 0. Writes ``out_dir/metrics.json`` and
-    ``out_dir/weights.pt`` when ``out_dir`` is given. ``patience``: early stopping on the
-    validation split (refinement); ``reject_below``: early rejection
-    (:func:`evaluate_module`); ``inherit_genome`` / ``inherit_weights``: the parent's genome
-    and trained weights, whose tensors of unchanged nodes the child starts from
-    (:func:`nas.evaluation.inherit.inherited_state`); ``fallback_weights``: the search's
-    weights of a finalist, kept when better on validation; ``draws``: independent trainings,
-    the best on validation kept (both :func:`evaluate_module`).
-    """
-    start = time.perf_counter()
-    try:
-        from genome import compile_genome, from_json
-
-        ws = _workspace(settings)
-        info = ws.splits.info
-        graph = from_json(genome_json)
-
-        start_from: dict[str, torch.Tensor] = {}
-        if inherit_genome is not None and inherit_weights is not None:
-            from nas.evaluation.inherit import inherited_state
-
-            start_from = inherited_state(from_json(inherit_genome), graph, torch.load(
-                inherit_weights, map_location="cpu", weights_only=True), info)
-
-        def factory() -> nn.Module:
-            net = compile_genome(graph, num_classes=info.num_classes,
-                                 input_shape=info.input_shape, mean=info.mean, std=info.std)
-            if start_from:
-                net.load_state_dict(start_from, strict=False)
-            return net
-
-        result, _ = evaluate_module(factory, settings=settings, epochs=epochs, seed=seed,
-                                    workspace=ws, split=split, out_dir=out_dir,
-                                    log=lambda _m: None, patience=patience,
-                                    reject_below=reject_below,
-                                    inherited=len(start_from) if inherit_weights else None,
-                                    fallback_weights=fallback_weights, draws=draws)
-        return result
-    except Exception as exc:  # noqa: BLE001 - a bad child must never stop the search
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-        result = ChildResult.failed("failed", reason[:300], epochs, time.perf_counter() - start)
-        try:
-            _write_outputs(out_dir, result, None, settings, split or settings.fitness_split)
-        except OSError:
-            pass
-        return result
-

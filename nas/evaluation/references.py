@@ -66,8 +66,15 @@ from nas.evaluation.cache import (
     save_entry,
     tensor_digest,
 )
+from nas.evaluation.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochLog,
+    accuracy_on,
+    steps_per_epoch,
+)
 from nas.evaluation.data import DatasetInfo, Splits
-from nas.evaluation.training import TrainConfig, predict, resolve_device, train
+from nas.evaluation.training import TrainConfig, TrainData, predict, resolve_device, train
 
 Builder = Callable[[DatasetInfo], nn.Module]
 REFERENCES: Registry[Builder] = Registry("reference")
@@ -427,11 +434,15 @@ def get_reference(
                f"{config.patience})" if use_val else f" for {config.epochs} epochs")
     log(f"training reference {name} on {splits.info.name}{plateau}, recipe "
         f"{config.recipe.name} (cached once)")
+    callbacks: list[Callback] = []
+    if use_val:
+        callbacks.append(EarlyStopping.for_config(
+            config, steps_per_epoch(len(splits.y_train), config.batch_size),
+            accuracy_on(splits.x_val, splits.y_val, resolve_device(config.device))))
+    callbacks.append(EpochLog(lambda line: log(f"reference {name}: {line}")))
     outcome = train(lambda: build_reference(name, splits.info), create_defense("none"),
-                    splits.x_train, splits.y_train, num_classes=splits.info.num_classes,
-                    config=config, seed=train_seed, log=log,
-                    val=(splits.x_val, splits.y_val) if use_val else None,
-                    epoch_log=lambda line: log(f"reference {name}: {line}"))
+                    TrainData(splits.x_train, splits.y_train, splits.info.num_classes),
+                    config=config, seed=train_seed, callbacks=callbacks, log=log)
     if outcome.status != "ok":
         raise UserError(f"reference {name} diverged while training ({outcome.reason})")
     state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}

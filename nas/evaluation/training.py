@@ -5,9 +5,9 @@ to train from a factory), ``prepare`` (once, with the uint8 training set), then 
 step, followed by ``backward`` and an optimizer step of the :class:`nas.evaluation.recipe.Recipe` in
 ``TrainConfig.recipe`` (``paper``: Adam with PyTorch defaults, constant rate, batch 128, paper
 §4). Batches are sliced from in-memory uint8 tensors with a seeded torch Generator; a
-non-finite loss stops training with status ``"diverged"``. Given a validation split and a
-``patience``, training stops when validation accuracy has not improved for ``patience``
-epochs (or at ``epochs``) and the best-on-validation weights are kept.
+non-finite loss stops training with status ``"diverged"``. Everything on top of the loop
+(early stopping, early rejection, epoch lines) is a callback the caller composes
+(:mod:`nas.evaluation.callbacks`).
 
 Reference gradients (``TrainContext.reference_grad``) are the input gradients of the
 reference's *summed* CE loss in eval mode, detached. Without augmentation they are a pure
@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from defenses.base import Batch, Defense, TrainContext
 from genome.fileio import write_atomically
 from nas.errors import UserError
 from nas.evaluation.allocator import keep_freed_memory
+from nas.evaluation.callbacks import Callback, Loop, ProgressBar, Stop, steps_per_epoch
 from nas.evaluation.double_backward import use_fast_double_backward
 from nas.evaluation.recipe import PAPER_RECIPE, Recipe, WeightAverage, random_shift
 
@@ -44,9 +44,10 @@ class TrainConfig:
     """How to train: epochs (the cap when ``patience`` > 0), batch size, recipe, early
     stopping, device, bf16 autocast, progress.
 
-    ``patience`` > 0 with a validation split passed to :func:`train`: stop once the validation
-    score (accuracy, or what the caller measures) has not improved for ``patience`` epochs
-    and keep the best weights; the learning-rate schedule always spans ``epochs``.
+    ``patience`` > 0: the caller adds early stopping
+    (:meth:`nas.evaluation.callbacks.EarlyStopping.for_config`): stop once the validation
+    score has not improved for ``patience`` epochs and keep the best weights; the
+    learning-rate schedule always spans ``epochs``.
     ``stop_when_annealed``: under a decaying schedule (one-cycle) patience may stop training
     only from the epoch where the rate has fallen below a tenth of its peak, so a run is never
     cut before the annealing that gives most of its accuracy (docs/fitness.md, "Early
@@ -61,21 +62,6 @@ class TrainConfig:
     amp: str = "auto"  # "auto" (bf16 on CUDA with bf16 support) | "bf16" | "off"
     progress: bool = False
     stop_when_annealed: bool = True
-
-
-def first_stop_epoch(recipe: Recipe, epochs: int, steps_per_epoch: int) -> int:
-    """The first epoch after which early stopping may stop a run of ``epochs`` epochs: 0 for
-    a constant rate, else the first epoch ending with the rate below a tenth of its peak
-    (after the warm-up)."""
-    if recipe.schedule == "constant":
-        return 0
-    total = epochs * steps_per_epoch
-    warm = max(1, round(recipe.warmup * total))
-    for epoch in range(1, epochs + 1):
-        step = epoch * steps_per_epoch - 1
-        if step >= warm and recipe.lr_factor(step, total) < 0.1:
-            return epoch
-    return epochs
 
 
 @dataclass
@@ -249,36 +235,41 @@ def _seeds_global_generator(fn: Callable[..., TrainOutcome]) -> Callable[..., Tr
     return seeded
 
 
+@dataclass(frozen=True)
+class TrainData:
+    """What a network trains on: the uint8 training set and what a defense may need.
+
+    ``x``: uint8 ``(N, C, H, W)``; ``y``: long ``(N,)``, on CPU. ``reference_grad`` and
+    ``adversary`` reach the defense through its :class:`TrainContext` when it declares them in
+    ``needs``; ``cache_dir`` is where a defense caches precomputed data (stylized images).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    reference_grad: Callable | None = None
+    adversary: Callable | None = None
+    cache_dir: str | None = None
+
+
 @_seeds_global_generator
 def train(
-    factory: Callable[[], nn.Module], defense: Defense, x_train: torch.Tensor,
-    y_train: torch.Tensor, *, config: TrainConfig, seed: int, num_classes: int,
-    reference_grad: Callable | None = None, adversary: Callable | None = None,
-    cache_dir: str | None = None, log: Callable[[str], None] = print,
-    val: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], float] | None = None,
-    epoch_log: Callable[[str], None] | None = None,
-    on_epoch: Callable[[nn.Module, int], str] | None = None,
-    val_label: str = "validation accuracy",
+    factory: Callable[[], nn.Module], defense: Defense, data: TrainData, *,
+    config: TrainConfig, seed: int, callbacks: Sequence[Callback] = (),
+    log: Callable[[str], None] = print,
 ) -> TrainOutcome:
-    """Build (``defense.wrap``) and train a module with ``defense`` on a uint8 training set.
+    """Build (``defense.wrap``) and train a module with ``defense`` for ``config.epochs``.
 
     Args:
-        factory: returns a fresh child network (the model contract of docs/architecture.md).
-        defense: the training objective; ``reference_grad`` / ``adversary`` are passed to it
-            through the :class:`TrainContext` when it declares them in ``needs``.
-        x_train: uint8 (N, C, H, W); y_train: long (N,), on CPU.
-        config: epochs, batch size, recipe, early stopping, device, autocast, progress bar.
+        factory: returns a fresh network (the model contract of docs/architecture.md).
+        defense: the training objective.
+        data: the training set and what the defense needs.
+        config: epochs, batch size, recipe, device, autocast, progress bar.
         seed: seeds parameter initialisation, the batch order and the augmentation (one
             torch Generator).
-        val: for early stopping (``config.patience``): the validation split (uint8 images,
-            labels; scored by accuracy) or a function scoring the model (higher is better).
-        val_label: what ``val`` measures, for the log lines.
-        epoch_log: receives one line after every epoch (mean loss, validation accuracy when
-            ``val`` is given, elapsed time, the most time left under the epoch cap).
-        on_epoch: ``(model, epoch) -> reason`` called after every epoch with the weights that
-            would be kept (the weight average when the recipe has one); a non-empty reason
-            stops training with status ``"rejected"`` (early rejection, nas.evaluation.fitness).
-            It must not draw random numbers, so a run it does not stop trains exactly as without it.
+        callbacks: the features on top of the loop, in order (early stopping, early
+            rejection, epoch lines: :mod:`nas.evaluation.callbacks`); a progress bar is added
+            when ``config.progress``.
 
     Layers that draw from PyTorch's global generator while training (``nn.Dropout`` in
     squeezenet1_1, vgg16_bn, mobilenet_v3_small) draw from it seeded by ``seed`` too, inside a
@@ -290,36 +281,29 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:
         torch.manual_seed(seed)  # seed it inside a fork so the caller's state is untouched
-        model = build_training_model(defense, factory, num_classes=num_classes,
-                                     input_shape=tuple(x_train.shape[1:]), device=device)
+        model = build_training_model(defense, factory, num_classes=data.num_classes,
+                                     input_shape=tuple(data.x.shape[1:]), device=device)
     ctx = build_context(defense, device=device, generator=generator,
-                        reference_grad=reference_grad, adversary=adversary,
-                        cache_dir=cache_dir, log=log)
+                        reference_grad=data.reference_grad, adversary=data.adversary,
+                        cache_dir=data.cache_dir, log=log)
     ctx.label_smoothing = recipe.label_smoothing
-    defense.prepare(x_train, y_train, ctx)
+    defense.prepare(data.x, data.y, ctx)
     shift = recipe.shift if augmentable(defense, ctx) else 0
     if recipe.shift and not shift:
         log(f"recipe {recipe.name}: no input shifts for {defense.name} (it looks up "
             "precomputed per-image data: cached reference gradients or stylized images)")
-    n_batches = math.ceil(len(x_train) / config.batch_size) * config.epochs
+    n_batches = steps_per_epoch(len(data.x), config.batch_size) * config.epochs
     optimizer = recipe.optimizer_for(model.parameters())
     scheduler = recipe.scheduler_for(optimizer, n_batches)
-    average = WeightAverage(model, recipe.ema) if recipe.ema else None
-    stopper = None
-    if config.patience and val is not None:
-        per_epoch = math.ceil(len(x_train) / config.batch_size)
-        first = (first_stop_epoch(recipe, config.epochs, per_epoch)
-                 if config.stop_when_annealed else 0)
-        stopper = _EarlyStopping(config.patience, val, device, val_label, first)
-    amp = _autocast(device, config.amp)
-    outcome, start = TrainOutcome(model=model), time.perf_counter()
-    epoch_loss, epoch_steps = 0.0, 0
+    callbacks = [*callbacks, *([ProgressBar(n_batches)] if config.progress else [])]
+    loop = Loop(model=model, outcome=TrainOutcome(model=model), epochs=config.epochs,
+                average=WeightAverage(model, recipe.ema) if recipe.ema else None, log=log)
+    amp, start = _autocast(device, config.amp), time.perf_counter()
     model.train()
-    bar = tqdm(total=n_batches, desc="train", disable=not config.progress, leave=False)
-    x_dev, y_dev = x_train.to(device), y_train.to(device)
+    x_dev, y_dev = data.x.to(device), data.y.to(device)
     for epoch in range(config.epochs):
-        ctx.epoch = epoch
-        for idx in torch.randperm(len(x_train), generator=generator).split(config.batch_size):
+        ctx.epoch, total, steps = epoch, 0.0, 0
+        for idx in torch.randperm(len(data.x), generator=generator).split(config.batch_size):
             idx_dev = idx.to(device)
             x = x_dev[idx_dev].float().div_(255.0)  # (B, C, H, W)
             if shift:
@@ -327,63 +311,49 @@ def train(
             batch = Batch(x=to_training_layout(x), y=y_dev[idx_dev], index=idx_dev)
             loss, logs = train_step(model, defense, optimizer, batch, ctx, amp)
             if not torch.isfinite(loss):
-                outcome.status, outcome.reason = "diverged", f"non-finite loss at step {ctx.step}"
-                bar.close()
-                outcome.seconds = time.perf_counter() - start
-                return outcome
+                return _diverged(loop, callbacks, f"non-finite loss at step {ctx.step}", start)
             if scheduler is not None:
                 scheduler.step()
-            if average is not None:
-                average.update(model)
-            ctx.step += 1
-            epoch_loss, epoch_steps = epoch_loss + float(loss), epoch_steps + 1
-            outcome.logs = logs
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
-        outcome.epochs = epoch + 1
-        stop = stopper is not None and stopper.after_epoch(model, average, epoch + 1)
-        if epoch_log is not None:
-            epoch_log(_epoch_line(epoch + 1, config.epochs, epoch_loss / max(1, epoch_steps),
-                                  stopper, time.perf_counter() - start))
-        epoch_loss, epoch_steps = 0.0, 0
-        if stop:
+            if loop.average is not None:
+                loop.average.update(model)
+            ctx.step, total, steps = ctx.step + 1, total + float(loss), steps + 1
+            loop.outcome.logs = logs
+            for cb in callbacks:
+                cb.on_step(loop, float(loss))
+        loop.outcome.epochs = loop.epoch = epoch + 1
+        loop.epoch_loss, loop.elapsed = total / max(1, steps), time.perf_counter() - start
+        loop.metrics = {}
+        stop = _end_epoch(loop, callbacks)
+        if stop is not None:
+            if stop.status != "ok":
+                loop.outcome.status, loop.outcome.reason = stop.status, stop.reason
             break
-        if on_epoch is not None and epoch + 1 < config.epochs:
-            reason = _call_on_averaged(on_epoch, model, average, epoch + 1)
-            if reason:
-                outcome.status, outcome.reason = "rejected", reason
-                break
-    bar.close()
-    if average is not None:
-        model.load_state_dict(average.averaged())
-    if stopper is not None:
-        stopper.restore(model)
-        outcome.best_epoch, outcome.val_acc = stopper.best_epoch, stopper.best
-        log(f"early stopping: {outcome.epochs} epochs run, kept epoch {stopper.best_epoch} "
-            f"({stopper.label} {stopper.best:.4f})")
-    outcome.steps, outcome.seconds = ctx.step, time.perf_counter() - start
+    if loop.average is not None:
+        model.load_state_dict(loop.average.averaged())
+    for cb in callbacks:
+        cb.on_train_end(loop)
+    loop.outcome.steps, loop.outcome.seconds = ctx.step, time.perf_counter() - start
     model.eval()
-    return outcome
+    return loop.outcome
 
 
-def _epoch_line(epoch: int, cap: int, loss: float, stopper: _EarlyStopping | None,
-                elapsed: float) -> str:
-    """``epoch 3/8: loss 0.512, validation accuracy 0.8730, 41 s, at most 1:49 left``."""
-    left = elapsed / epoch * (cap - epoch)
-    val = f", {stopper.label} {stopper.last:.4f}" if stopper is not None else ""
-    return (f"epoch {epoch}/{cap}: loss {loss:.3f}{val}, {elapsed:.0f} s, at most "
-            f"{int(left // 60)}:{int(left % 60):02d} left")
-def _call_on_averaged(fn: Callable[[nn.Module, int], str], model: nn.Module,
-                      average: WeightAverage | None, epoch: int) -> str:
-    """``fn(model, epoch)`` with the averaged weights loaded (the live ones restored after)."""
-    if average is None:
-        return fn(model, epoch)
-    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(average.averaged())
-    try:
-        return fn(model, epoch)
-    finally:
-        model.load_state_dict(live)
+def _end_epoch(loop: Loop, callbacks: Sequence[Callback]) -> Stop | None:
+    """Every callback's end of epoch, in order; after a stop, only the observers."""
+    stop = None
+    for cb in callbacks:
+        if stop is None or cb.observer:
+            asked = cb.on_epoch_end(loop)
+            stop = stop or asked
+    return stop
+
+
+def _diverged(loop: Loop, callbacks: Sequence[Callback], reason: str,
+              start: float) -> TrainOutcome:
+    loop.outcome.status, loop.outcome.reason = "diverged", reason
+    for cb in callbacks:
+        cb.on_train_end(loop)
+    loop.outcome.seconds = time.perf_counter() - start
+    return loop.outcome
 
 
 def augmentable(defense: Defense, ctx: TrainContext) -> bool:
@@ -393,42 +363,6 @@ def augmentable(defense: Defense, ctx: TrainContext) -> bool:
         return False
     return not ("reference_grad" in defense.needs
                 and isinstance(ctx.reference_grad, CachedReferenceGrad))
-
-
-class _EarlyStopping:
-    """The validation score after every epoch; remembers the best weights (CPU copy).
-
-    Patience may stop training only after epoch ``first`` (:func:`first_stop_epoch`)."""
-
-    def __init__(self, patience: int,
-                 val: tuple[torch.Tensor, torch.Tensor] | Callable[[nn.Module], float],
-                 device: torch.device, label: str = "validation accuracy",
-                 first: int = 0) -> None:
-        if callable(val):
-            self.measure = val
-        else:
-            x, y = val
-            self.measure = lambda m: float((predict(m, x, device=device) == y).float().mean())
-        self.patience, self.label, self.first = patience, label, first
-        self.best, self.best_epoch, self.state, self.last = -1.0, 0, None, -1.0
-
-    def after_epoch(self, model: nn.Module, average: WeightAverage | None, epoch: int) -> bool:
-        """Record this epoch; ``True`` when training should stop."""
-        if average is not None:
-            live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(average.averaged())
-        acc = float(self.measure(model))
-        self.last = acc
-        if acc > self.best:
-            self.best, self.best_epoch = acc, epoch
-            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if average is not None:
-            model.load_state_dict(live)
-        return epoch >= self.first and epoch - self.best_epoch >= self.patience
-
-    def restore(self, model: nn.Module) -> None:
-        if self.state is not None:
-            model.load_state_dict(self.state)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from nas.errors import UserError
 from nas.evaluation.attacks import resolve_attack
 from nas.evaluation.cache import digest, discard, first_line, load_entry, save_entry, tensor_digest
 from nas.evaluation.data import cache_root
-from nas.evaluation.fitness import FitnessSettings, Workspace, evaluate_module, prepare
+from nas.evaluation.fitness import Budget, FitnessSettings, Workspace, prepare
 from nas.evaluation.references import build_reference, get_reference, load_weights
 from nas.evaluation.training import resolve_device
 from nas.evaluation.transfer import accuracy, fooling_rates, transfer_matrix
@@ -36,6 +36,7 @@ from nas.reporting import plots
 from nas.reporting.ig import compare_maps
 from nas.reporting.options import ATTACKS, PAPER_SOURCES, ReportData, ReportOptions
 from nas.reporting.runview import RunView, child_files, load_run
+from nas.search.refinement import refine_network
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 #: A step of a defense with double backpropagation (GM) costs about this many CE steps
@@ -169,10 +170,9 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     cap = f"at most {epochs} epochs, patience {patience}" if patience else f"{epochs} epochs"
     cap += f", best of {draws} draws on validation" if draws > 1 else ""
     log(f"training {cand.arch} with {defense} for {cap} (cached once)")
-    result, trained = evaluate_module(factory, settings=trained_with, epochs=epochs,
-                                      seed=settings.seed, workspace=ws, split="test",
-                                      progress=progress, log=log, patience=patience,
-                                      draws=draws)
+    own = dataclasses.replace(ws, settings=trained_with)
+    result, trained = refine_network(factory, own, Budget(epochs, settings.seed, patience),
+                                     draws=draws, split="test", progress=progress, log=log)
     if trained is None:
         raise UserError(f"{cand.arch} trained with {defense} diverged ({result.reason})")
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}

@@ -195,9 +195,10 @@ def check_rejected(run_dir: str | Path, sample: int, *, seed: int = 0, workers: 
     import random
     import tempfile
 
-    from nas.evaluation.fitness import FitnessSettings, evaluate_genome
+    from nas.evaluation.fitness import FitnessSettings
     from nas.search.parallel import Task, evaluate_tasks, inheritance_args
     from nas.search.rundir import load_config, read_events
+    from nas.search.worker import evaluate_genome
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
@@ -298,7 +299,8 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
         UserError: bad names in the configuration, an impossible initial population, a run
             folder in use by another process, an unreachable Dask scheduler.
     """
-    from nas.evaluation.fitness import check_names, evaluate_genome, prepare
+    from nas.evaluation.fitness import check_names, prepare
+    from nas.search.worker import evaluate_genome
 
     check_names(cfg.fitness)
     if cfg.execution.backend == "dask":

@@ -1,0 +1,110 @@
+"""Refinement of the finalists: several training draws and the choice between trainings.
+
+The one-child evaluator (:func:`nas.evaluation.fitness.evaluate_module`) trains a network
+once. Choosing between trainings is selection, the search's business, and lives here:
+
+- ``draws`` > 1 (``--refine-draws``): the network is trained ``draws`` times from
+  independent seeds (initialisation, batch order, augmentation) and the draw with the highest
+  validation fitness is kept. The transferred accuracy GM gives one architecture moves a lot
+  with the training seed alone (docs/results.md), so which weights are kept is a selection
+  like the search's, made on validation. Draw 0 is the single training, bit for bit.
+- ``fallback_weights`` (the weights the search trained for the finalist): when they score a
+  higher validation fitness than the refined ones they are the ones scored and written
+  (``kept_search_weights``), so a refinement never reports a finalist worse, on validation,
+  than the search found it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from defenses import create_defense
+from nas.evaluation.fitness import (
+    Budget,
+    ChildResult,
+    Scores,
+    Workspace,
+    draw_seed,
+    kept_epochs,
+    result_of,
+    score,
+    train_network,
+    write_outputs,
+)
+from nas.evaluation.training import TrainOutcome
+
+
+def refine_network(
+    factory: Callable[[], nn.Module], ws: Workspace, budget: Budget, *, draws: int = 1,
+    fallback_weights: str | None = None, split: str = "test", out_dir: str | None = None,
+    progress: bool = False, log: Callable[[str], None] = print,
+) -> tuple[ChildResult, nn.Module | None]:
+    """Train a network ``draws`` times, keep the draw best on validation, compare it with
+    ``fallback_weights`` and score the kept weights on ``split`` (see the module docstring).
+
+    Needs a validation split for ``draws`` > 1. Returns the result (``draws``: one record per
+    draw, its seed, validation fitness and kept epoch, ``"kept"`` on the one kept) and the
+    kept module (``None`` when every draw diverged).
+    """
+    if draws > 1 and (budget.reject_below is not None or not len(ws.splits.y_val)):
+        raise ValueError("draws > 1 needs a validation split and no early rejection")
+    start = time.perf_counter()
+    outcome, val_scores, draw_log = best_draw(factory, ws, budget, draws=draws, split=split,
+                                              progress=progress, log=log)
+    extra: dict[str, Any] = {"draws": draw_log or None}
+    model = outcome.model
+    trained = outcome.status in ("ok", "rejected")
+    if trained and fallback_weights is not None and len(ws.splits.y_val):
+        searched = _load_searched(factory, ws, fallback_weights, model)
+        val_scores, theirs = val_scores or score(model, ws, "val"), score(searched, ws, "val")
+        if theirs.fitness > val_scores.fitness:
+            model, val_scores, extra["kept_search_weights"] = searched, theirs, True
+            log("kept the search's weights: higher validation fitness than the refined ones")
+    result = result_of(model, outcome, ws, split=split, epochs=kept_epochs(outcome, budget, ws),
+                       seconds=time.perf_counter() - start, val_scores=val_scores, **extra)
+    write_outputs(out_dir, result, model if trained else None, ws.settings, split)
+    return result, model if trained else None
+
+
+def best_draw(factory: Callable[[], nn.Module], ws: Workspace, budget: Budget, *, draws: int,
+              split: str, progress: bool, log: Callable[[str], None],
+              ) -> tuple[TrainOutcome, Scores | None, list[dict[str, Any]]]:
+    """The draw with the highest validation fitness, its validation scores and one record
+    per draw (none for a single draw, which is not scored here)."""
+    kept, kept_at, val_scores, draw_log = None, 0, None, []
+    for draw in range(draws):
+        if draws > 1:
+            log(f"training draw {draw + 1}/{draws}")
+        outcome, _ = train_network(factory, ws, budget, split=split, draw=draw,
+                                   progress=progress, log=log)
+        if draws == 1:
+            return outcome, None, []
+        record: dict[str, Any] = {"seed": draw_seed(budget.seed, draw), "status": outcome.status,
+                                  "epochs": outcome.best_epoch or outcome.epochs}
+        draw_log.append(record)
+        if outcome.status != "ok":
+            kept = kept or outcome  # while every draw failed, the result is the failure
+            continue
+        scores = score(outcome.model, ws, "val")
+        record["val_fitness"] = scores.fitness
+        if val_scores is None or scores.fitness > val_scores.fitness:
+            kept, kept_at, val_scores = outcome, draw, scores
+    for i, record in enumerate(draw_log):
+        record["kept"] = i == kept_at and val_scores is not None
+    return kept, val_scores, draw_log
+
+
+def _load_searched(factory: Callable[[], nn.Module], ws: Workspace, path: str,
+                   like: nn.Module) -> nn.Module:
+    """The search's trained weights of a finalist, in the module its defense trains."""
+    settings, info = ws.settings, ws.splits.info
+    defense = create_defense(settings.defense, **dict(settings.defense_args))
+    searched = defense.wrap(factory, num_classes=info.num_classes, input_shape=info.input_shape)
+    searched = searched.to(next(like.parameters()).device)
+    searched.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return searched.eval()
