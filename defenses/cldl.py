@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses._ensemble import Ensemble, build_members, combine_logits, input_gradients
+from defenses.ensemble import Ensemble, build_members, combine_logits, input_gradients
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
 from defenses.registry import register_defense
 

@@ -1,7 +1,8 @@
 """The Python API: the same searches, runs, exports and trainings as the commands, for notebooks
-and scripts. The commands are thin wrappers over the same functions (``nas.evolve`` ->
-:func:`nas.search.driver.evolve`, ``nas.export`` -> ``export_run``, ``nas.train`` ->
-``evaluate_module``).
+and scripts. The commands are thin wrappers over the same library functions (``nas.evolve`` ->
+:func:`nas.search.driver.evolve`, ``nas.export`` -> :func:`nas.reporting.exporting.export_run`,
+``nas.report`` -> :func:`nas.reporting.build.build_report`, ``nas.train`` ->
+:func:`nas.networks.train_architecture`); this module imports no command.
 
 Example (the ``smoke`` preset: synthetic data, seconds)::
 
@@ -134,7 +135,7 @@ class Run:
 
         ``which``: ``"best"``, ``"all"`` (the final population), ``"front"`` or child ids.
         """
-        from nas.export import export_run
+        from nas.reporting.exporting import export_run
 
         if which == "all":
             return export_run(self.path, out, all_=True, onnx=onnx)
@@ -143,6 +144,26 @@ class Run:
         ids = [self.best["id"]] if which == "best" else [which] if isinstance(which, str) \
             else list(which)
         return export_run(self.path, out, ids=ids, onnx=onnx)
+
+
+    def report(self, out: str | Path | None = None, *, models: bool = True,
+               log: Callable[[str], None] = _silent, **options: Any) -> Path:
+        """Write the run's HTML report (as ``python -m nas.report``) and return the page.
+
+        ``out``: the page's folder (default ``<run>/report``); ``models=False`` leaves out
+        every section that needs a network (seconds); ``options``: the fields of
+        :class:`nas.reporting.options.ReportOptions` (``ig_images``, ``baselines``, ``full``,
+        ``compare``, ...).
+        """
+        from nas.reporting.build import build_report
+        from nas.reporting.options import ReportOptions
+
+        try:
+            opts = ReportOptions(run_dir=str(self.path), out=str(out or self.path / "report"),
+                                 **options)
+        except TypeError as exc:
+            raise UserError(f"invalid report options: {exc}") from None
+        return build_report(opts, models=models, log=log)
 
 
 def train(arch: str, *, epochs: int | None = None, max_epochs: int = 40, patience: int = 10,

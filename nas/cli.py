@@ -60,22 +60,6 @@ def defense_args(pairs: Sequence[tuple[str, Any]] | None, lam: float | None) -> 
     return out
 
 
-def check_out_dir(path: Any, flag: str = "--out") -> None:
-    """Raise :class:`UserError` when ``path`` cannot become a folder (it, or a parent, is a file).
-
-    Called before any work, so a bad ``--out`` costs nothing (no training, no half-written files).
-    """
-    from pathlib import Path
-
-    path = Path(path)
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                what = "is a file" if folder == path else f"is inside {folder}, a file"
-                raise UserError(f"{flag} {path} {what}; it must be a folder")
-            return
-
-
 # ------------------------------------------------------------------------------------ running
 
 

@@ -18,9 +18,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from nas.cli import ArgumentParser, check_out_dir, defense_arg, defense_args, run
+from nas.cli import ArgumentParser, defense_arg, defense_args, run
 from nas.errors import UserError
 from nas.values import (
+    check_out_dir,
     nonneg_float,
     nonneg_int,
     positive_float,
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.draws > 1 and args.val_size < 1:
         raise UserError("--draws keeps the draw best on validation: needs --val-size > 0")
     if args.out:
-        check_out_dir(args.out, "--out")  # before any training
+        check_out_dir(args.out)  # before any training
     settings = settings_from_args(args)
     check_names(settings)  # fail fast on bad names, recipe and defense hyper-parameters
     progress = not args.no_progress and sys.stderr.isatty()

@@ -101,3 +101,23 @@ def unit_float(value: Any) -> float:
     if not 0.0 <= out <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value!r}")
     return out
+
+
+def check_out_dir(path: Any, setting: str = "out") -> None:
+    """Raise :class:`nas.errors.UserError` when ``path`` cannot become a folder (it, or a
+    parent, is a file).
+
+    Called before any work, so a bad output folder costs nothing (no training, no
+    half-written files).
+    """
+    from pathlib import Path
+
+    from nas.errors import UserError
+
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == path else f"is inside {folder}, a file"
+                raise UserError(f"{path} {what}; it must be a folder", setting=setting)
+            return

@@ -237,6 +237,12 @@ class Workspace:
     held_out_adv: dict[str, torch.Tensor] = field(default_factory=dict)  # source -> test set
     held_out_acc: dict[str, float] = field(default_factory=dict)  # source -> test clean accuracy
 
+    def trained_with(self, settings: FitnessSettings) -> Workspace:
+        """The same prepared artefacts for networks trained under other training settings
+        (the defense and its arguments, recipe, rate: a baseline); the data, reference and
+        attack stay this workspace's."""
+        return dataclasses.replace(self, settings=settings)
+
 
 def attack_settings(settings: FitnessSettings) -> AttackSettings:
     """The resolved attack of ``settings`` (per-dataset defaults filled in)."""

@@ -53,7 +53,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from defenses import create_defense
-from defenses._ensemble import Ensemble
+from defenses.ensemble import Ensemble
 from defenses.registry import Registry
 from genome.blocks import Normalize
 from nas.errors import UserError
@@ -125,7 +125,7 @@ def check_reference(name: str, weights: str | None = None) -> list[str]:
 
 
 class ReferenceEnsemble(Ensemble):
-    """An ensemble reference: log mean member softmax (:class:`defenses._ensemble.Ensemble`).
+    """An ensemble reference: log mean member softmax (:class:`defenses.ensemble.Ensemble`).
 
     Follows the model contract except the feature methods (an ensemble has no single feature
     map; ``tap_names`` is empty), which no use of a reference needs.

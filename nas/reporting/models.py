@@ -170,9 +170,9 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     cap = f"at most {epochs} epochs, patience {patience}" if patience else f"{epochs} epochs"
     cap += f", best of {draws} draws on validation" if draws > 1 else ""
     log(f"training {cand.arch} with {defense} for {cap} (cached once)")
-    own = dataclasses.replace(ws, settings=trained_with)
-    result, trained = refine_network(factory, own, Budget(epochs, settings.seed, patience),
-                                     draws=draws, split="test", progress=progress, log=log)
+    result, trained = refine_network(factory, ws.trained_with(trained_with),
+                                     Budget(epochs, settings.seed, patience), draws=draws,
+                                     split="test", progress=progress, log=log)
     if trained is None:
         raise UserError(f"{cand.arch} trained with {defense} diverged ({result.reason})")
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from defenses import create_defense
-from defenses._ensemble import Ensemble
+from defenses.ensemble import Ensemble
 from defenses.base import Batch
 from defenses.ncen import loss_cos, loss_norm
 

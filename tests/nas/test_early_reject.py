@@ -14,8 +14,9 @@ import pytest
 from search_toys import RACING, run_toy
 from test_resume import child_events, comparable
 
-from nas.evaluation.fitness import evaluate_genome, rung_epochs
+from nas.evaluation.fitness import rung_epochs
 from nas.search.rundir import read_events
+from nas.search.worker import evaluate_genome
 
 TOYS = Path(__file__).with_name("search_toys.py")
 

@@ -10,7 +10,8 @@ from search_toys import run_toy
 import genome as gn
 from nas.cli import run
 from nas.evaluation.data import dataset_info
-from nas.export import main, module_name
+from nas.export import main
+from nas.reporting.exporting import module_name
 from nas.search.rundir import read_events
 
 

@@ -10,13 +10,15 @@ import torch
 from torch import nn
 
 from nas.evaluation.fitness import (
+    Budget,
     ChildResult,
     FitnessSettings,
-    evaluate_genome,
     evaluate_module,
     prepare,
     score,
 )
+from nas.search.refinement import refine_network
+from nas.search.worker import evaluate_genome
 
 
 def test_settings_and_result_round_trip_through_json():
@@ -112,8 +114,7 @@ def test_evaluate_genome_trains_scores_and_writes_files(workspace, small_setting
     from genome import compile_genome
 
     info = workspace.splits.info
-    fresh = compile_genome(named_genome("he-baseline"), num_classes=10,
-                           input_shape=info.input_shape, mean=info.mean, std=info.std)
+    fresh = compile_genome(named_genome("he-baseline"), **info.network_args())
     fresh.load_state_dict(torch.load(out / "weights.pt", weights_only=True))  # strict: fits
     assert sum(p.numel() for p in fresh.parameters()) == r.params
     assert not list(out.glob("*.tmp*")) and not list(out.glob(".*tmp*"))
@@ -135,8 +136,8 @@ def test_bad_children_never_raise(workspace, small_settings, tmp_path):
 def test_evaluate_module_scores_any_architecture_on_a_chosen_split(workspace, small_settings,
                                                                   small_net_factory):
     plain = dataclasses.replace(small_settings, defense="none")
-    r, model = evaluate_module(small_net_factory, settings=plain, epochs=1, seed=0,
-                               workspace=workspace, split="test", log=lambda m: None)
+    r, model = evaluate_module(small_net_factory, workspace.trained_with(plain), Budget(1, 0),
+                               split="test", log=lambda m: None)
     assert r.status == "ok" and isinstance(model, nn.Module)
     assert r.fitness == pytest.approx(min(r.clean_acc, r.adv_acc))
 
@@ -149,8 +150,8 @@ def test_early_stopping_keeps_the_weights_the_fitness_would_pick(
     split); a plain copy keeps its best clean accuracy."""
     settings = dataclasses.replace(small_settings, defense=defense)
     msgs: list[str] = []
-    r, model = evaluate_module(small_net_factory, settings=settings, epochs=4, seed=0,
-                               workspace=workspace, split="test", patience=1, log=msgs.append)
+    r, model = evaluate_module(small_net_factory, workspace.trained_with(settings),
+                               Budget(4, 0, patience=1), split="test", log=msgs.append)
     kept = [m for m in msgs if m.startswith("early stopping")]
     assert len(kept) == 1 and label in kept[0]
     best = float(kept[0].rsplit(" ", 1)[1].rstrip(")"))
@@ -182,20 +183,20 @@ def test_refinement_keeps_the_search_weights_only_when_they_score_higher_on_vali
     that cannot move the weights) reports the search's weights; one that trained better keeps
     its own."""
     settings = dataclasses.replace(small_settings, defense="none")
-    quiet = {"workspace": workspace, "log": lambda _m: None}
-    evaluate_module(small_net_factory, settings=settings, epochs=4, seed=0, split="val",
-                    out_dir=str(tmp_path / "searched"), **quiet)
+    quiet = {"log": lambda _m: None}
+    evaluate_module(small_net_factory, workspace.trained_with(settings), Budget(4, 0),
+                    split="val", out_dir=str(tmp_path / "searched"), **quiet)
     searched = str(tmp_path / "searched" / "weights.pt")
     trained_model = small_net_factory()
     trained_model.load_state_dict(torch.load(searched, weights_only=True))
     trained_val = min(score(trained_model, workspace, "val")[:2])
 
     frozen = dataclasses.replace(settings, lr=1e-12)  # the refined net stays at its init
-    stuck, own = evaluate_module(small_net_factory, settings=frozen, epochs=1, seed=1,
-                                 split="test", **quiet)
-    kept, model = evaluate_module(small_net_factory, settings=frozen, epochs=1, seed=1,
-                                  split="test", fallback_weights=searched,
-                                  out_dir=str(tmp_path / "kept"), **quiet)
+    stuck, own = evaluate_module(small_net_factory, workspace.trained_with(frozen),
+                                 Budget(1, 1), split="test", **quiet)
+    kept, model = refine_network(small_net_factory, workspace.trained_with(frozen),
+                                 Budget(1, 1), split="test", fallback_weights=searched,
+                                 out_dir=str(tmp_path / "kept"), **quiet)
     assert min(score(own, workspace, "val")[:2]) < trained_val  # the premise of the case
     assert kept.kept_search_weights is True and stuck.kept_search_weights is None
     assert kept.val_fitness == pytest.approx(trained_val)
@@ -206,8 +207,9 @@ def test_refinement_keeps_the_search_weights_only_when_they_score_higher_on_vali
 
     untrained = tmp_path / "untrained.pt"
     torch.save(small_net_factory().state_dict(), untrained)
-    better, _ = evaluate_module(small_net_factory, settings=settings, epochs=4, seed=1,
-                                split="test", fallback_weights=str(untrained), **quiet)
+    better, _ = refine_network(small_net_factory, workspace.trained_with(settings),
+                               Budget(4, 1), split="test", fallback_weights=str(untrained),
+                               **quiet)
     assert better.kept_search_weights is None
     assert "kept_search_weights" not in better.to_dict()
 
@@ -218,11 +220,10 @@ def test_draws_keep_the_training_best_on_validation_and_draw_0_is_the_single_tra
     validation fitness kept and scored; the first draw is bit for bit the ``draws=1`` training."""
     from nas.evaluation.fitness import draw_seed
 
-    quiet = {"workspace": workspace, "log": lambda _m: None, "split": "test"}
-    single, single_model = evaluate_module(small_net_factory, settings=small_settings,
-                                           epochs=4, seed=3, **quiet)
-    best, model = evaluate_module(small_net_factory, settings=small_settings, epochs=4, seed=3,
-                                  draws=3, out_dir=str(tmp_path / "drawn"), **quiet)
+    quiet = {"log": lambda _m: None, "split": "test"}
+    single, single_model = evaluate_module(small_net_factory, workspace, Budget(4, 3), **quiet)
+    best, model = refine_network(small_net_factory, workspace, Budget(4, 3), draws=3,
+                                 out_dir=str(tmp_path / "drawn"), **quiet)
     assert [d["seed"] for d in best.draws] == [draw_seed(3, i) for i in range(3)]
     assert len({d["seed"] for d in best.draws}) == 3
     assert best.draws[0]["val_fitness"] == pytest.approx(
@@ -242,5 +243,5 @@ def test_draws_keep_the_training_best_on_validation_and_draw_0_is_the_single_tra
 def test_draws_need_a_validation_split_and_no_racing(workspace, small_settings,
                                                      small_net_factory):
     with pytest.raises(ValueError, match="validation"):
-        evaluate_module(small_net_factory, settings=small_settings, epochs=2, seed=0,
-                        workspace=workspace, draws=2, reject_below=0.5, log=lambda _m: None)
+        refine_network(small_net_factory, workspace, Budget(2, 0, reject_below=0.5), draws=2,
+                       log=lambda _m: None)

@@ -82,7 +82,7 @@ def test_real_mutations_keep_ids_so_some_nodes_are_inherited(seed):
 
 def test_inherit_in_evaluate_genome_records_the_count_and_trains(workspace, small_settings,
                                                                  tmp_path):
-    from nas.evaluation.fitness import evaluate_genome
+    from nas.search.worker import evaluate_genome
 
     parent = named_genome("he-baseline")
     p_out = tmp_path / "parent"

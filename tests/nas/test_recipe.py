@@ -15,6 +15,7 @@ from defenses import create_defense
 from defenses.base import Batch, TrainContext
 from defenses.gm import GradientMisalignment
 from nas.errors import UserError
+from nas.evaluation.callbacks import EarlyStopping, accuracy_on, first_stop_epoch
 from nas.evaluation.recipe import (
     CPU_RECIPE,
     PAPER_RECIPE,
@@ -27,10 +28,10 @@ from nas.evaluation.training import (
     CachedReferenceGrad,
     LiveReferenceGrad,
     TrainConfig,
+    TrainData,
     TrainOutcome,
     build_context,
     build_training_model,
-    first_stop_epoch,
     predict,
     reference_gradients,
     resolve_device,
@@ -81,10 +82,11 @@ def test_paper_recipe_reproduces_the_old_loop_bitwise(defense, small_net_factory
         kw["reference_grad"] = CachedReferenceGrad(grads, torch.device("cpu"))
     old = _legacy_train(small_net_factory, create_defense(defense), s.x_train, s.y_train,
                         epochs=2, batch_size=50, lr=1e-3, seed=3, num_classes=10, **kw)
-    new = train(small_net_factory, create_defense(defense), s.x_train, s.y_train,
+    new = train(small_net_factory, create_defense(defense),
+                TrainData(s.x_train, s.y_train, 10, **kw),
                 config=TrainConfig(epochs=2, batch_size=50, recipe=get_recipe("paper"),
                                    device="cpu", amp="off"),
-                seed=3, num_classes=10, log=lambda m: None, **kw)
+                seed=3, log=lambda m: None)
     assert new.steps == old.steps == 8
     for (k, a), b in zip(old.model.state_dict().items(), new.model.state_dict().values(),
                          strict=True):
@@ -163,8 +165,8 @@ def test_gm_with_live_reference_gradients_sees_augmented_inputs(small_net_factor
 
     gm = _Recording()
     cfg = TrainConfig(epochs=1, batch_size=50, recipe=CPU_RECIPE, device="cpu")
-    train(small_net_factory, gm, s.x_train, s.y_train, config=cfg, seed=0, num_classes=10,
-          reference_grad=ref_grad, log=lambda m: None)
+    train(small_net_factory, gm, TrainData(s.x_train, s.y_train, 10, reference_grad=ref_grad),
+          config=cfg, seed=0, log=lambda m: None)
     assert len(given) == len(gm._seen) == 4
     shifted = 0
     for g, (x, idx) in zip(given, gm._seen, strict=True):
@@ -180,8 +182,9 @@ def test_gm_with_cached_reference_gradients_is_not_augmented(small_net_factory,
     grads = reference_gradients(small_net_factory().eval(), s.x_train, s.y_train)
     gm, msgs = _Recording(), []
     cfg = TrainConfig(epochs=1, batch_size=50, recipe=CPU_RECIPE, device="cpu")
-    train(small_net_factory, gm, s.x_train, s.y_train, config=cfg, seed=0, num_classes=10,
-          reference_grad=CachedReferenceGrad(grads, torch.device("cpu")), log=msgs.append)
+    data = TrainData(s.x_train, s.y_train, 10,
+                     reference_grad=CachedReferenceGrad(grads, torch.device("cpu")))
+    train(small_net_factory, gm, data, config=cfg, seed=0, log=msgs.append)
     for x, idx in gm._seen:
         assert torch.equal(x, s.x_train[idx].float() / 255)
     assert any("no input shifts" in m for m in msgs)
@@ -225,8 +228,9 @@ def test_early_stopping_keeps_the_best_validation_weights(small_net_factory, syn
     s = synthetic_splits
     msgs = []
     cfg = TrainConfig(epochs=8, batch_size=50, recipe=CPU_RECIPE, patience=2, device="cpu")
-    out = train(small_net_factory, create_defense("none"), s.x_train, s.y_train, config=cfg,
-                seed=0, num_classes=10, val=(s.x_val, s.y_val), log=msgs.append)
+    stopping = EarlyStopping.for_config(cfg, 4, accuracy_on(s.x_val, s.y_val))
+    out = train(small_net_factory, create_defense("none"), TrainData(s.x_train, s.y_train, 10),
+                config=cfg, seed=0, callbacks=[stopping], log=msgs.append)
     assert 1 <= out.best_epoch <= out.epochs <= 8
     assert out.epochs == 8 or out.epochs - out.best_epoch == 2
     acc = float((predict(out.model, s.x_val) == s.y_val).float().mean())
@@ -253,9 +257,9 @@ def test_patience_never_cuts_a_one_cycle_run_before_its_annealing(
     cfg = TrainConfig(epochs=8, batch_size=50, recipe=recipe, patience=1, device="cpu",
                       stop_when_annealed=annealed)
     msgs: list[str] = []
-    out = train(small_net_factory, create_defense("none"), s.x_train, s.y_train, config=cfg,
-                seed=0, num_classes=10, val=lambda _m: next(scores), val_label="val score",
-                log=msgs.append)
+    stopping = EarlyStopping.for_config(cfg, 4, lambda _m: next(scores), label="val score")
+    out = train(small_net_factory, create_defense("none"), TrainData(s.x_train, s.y_train, 10),
+                config=cfg, seed=0, callbacks=[stopping], log=msgs.append)
     first = first_stop_epoch(recipe, 8, 4)  # 200 images / 50 per batch
     assert out.epochs == (max(2, first) if stops_after == "first" else stops_after)
     assert out.best_epoch == 1 and out.val_acc == pytest.approx(0.9)

@@ -197,8 +197,11 @@ def test_compare_puts_another_run_s_best_beside_and_refuses_runs_evaluated_other
 
 def test_log_only_report_links_images_beside_the_page(smoke_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
-    opts = report.ReportOptions(run_dir=str(smoke_run), out=str(out), embed=False)
-    page_path = report.build_report(opts, models=False)
+    from nas.reporting.build import build_report
+    from nas.reporting.options import ReportOptions
+
+    opts = ReportOptions(run_dir=str(smoke_run), out=str(out), embed=False)
+    page_path = build_report(opts, models=False)
     page = parse(page_path)
     assert page.sections == ["run", "progress", "population", "front"]
     assert page.images and not any(s.startswith("data:") for s in page.images)

@@ -82,13 +82,13 @@ def test_paper_protocol_ranks_by_test_and_says_so_in_the_caption():
 
 def test_refinement_also_measures_the_validation_fitness_it_is_ranked_by(workspace, small_settings,
                                                                          small_net_factory):
-    from nas.evaluation.fitness import evaluate_module, score
+    from nas.evaluation.fitness import Budget, evaluate_module, score
 
-    result, model = evaluate_module(small_net_factory, settings=small_settings, epochs=1, seed=0,
-                                    workspace=workspace, split="test", log=lambda _m: None)
+    result, model = evaluate_module(small_net_factory, workspace, Budget(1, 0), split="test",
+                                    log=lambda _m: None)
     clean, adv, _ = score(model, workspace, "val")
     assert result.val_fitness == min(clean, adv)
     assert (result.val_clean_acc, result.val_adv_acc) == (clean, adv)
-    val_result, _ = evaluate_module(small_net_factory, settings=small_settings, epochs=1, seed=0,
-                                    workspace=workspace, split="val", log=lambda _m: None)
+    val_result, _ = evaluate_module(small_net_factory, workspace, Budget(1, 0), split="val",
+                                    log=lambda _m: None)
     assert val_result.val_fitness is None  # scored on validation already

@@ -191,8 +191,9 @@ def test_options_are_flags_and_bad_values_are_user_errors():
 def test_held_out_sources_score_the_finalists_on_the_test_split_only(workspace, small_settings,
                                                                      tmp_path):
     from genome import to_json
-    from nas.evaluation.fitness import evaluate_genome, prepare
+    from nas.evaluation.fitness import prepare
     from nas.evolve import final_table
+    from nas.search.worker import evaluate_genome
     from search_spaces import named_genome
 
     settings = dataclasses.replace(small_settings, held_out=("he-baseline",))

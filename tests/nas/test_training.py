@@ -15,6 +15,7 @@ from nas.evaluation.training import (
     CachedReferenceGrad,
     LiveReferenceGrad,
     TrainConfig,
+    TrainData,
     build_context,
     input_gradients,
     predict,
@@ -32,10 +33,11 @@ class NanLoss(Defense):
         return DefenseOutput(loss=logits.sum() * float("nan"), logits=logits)
 
 
-def _train(factory, splits, defense="none", seed=0, epochs=2, **kw):
+def _train(factory, splits, defense="none", seed=0, epochs=2, **needs):
     return train(factory, create_defense(defense) if isinstance(defense, str) else defense,
-                 splits.x_train, splits.y_train, config=TrainConfig(epochs=epochs, batch_size=50,
-                 recipe=PAPER_RECIPE.with_lr(3e-3), device="cpu"), seed=seed, num_classes=10, **kw)
+                 TrainData(splits.x_train, splits.y_train, 10, **needs),
+                 config=TrainConfig(epochs=epochs, batch_size=50,
+                                    recipe=PAPER_RECIPE.with_lr(3e-3), device="cpu"), seed=seed)
 
 
 def test_training_learns_and_is_deterministic_per_seed(small_net_factory, synthetic_splits):
