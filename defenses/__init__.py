@@ -18,8 +18,6 @@ from defenses import (  # noqa: F401 - importing registers them (STYLE.md §1)
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
 from defenses.registry import (
     DEFENSES,
-    Registry,
-    UnknownName,
     create_defense,
     list_defenses,
     register_defense,
@@ -28,11 +26,9 @@ from defenses.registry import (
 __all__ = [
     "DEFENSES",
     "Batch",
-    "Registry",
     "Defense",
     "DefenseOutput",
     "TrainContext",
-    "UnknownName",
     "create_defense",
     "list_defenses",
     "register_defense",

@@ -55,7 +55,7 @@ class TrainContext:
             unless declared.
         cache_dir: directory a defense may cache precomputed data in (or ``None``).
         write_file: ``(path, write)`` writing a file all or nothing, ``write(binary_file)``
-            filling it (the loop passes ``genome.fileio.write_atomically``); ``None``: a
+            filling it (the loop passes ``nasbase.files.write_atomically``); ``None``: a
             defense does not write its cache.
         log: callable taking one message string (goes to the run log / stderr).
         label_smoothing: label smoothing of the training recipe for the CE training term

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.ensemble import Ensemble, build_members, combine_logits, input_gradients
 from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+from defenses.ensemble import Ensemble, build_members, combine_logits, input_gradients
 from defenses.registry import register_defense
 
 _EPS = 1e-12

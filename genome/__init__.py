@@ -9,7 +9,6 @@ with genomes as data (the GA driver, validation) does not pay for importing torc
 
 from typing import Any
 
-from genome.fileio import write_atomically, write_text_atomically
 from genome.mutation import (
     MUTATIONS,
     MutationLimits,

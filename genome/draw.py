@@ -14,9 +14,9 @@ from typing import Any
 
 import networkx as nx
 
-from genome.fileio import write_atomically
 from genome.ops import node_params, ordered_inputs
 from genome.shapes import Shape, infer_shapes
+from nasbase.files import write_atomically
 
 #: One colour per op (also used for the legend).
 OP_COLORS: dict[str, str] = {

@@ -20,11 +20,11 @@ import torch
 
 from genome import blocks
 from genome.compile import Step, _channel_stats, build_plan
-from genome.fileio import write_atomically, write_text_atomically
 from genome.serialize import to_dict
 from genome.shapes import Shape, count_params
 from genome.spectrum import canonical_hash, spectrum
 from genome.validate import assert_valid
+from nasbase.files import write_atomically, write_text_atomically
 
 
 def _blocks_source() -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 import networkx as nx
 
-from genome.fileio import write_text_atomically
+from nasbase.files import write_text_atomically
 
 FORMAT_NAME = "nas-genome"
 FORMAT_VERSION = 1

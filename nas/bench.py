@@ -49,7 +49,7 @@ from nas.evaluation.training import (
     to_training_layout,
     train_step,
 )
-from nas.values import positive_int
+from nasbase.values import positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from nas.errors import UserError
+from nas.errors import Fault, UserError, disk_fault
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -79,12 +79,17 @@ def message_of(exc: BaseException) -> str:
         text = f"{flag_of(exc.setting)}: {exc.message}"
     else:
         text = str(exc)
-    return text.strip().replace("\n", "; ") or type(exc).__name__
+    return one_line(text) or type(exc).__name__
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (newlines become ``; ``)."""
+    return text.strip().replace("\n", "; ")
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
-    from defenses.registry import UnknownName
     from genome import GenomeFormatError, InvalidGenome
+    from nasbase.registry import UnknownName
 
     return (UserError, UnknownName, InvalidGenome, GenomeFormatError)
 
@@ -104,6 +109,16 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     except _domain_errors() as exc:
         print(f"{prog}: error: {message_of(exc)}", file=sys.stderr)
         return 2
+    except Fault as exc:
+        print(f"{prog}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        what = disk_fault(exc)
+        if what is None:
+            raise
+        print(f"{prog}: error: {what}; nothing was left half-written: free space (or make the "
+              "folder writable), then run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

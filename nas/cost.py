@@ -23,7 +23,7 @@ from typing import Any
 
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
-from nas.values import nonneg_int, positive_int
+from nasbase.values import nonneg_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from nas.cli import ArgumentParser, defense_arg, defense_args, run
+from nas.errors import Fault, disk_fault
 from nas.reporting.runview import ranked, ranking_note, selection_fitness
 from nas.search import config as cfgmod
 from nas.search.config import EvolveConfig
 from nas.search.driver import evolve, new_run_path, reference_line
-from nas.search.rundir import (
-    FINAL,
-    load_config,
-)
-from nas.values import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+from nas.search.rundir import CONFIG, FINAL, load_config
+from nasbase.values import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
 
 __all__ = ["build_parser", "main"]
 
@@ -262,7 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         cfg = cfgmod.resolve(flags, preset=args.preset, config_file=args.config, run_dir="")
         cfg = EvolveConfig(cfg.search, cfg.fitness, cfg.execution, new_run_dir(args, cfg))
-    outcome = evolve(cfg, resume=bool(args.resume))
+    try:
+        outcome = evolve(cfg, resume=bool(args.resume))
+    except OSError as exc:
+        what = disk_fault(exc)
+        if what is None or not (Path(cfg.run_dir) / CONFIG).exists():
+            raise  # a new run that could not start: the same command starts it again
+        raise Fault(f"{what}; the run folder is intact: free space (or make it writable), then "
+                    f"continue with: python -m nas.evolve --resume {cfg.run_dir}") from None
     print(final_table(outcome.final))
     print(reference_line(cfg.fitness.reference, outcome.reference_acc))
     for name, acc in outcome.held_out_acc.items():

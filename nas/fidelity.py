@@ -28,7 +28,7 @@ import numpy as np
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
 from nas.search import config as cfgmod
-from nas.values import int_list, nonneg_int, positive_float, positive_int
+from nasbase.values import int_list, nonneg_int, positive_float, positive_int
 
 #: ``3`` or ``1,3`` -> sorted distinct positive epoch counts.
 epoch_list = int_list(positive_int, "epochs such as 3 or 1,3", distinct_sorted=True)

@@ -29,7 +29,7 @@ import genome as gn
 from genome.ops import ordered_inputs, topological_order
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
-from nas.values import finite_float, nonneg_int, positive_float, positive_int
+from nasbase.values import finite_float, nonneg_int, positive_float, positive_int
 from search_spaces import (
     DEFAULT_SPACE,
     list_named_genomes,

@@ -85,9 +85,9 @@ def settings_info(settings: FitnessSettings) -> DatasetInfo:
 
 def _add_context(path: Path, label: str, ws: Workspace) -> None:
     """Add the architecture, reference accuracy and resolved attack to ``metrics.json``."""
-    from nas.evaluation.cache import atomic_write_text
+    from nasbase.files import write_text_atomically
 
     data = json.loads(path.read_text())
     data.update(architecture=label, reference_clean_acc=ws.reference_acc.get("test"),
                 reference_key=ws.reference_key, attack=dataclasses.asdict(ws.attack))
-    atomic_write_text(path, json.dumps(data, indent=2))
+    write_text_atomically(path, json.dumps(data, indent=2))

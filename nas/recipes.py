@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from nas.cli import ArgumentParser, run
 from nas.errors import UserError
 from nas.evaluation.recipe import Recipe, get_recipe
-from nas.values import int_list, nonneg_int, positive_int
+from nasbase.values import int_list, nonneg_int, positive_int
 
 
 def parse_variant(text: str) -> Recipe:

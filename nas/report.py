@@ -24,7 +24,7 @@ from nas.errors import UserError
 from nas.reporting.build import build_report
 from nas.reporting.options import ATTACKS, PAPER_SOURCES, ReportOptions
 from nas.reporting.runview import load_run
-from nas.values import check_out_dir, nonneg_float, nonneg_int, positive_int
+from nasbase.values import check_out_dir, nonneg_float, nonneg_int, positive_int
 
 # --------------------------------------------------------------------------- command line
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from nas.cli import ArgumentParser, defense_arg, defense_args, run
 from nas.errors import UserError
-from nas.values import (
+from nasbase.values import (
     check_out_dir,
     nonneg_float,
     nonneg_int,

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from defenses.registry import Registry
 from nas.evaluation.cache import digest, discard, load_entry, save_entry, tensor_digest
 from nas.evaluation.training import input_gradients
+from nasbase.registry import Registry
 
 AttackFn = Callable[..., torch.Tensor]
 ATTACKS: Registry[AttackFn] = Registry("attack")

@@ -21,30 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from genome.fileio import write_atomically
+from nasbase.files import save_torch_atomically
 
 FORMAT = 1
-
-# Test-only kill point: ``NAS_TEST_KILL_AT=<name>`` makes the process SIGKILL itself at the
-# named moment of a cache write (see :func:`kill_point`); read once at import, so production
-# pays one string comparison per write.
-_KILL_AT = os.environ.get("NAS_TEST_KILL_AT", "")
-
-
-def kill_point(name: str) -> None:
-    """SIGKILL this process when ``NAS_TEST_KILL_AT`` equals ``name`` (tests of durability)."""
-    if _KILL_AT and _KILL_AT == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 def digest(obj: Any, length: int = 16) -> str:
     """Stable hex key of a JSON-able object (sorted keys): what a cached artefact depends on."""
@@ -68,42 +54,6 @@ def derive_seed(*parts: Any) -> int:
     return int(digest(list(parts), 8), 16) & 0x7FFFFFFF
 
 
-def remove_stale_temps(path: Path) -> None:
-    """Delete temporary files of ``path`` left by processes that no longer run (a kill)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp*"):
-        pid = tmp.name.rpartition(".tmp")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def write_durably(path: Path, write: Callable[[Any], None], *, kill_name: str = "") -> None:
-    """``genome.fileio.write_atomically`` after removing the temporary files of ``path`` that
-    killed processes left; ``kill_name`` names the test-only kill point before the rename."""
-    remove_stale_temps(path)
-    before = (lambda: kill_point(f"{kill_name}:before-rename")) if kill_name else None
-    write_atomically(path, write, before_rename=before)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Create ``path``'s folder, then write ``text`` atomically (temp file, fsync, rename)."""
-    write_durably(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then rename it into place."""
-    write_durably(path, lambda fh: torch.save(obj, fh))
-
-
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     names = sorted(tensors)
     return digest(names) + tensor_digest(*(tensors[n] for n in names))
@@ -124,7 +74,7 @@ def save_entry(path: Path, key: dict[str, Any], tensors: dict[str, torch.Tensor]
     payload = {"format": FORMAT, "key": json.loads(json.dumps(key, default=str)),
                "meta": json.loads(json.dumps(meta or {}, default=str)), "tensors": cpu,
                "checksum": _checksum(cpu)}
-    write_durably(path, lambda fh: torch.save(payload, fh), kill_name=f"cache:{path.parent.name}")
+    save_torch_atomically(payload, path, kill_name=f"cache:{path.parent.name}")
 
 
 def load_entry(path: Path, key: dict[str, Any], *, log: Callable[[str], None] = print,

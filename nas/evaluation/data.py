@@ -32,9 +32,10 @@ from typing import Any
 
 import torch
 
-from defenses.registry import Registry
 from nas.errors import UserError
-from nas.evaluation.cache import first_line, write_durably
+from nas.evaluation.cache import first_line
+from nasbase.files import write_atomically
+from nasbase.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def _copy_verified(src: Path, dst: Path, md5: str | None) -> None:
         if md5 and h.hexdigest() != md5:
             raise UserError(f"{src} fails torchvision's md5 check (a damaged copy of the dataset?)")
 
-    write_durably(dst, write, kill_name="stage")
+    write_atomically(dst, write, kill_name="stage")
 
 
 def _stage_raw(cache: Path, data_root: str | None, folder: str, files: list[str],

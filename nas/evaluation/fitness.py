@@ -33,8 +33,6 @@ from torch import nn
 from defenses import DEFENSES, create_defense
 from nas.evaluation.attacks import ATTACKS, AttackSettings, resolve_attack, transferred_set
 from nas.evaluation.cache import (
-    atomic_torch_save,
-    atomic_write_text,
     derive_seed,
     digest,
     discard,
@@ -64,7 +62,8 @@ from nas.evaluation.training import (
     train,
 )
 from nas.evaluation.transfer import fooling_rate
-from nas.progress import Stages
+from nasbase.files import save_torch_atomically, write_text_atomically
+from nasbase.progress import Stages
 
 
 @dataclass(frozen=True)
@@ -288,7 +287,7 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
     """Build (or load from the cache) everything the fitness needs; idempotent.
 
     Each stage (data, reference, transferred sets, reference gradients) logs one line with its
-    measured time (:class:`nas.progress.Stages`); ``progress`` adds tqdm bars."""
+    measured time (:class:`nasbase.progress.Stages`); ``progress`` adds tqdm bars."""
     cache = cache_root(settings.cache_dir)
     stages = Stages(log)
     with stages(f"data {settings.dataset}"):
@@ -584,7 +583,7 @@ def write_outputs(out_dir: str | None, result: ChildResult, model: nn.Module | N
         return
     out = Path(out_dir)
     if model is not None:
-        atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+        save_torch_atomically({k: v.detach().cpu() for k, v in model.state_dict().items()},
                           out / "weights.pt")
     metrics = dict(result.to_dict(), split=split, settings=settings.to_dict())
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomically(out / "metrics.json", json.dumps(metrics, indent=2))

@@ -54,7 +54,6 @@ from torch import nn
 
 from defenses import create_defense
 from defenses.ensemble import Ensemble
-from defenses.registry import Registry
 from genome.blocks import Normalize
 from nas.errors import UserError
 from nas.evaluation.cache import (
@@ -75,6 +74,7 @@ from nas.evaluation.callbacks import (
 )
 from nas.evaluation.data import DatasetInfo, Splits
 from nas.evaluation.training import TrainConfig, TrainData, predict, resolve_device, train
+from nasbase.registry import Registry
 
 Builder = Callable[[DatasetInfo], nn.Module]
 REFERENCES: Registry[Builder] = Registry("reference")

@@ -31,12 +31,12 @@ from torch import nn
 from tqdm import tqdm
 
 from defenses.base import Batch, Defense, TrainContext
-from genome.fileio import write_atomically
 from nas.errors import UserError
 from nas.evaluation.allocator import keep_freed_memory
 from nas.evaluation.callbacks import Callback, Loop, ProgressBar, Stop, steps_per_epoch
 from nas.evaluation.double_backward import use_fast_double_backward
 from nas.evaluation.recipe import PAPER_RECIPE, Recipe, WeightAverage, random_shift
+from nasbase.files import write_atomically
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from genome.fileio import write_text_atomically
 from nas.errors import UserError
 from nas.search.rundir import (
     CHILDREN,
@@ -28,7 +27,8 @@ from nas.search.rundir import (
     read_events,
     read_json,
 )
-from nas.values import check_out_dir
+from nasbase.files import write_text_atomically
+from nasbase.values import check_out_dir
 
 _LOG = logging.getLogger("nas.export")
 

@@ -31,12 +31,12 @@ from nas.evaluation.fitness import Budget, FitnessSettings, Workspace, prepare
 from nas.evaluation.references import build_reference, get_reference, load_weights
 from nas.evaluation.training import resolve_device
 from nas.evaluation.transfer import accuracy, fooling_rates, transfer_matrix
-from nas.progress import Stages
 from nas.reporting import plots
 from nas.reporting.ig import compare_maps
 from nas.reporting.options import ATTACKS, PAPER_SOURCES, ReportData, ReportOptions
 from nas.reporting.runview import RunView, child_files, load_run
 from nas.search.refinement import refine_network
+from nasbase.progress import Stages
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 #: A step of a defense with double backpropagation (GM) costs about this many CE steps

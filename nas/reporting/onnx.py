@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nasbase.files import write_atomically
+
 #: The ONNX opset of every exported file (ONNX Runtime >= 1.14 runs it).
 OPSET = 18
 #: The packages of the ``[onnx]`` extra.
@@ -107,10 +109,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, i
         program = torch.onnx.export(ep, (x,), dynamo=True, opset_version=opset,
                                     input_names=["pixels"],
                                     output_names=["logits"], verbose=False, external_data=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    program.save(str(tmp), external_data=False)
-    tmp.replace(path)
+    proto = program.model_proto.SerializeToString()  # initializers inside (no external data)
+    write_atomically(path, lambda fh: fh.write(proto))
     (log or logging.getLogger(__name__)).info("wrote %s (ONNX opset %d, dynamic batch)", path,
                                               opset)
     return path

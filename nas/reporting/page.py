@@ -12,11 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genome.fileio import write_text_atomically
 from nas.reporting import html as H
 from nas.reporting import plots
 from nas.reporting.front import Front, compute_front
 from nas.reporting.runview import RunView, generation_stats, population_spectra, ranking_note
+from nasbase.files import write_text_atomically
 
 if TYPE_CHECKING:
     from nas.reporting.options import ReportData, ReportOptions

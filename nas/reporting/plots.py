@@ -17,7 +17,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
 from genome import SPECTRUM_OPS
-from genome.fileio import write_atomically
+from nasbase.files import write_atomically
 
 # Paper Fig. 3: red = negative attribution, green = positive, white = none.
 IG_CMAP = LinearSegmentedColormap.from_list("ig_red_green", ["#c0392b", "#ffffff", "#1e8449"])

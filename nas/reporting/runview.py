@@ -25,8 +25,7 @@ import numpy as np
 
 from nas.errors import UserError
 from nas.search import rundir
-
-FINAL, POPULATION, EVENTS, CONFIG = "final.json", "population.json", "events.jsonl", "config.json"
+from nas.search.rundir import CONFIG, EVENTS, FINAL, POPULATION
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.values import (
+from nasbase.values import (
     finite_float,
     nonneg_float,
     nonneg_int,

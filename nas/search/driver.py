@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.progress import Stages
 from nas.search.config import EvolveConfig
 from nas.search.ga import (
     GenomeOps,
@@ -40,6 +39,7 @@ from nas.search.rundir import (
     open_run,
     write_json,
 )
+from nasbase.progress import Stages
 
 __all__ = ["SearchOutcome", "Progress", "evolve", "input_shape_of", "run_search"]
 

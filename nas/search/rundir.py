@@ -36,15 +36,19 @@ import json
 import os
 import platform
 import shutil
-import signal
 import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from genome.fileio import fsync_dir, write_text_atomically
 from nas.errors import UserError
+from nasbase.files import (
+    fsync_dir,
+    kill_point,
+    remove_stale_temporaries,
+    write_text_atomically,
+)
 
 EVENTS = "events.jsonl"
 CONFIG = "config.json"
@@ -65,17 +69,6 @@ class RunCorrupt(UserError):
 
 class RunLocked(UserError):
     """Another live process holds the run directory's lock."""
-
-
-#: Test hook: ``NAS_TEST_KILL_AT=<point>`` SIGKILLs the process at that named point (read once
-#: at import; production code pays one string comparison at a handful of points).
-_KILL_AT = os.environ.get("NAS_TEST_KILL_AT", "")
-
-
-def kill_point(name: str) -> None:
-    """Die by SIGKILL here when the test hook names this point (see :data:`_KILL_AT`)."""
-    if _KILL_AT and _KILL_AT == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RunLock:
@@ -253,8 +246,7 @@ class EventLog:
         self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        if _KILL_AT:  # test hook: event:<type>:<index in the log>
-            kill_point(f"event:{event['type']}:{len(self.events)}")
+        kill_point(f"event:{event['type']}:{len(self.events)}")
         self.events.append(event)
         if key is not None:
             self._by_key[key] = event
@@ -358,7 +350,7 @@ def open_run(path: str | os.PathLike[str], *, log=print) -> EventLog:
         raise UserError(f"{path} is not a run directory (no {EVENTS})")
     lock = lock_run(path)
     try:
-        remove_stale_temporaries(path)
+        remove_killed_writes(path)
         events, torn = read_events(events_path)
         if torn:
             with open(path / f"{EVENTS}.torn", "ab") as fh:
@@ -374,24 +366,12 @@ def open_run(path: str | os.PathLike[str], *, log=print) -> EventLog:
         raise
 
 
-def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
-    """Remove ``.<file>.tmp<pid>`` files (an atomic write a kill interrupted) in a run folder.
-
-    Only safe while holding the run's lock (no other process writes the run then). Looks in the
-    run folder, ``children/<id>/`` and ``children/<id>/refined/``.
-    """
+def remove_killed_writes(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of atomic writes a kill interrupted in a run folder: the run
+    folder, ``children/<id>/`` and ``children/<id>/refined/``."""
     path = Path(path)
-    folders = [path, *(path / CHILDREN).glob("*"), *(path / CHILDREN).glob("*/refined")]
-    removed = []
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            name = entry.name
-            if name.startswith(".") and ".tmp" in name and name.rsplit(".tmp", 1)[1].isdigit():
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
-    return removed
+    return remove_stale_temporaries(
+        [path, *(path / CHILDREN).glob("*"), *(path / CHILDREN).glob("*/refined")])
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -24,6 +24,7 @@ from nas.evaluation.fitness import (
     write_outputs,
 )
 from nas.search.refinement import refine_network
+from nasbase.errors import disk_fault
 
 
 def evaluate_genome(
@@ -74,14 +75,24 @@ def evaluate_genome(
                                         log=_silent,
                                         inherited=len(start_from) if inherit_weights else None)
         return result
+    except OSError as exc:
+        if disk_fault(exc):  # the machine's fault, not the child's: stop, resume later
+            raise
+        return _failed(exc, epochs, start, settings, out_dir, split)
     except Exception as exc:  # noqa: BLE001 - a bad child must never stop the search
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-        result = ChildResult.failed("failed", reason[:300], epochs, time.perf_counter() - start)
-        try:
-            write_outputs(out_dir, result, None, settings, split or settings.fitness_split)
-        except OSError:
-            pass
-        return result
+        return _failed(exc, epochs, start, settings, out_dir, split)
+
+
+def _failed(exc: Exception, epochs: int, start: float, settings: FitnessSettings,
+            out_dir: str | None, split: str | None) -> ChildResult:
+    """The ``failed`` result of a child whose evaluation raised (reason: one line)."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    result = ChildResult.failed("failed", reason[:300], epochs, time.perf_counter() - start)
+    try:
+        write_outputs(out_dir, result, None, settings, split or settings.fitness_split)
+    except OSError:
+        pass
+    return result
 
 
 def _silent(_line: str) -> None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defenses.base import TrainContext
-from genome.fileio import write_atomically
+from nasbase.files import write_atomically
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (1, 12, 12)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from defenses import create_defense
-from defenses.ensemble import Ensemble
 from defenses.base import Batch
+from defenses.ensemble import Ensemble
 from defenses.ncen import loss_cos, loss_norm
 
 

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from defenses import UnknownName, create_defense, list_defenses, register_defense
+from defenses import create_defense, list_defenses, register_defense
 from defenses.base import Batch
 from nas.evaluation.training import build_training_model, to_training_layout, train_step
+from nasbase.registry import UnknownName
 
 ALL = list_defenses()
 

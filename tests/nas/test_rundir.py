@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from genome.fileio import write_atomically, write_text_atomically
 from nas.errors import UserError
 from nas.search.rundir import (
     EventLog,
@@ -26,6 +25,7 @@ from nas.search.rundir import (
     read_events,
     strip_timing,
 )
+from nasbase.files import write_atomically, write_text_atomically
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -112,7 +112,7 @@ def check_out_dir(path: Any, setting: str = "out") -> None:
     """
     from pathlib import Path
 
-    from nas.errors import UserError
+    from nasbase.errors import UserError
 
     path = Path(path)
     for folder in (path, *path.parents):
