@@ -76,7 +76,7 @@ def write_atomically(path: str | os.PathLike[str], write: Writer, *, kill_name: 
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.filename is None:  # say which file could not be written
+        if exc.filename is None and exc.errno is not None:  # say which file it was
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     except BaseException:
@@ -122,9 +122,13 @@ def _free_bytes(folder: Path) -> int:
 
 
 def remove_stale_temporaries(folders: Iterable[str | os.PathLike[str]], *,
-                             of: str | None = None) -> list[Path]:
+                             of: str | None = None, any_writer: bool = False) -> list[Path]:
     """Remove the ``.<file>.tmp<pid>`` files in ``folders`` (only of the file named ``of``,
-    when given) whose writing process no longer runs: writes a kill interrupted."""
+    when given) whose writing process no longer runs: writes a kill interrupted.
+
+    ``any_writer``: those of every other process, alive or not (only for a caller that
+    holds a lock no other writer of those folders can hold: a run's lock).
+    """
     removed = []
     for folder in map(Path, folders):
         if not folder.is_dir():
@@ -132,7 +136,8 @@ def remove_stale_temporaries(folders: Iterable[str | os.PathLike[str]], *,
         pattern = f".{of}.tmp*" if of else ".*.tmp*"
         for entry in folder.glob(pattern):
             pid = entry.name.rpartition(".tmp")[2]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if (pid.isdigit() and int(pid) != os.getpid()
+                    and (any_writer or not _alive(int(pid)))):
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed

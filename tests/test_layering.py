@@ -50,3 +50,14 @@ def test_no_package_reaches_into_another_packages_private_modules():
                                            for p in parts[1:]):
                     offenders.append((_module(path), name))
     assert offenders == []
+
+
+def test_python_m_nas_lists_every_command_once_verbs_first():
+    from nas.__main__ import INSTRUMENTS, VERBS, usage
+
+    listed = [name for name, _ in VERBS + INSTRUMENTS]
+    commands = {p.stem for p in (ROOT / "nas").glob("*.py") if _is_command(p)} - {"__main__"}
+    assert sorted(listed) == sorted(commands)
+    text = usage()
+    assert max(text.index(f"  {v} ") for v, _ in VERBS) < text.index("lab instruments")
+    assert min(text.index(f"  {i} ") for i, _ in INSTRUMENTS) > text.index("lab instruments")

@@ -368,10 +368,12 @@ def open_run(path: str | os.PathLike[str], *, log=print) -> EventLog:
 
 def remove_killed_writes(path: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporaries of atomic writes a kill interrupted in a run folder: the run
-    folder, ``children/<id>/`` and ``children/<id>/refined/``."""
+    folder, ``children/<id>/`` and ``children/<id>/refined/``. Only while holding the run's
+    lock: no other process writes there then."""
     path = Path(path)
     return remove_stale_temporaries(
-        [path, *(path / CHILDREN).glob("*"), *(path / CHILDREN).glob("*/refined")])
+        [path, *(path / CHILDREN).glob("*"), *(path / CHILDREN).glob("*/refined")],
+        any_writer=True)
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -273,7 +273,7 @@ def test_nas_train_accepts_a_run_finalist(smoke_run: Path) -> None:
     import torch
 
     from nas.evaluation.data import dataset_info
-    from nas.train import resolve_architecture
+    from nas.networks import resolve_architecture
 
     label, factory = resolve_architecture(f"{smoke_run}:best", dataset_info("synthetic"))
     assert label == f"{smoke_run}:best"
