@@ -36,7 +36,7 @@ from nas.values import (
 
 #: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
 #: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
-#: (docs/experiments.md).
+#: (docs/results.md, "Table 7 at CPU scale").
 TRAIN_CAP = 40
 
 

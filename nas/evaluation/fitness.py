@@ -432,7 +432,7 @@ def evaluate_module(
     the network is trained ``draws`` times from independent seeds (initialisation, batch
     order, augmentation) and the draw with the highest validation fitness is kept, before the
     ``fallback_weights`` comparison. On MNIST the transferred accuracy GM gives one
-    architecture spans about 30 points with the training seed alone (docs/experiments.md), so
+    architecture spans about 30 points with the training seed alone (docs/lab-log.md), so
     which weights are kept is a selection like the search's, made on validation. Draw 0 is
     the single training of ``draws=1``, bit for bit.
 

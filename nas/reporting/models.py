@@ -39,7 +39,7 @@ from nas.reporting.runview import RunView, child_files, load_run
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 #: A step of a defense with double backpropagation (GM) costs about this many CE steps
-#: (docs/speed.md: GM stays above 2x the plain step); used only to estimate training time.
+#: (docs/fitness.md, "Speed": GM stays above 2x the plain step); used only to estimate training time.
 DEFENSE_COST = 3.0
 
 
