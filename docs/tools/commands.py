@@ -44,18 +44,16 @@ to do. The product's commands come first, then the lab instruments.
 
 
 def flag_rows(parser: argparse.ArgumentParser) -> list[str]:
-    rows = ["| flag | default | meaning |", "| --- | --- | --- |"]
+    rows = ["| flag | meaning |", "| --- | --- |"]
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
         names = ", ".join(action.option_strings) or action.dest
         if action.metavar and action.option_strings and action.nargs != 0:
             names += f" {action.metavar}"
-        default = action.default
-        shown = "" if default in (None, False, argparse.SUPPRESS) or action.nargs == 0 else f"`{default}`"
-        text = (action.help or "").replace("%(default)s", str(default)).replace("%%", "%")
-        text = " ".join(text.split()).replace("|", "\\|")
-        rows.append(f"| `{names}` | {shown} | {text} |")
+        text = (action.help or "").replace("%(default)s", str(action.default))
+        text = " ".join(text.replace("%%", "%").split()).replace("|", "\\|")
+        rows.append(f"| `{names}` | {text} |")
     return rows if len(rows) > 2 else []
 
 
