@@ -20,9 +20,9 @@ LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^\s*```")
 
 
-def markdown_files() -> list[Path]:
+def markdown_files(root: Path) -> list[Path]:
     skip = {".git", ".venv", "runs", "node_modules"}
-    return sorted(p for p in ROOT.rglob("*.md") if not skip & set(p.relative_to(ROOT).parts))
+    return sorted(p for p in root.rglob("*.md") if not skip & set(p.relative_to(root).parts))
 
 
 def prose_lines(path: Path) -> list[str]:
@@ -51,16 +51,17 @@ def anchors(path: Path) -> set[str]:
     return out
 
 
-def broken_links(allow_missing: set[Path]) -> list[str]:
+def broken_links(allow_missing: set[Path], root: Path = ROOT) -> list[str]:
+    """One line per link under ``root`` whose file or anchor does not exist."""
     problems = []
-    for md in markdown_files():
+    for md in markdown_files(root):
         for line in prose_lines(md):
             for target in LINK.findall(line):
                 if re.match(r"[a-z]+:", target):
                     continue
                 file_part, _, anchor = target.partition("#")
                 dest = (md.parent / file_part).resolve() if file_part else md
-                where = md.relative_to(ROOT)
+                where = md.relative_to(root)
                 if not dest.exists():
                     if dest not in allow_missing:
                         problems.append(f"{where}: {target}: no such file")
