@@ -70,6 +70,8 @@ def section(module: str, question: str) -> list[str]:
     rows = flag_rows(parser)
     if rows:
         out += rows + [""]
+    if parser.epilog:
+        out += [" ".join(parser.epilog.split()), ""]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():

@@ -251,8 +251,8 @@ SMOKE: dict[str, Any] = {
 # >>> twice the generations; ``--no-early-reject`` gives Algorithm 1 as written), no inheritance
 # >>> unless asked, two held-out CE sources for the final table, finalists refined to their
 # >>> validation plateau. The MACs cap bounds the costliest child, which the channel and node
-# >>> caps alone do not. The sizing arithmetic is in docs/search.md ("The cpu preset"), the
-# >>> results in docs/results.md. Change them here and only here.
+# >>> caps alone do not. The sizing arithmetic is in docs/lab-log.md ("The cpu preset: how it
+# >>> is sized"), the results in docs/results.md. Change them here and only here.
 CPU: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "train_size": 10000,
