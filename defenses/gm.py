@@ -26,7 +26,7 @@ Implementation (the hot path of the search, one forward of the child):
    of the plain CE (the reference's are plain CE too).
 
 The default ``lam = 1.0`` is backed by a sweep over 0.1-10 on two architectures (docs/fitness.md,
-"lambda"); the paper leaves lambda to be tuned per dataset.
+"Gradient misalignment"); the paper leaves lambda to be tuned per dataset.
 
 ``path`` (default 0: eq. 1 exactly; a deviation from the paper when > 0). Eq. 1 controls the
 child's gradient at the clean image only. What the transferred attack changes is the child's

@@ -14,7 +14,7 @@ attack-set generation once per reference):
 - one training step of every other registered defense relative to plain CE (a defense the
   bench cannot feed is reported as skipped with the reason);
 - children per hour of the quick preset estimated from the GM step of an he-ref-sized child
-  (an upper bound: evolved children are larger; docs/search.md has a measured search).
+  (an upper bound: evolved children are larger; docs/results.md has measured searches).
 
 ``--json`` prints one JSON object instead of the table; ``--quick`` is a seconds-long smoke
 version (batch 16, two timed repetitions, no resnet34).

@@ -30,7 +30,8 @@ from nasbase.values import (
 )
 
 #: Epoch cap of ARCH and of the reference when no ``--epochs`` is given: with the ``cpu``
-#: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images.
+#: recipe he-ref and he-baseline reach their validation plateau within it on 10,000 images
+#: (docs/results.md, "Table 7 at CPU scale").
 TRAIN_CAP = 40
 
 

@@ -10,9 +10,8 @@ The paper's Fig. 4 is not in its text; the description is:
 ``he-ref`` and ``he-baseline`` follow that description block for block (``docs/genome.md``
 draws them). The "two fully-connected blocks" are the head's hidden layer (64) and the
 classifier. The project's head is global average pooling, so a network whose last map is large
-sees only small patches: measured on Fashion-MNIST, a first draft of (a) with one plain and two
-strided conv blocks (last map 7x7) reached 74% after 3 epochs on 20k images, the all-strided
-version below 83%. So the "convolutional blocks" are read as conv or strided-conv blocks: (a)
+sees only small patches and learns less (docs/lab-log.md, "The named genomes"). So the
+"convolutional blocks" are read as conv or strided-conv blocks: (a)
 has no pooling block and uses three strided ones (maps 14, 7, 4); (b) has two plain and two
 strided ones around its pool. Channels stay within 32-64 so both train quickly on two CPU
 cores.

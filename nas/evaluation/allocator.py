@@ -1,10 +1,8 @@
 """Keep freed memory in the process (glibc ``mallopt``): a training step frees and allocates
 the same multi-megabyte activation buffers every step; glibc's defaults hand them back to the
-kernel and page-fault them in again on the next step.
-
-Measured with ``python -m nas.bench``-style steps on 2 cores (docs/fitness.md, "Speed"): the
-GM step of he-baseline went from 166-181 ms to 103-108 ms and minor page faults fell by a
-factor of 3.5. Equivalent to starting Python with
+kernel and page-fault them in again on the next step, so a step spends much of its time in
+page faults instead of arithmetic (docs/lab-log.md, "Keeping freed memory"). Equivalent to
+starting Python with
 ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=536870912 MALLOC_TOP_PAD_=67108864``.
 Set ``NAS_MALLOC_TUNING=0`` to keep the C library's defaults; other C libraries are left alone.
 """

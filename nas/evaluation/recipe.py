@@ -5,10 +5,10 @@ for references, children, refinement and baselines. Two are registered (:data:`R
 
 - ``paper``: the paper's Adam with PyTorch defaults (lr 1e-3), constant rate, no label
   smoothing, no augmentation, no weight averaging (gm-neuroevolution §4). With it the loop is
-  bit-for-bit the loop the project had before recipes existed (tested).
-- ``cpu``: chosen by measurement for CPU-scale runs (docs/fitness.md, "Training recipe"):
-  AdamW, one-cycle learning rate (linear warm-up, cosine annealing), label smoothing, 2-pixel
-  random shifts.
+  bit-for-bit a plain Adam loop (tested), so the paper preset trains what the paper describes.
+- ``cpu``: chosen by measurement for CPU-scale runs (docs/fitness.md, "How the cpu recipe
+  was chosen"): AdamW, one-cycle learning rate (linear warm-up, cosine annealing), label
+  smoothing, 2-pixel random shifts.
 
 Augmentation and the GM defense: the cached reference input gradients are gradients of the
 *un-augmented* training images, so the loop shifts inputs only when nothing the defense uses

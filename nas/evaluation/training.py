@@ -179,9 +179,9 @@ def build_training_model(defense: Defense, factory: Callable[[], nn.Module], *,
     """``defense.wrap(factory, ...)`` on ``device``, laid out for fast training.
 
     Channels-last memory format (oneDNN's native layout) and the hand-written second
-    derivatives of :mod:`nas.evaluation.double_backward`; together, measured by ``nas.bench`` on the
-    he-ref / he-baseline children, the plain CE step ran 1.3-1.7x and the GM step 1.34-1.88x
-    faster than with PyTorch's own layers in the default layout (docs/fitness.md, "Speed").
+    derivatives of :mod:`nas.evaluation.double_backward`: both make the plain and the GM step
+    faster than PyTorch's own layers in the default layout (``nas.bench`` measures by how much;
+    docs/fitness.md, "Speed").
     Neither changes what the network computes or its ``state_dict`` keys. Also applies
     :func:`keep_freed_memory`.
     """

@@ -40,7 +40,8 @@ from nasbase.progress import Stages
 
 REF, REF_CE, REF_GM = "reference", "ref. arch+CE", "ref. arch+GM"
 #: A step of a defense with double backpropagation (GM) costs about this many CE steps
-#: (docs/speed.md: GM stays above 2x the plain step); used only to estimate training time.
+#: (docs/fitness.md, "Speed": GM stays above 2x the plain step); used only to estimate
+#: training time.
 DEFENSE_COST = 3.0
 
 

@@ -67,7 +67,7 @@ class SearchSettings:
         refine_draws: the refinement trains each finalist this many times from independent
             seeds and keeps the draw with the highest validation fitness (1: one training, the
             paper); on MNIST GM's protection of one architecture is mostly the training draw
-            (docs/experiments.md). The report's baselines get the same number of draws.
+            (docs/lab-log.md). The report's baselines get the same number of draws.
         strategy: ``ga`` (Algorithm 1) or ``random`` (random search over the same space, the
             same evaluation, the same number of evaluated children; a baseline).
         early_reject: race each child against its replacement threshold (the fitness of its
@@ -193,14 +193,13 @@ EXEC_KEYS = frozenset(f.name for f in dataclasses.fields(ExecSettings))
 
 # --------------------------------------------------------------------------------------------
 # PRESETS, applied over the dataclass defaults; ``paper`` is used when none is chosen.
-# >>> QUICK PRESET NUMBERS: the README's main job (resnet34 reference, Fashion-MNIST, 2 CPU
-# >>> cores, 15 minutes with a cold cache). The ``cpu`` training recipe (nas/evaluation/recipe.py)
-# >>> for the reference, the children and the refinement; the reference trains with bf16 autocast on
-# >>> CPUs that compute bf16 natively, to its validation plateau within 10 epochs (the one-cycle
-# >>> schedule spans the cap; 8 epochs left it at 0.840 test, 10 reach 0.854). 5,000 training
-# >>> images; <= 32 channels and <= 12 nodes keep a child's epoch to seconds (with 16 nodes the
-# >>> first 12 children of seed 0 took 432 s, with 12 nodes 110 s). Measured in docs/experiments.md
-# >>> ("The README's quick run"). Change them here and only here.
+# >>> QUICK PRESET NUMBERS: the README's main job (resnet34 reference, Fashion-MNIST), sized to
+# >>> finish within 15 minutes on 2 CPU cores with a cold cache. The ``cpu`` training recipe
+# >>> (nas/evaluation/recipe.py) trains the reference, the children and the refinement; the
+# >>> reference's cap is the smallest at which it reaches its validation plateau (the one-cycle
+# >>> schedule spans the cap, so a shorter cap leaves it less accurate). The node cap bounds the
+# >>> costliest child: more nodes admit full-resolution chains whose training dominates the
+# >>> search. Timings and results: docs/results.md. Change them here and only here.
 QUICK: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "train_size": 5000,
@@ -244,15 +243,16 @@ SMOKE: dict[str, Any] = {
     "max_channels": 8,
     "max_nodes": 8,
 }
-# >>> CPU PRESET NUMBERS: the two-hour CPU run (issue "a search that pays for itself"): the
-# >>> paper's reduced experiment (Fashion-MNIST 10,000 / 1,000 val / 1,000 test; ``--dataset
-# >>> mnist`` for MNIST), he-ref reference trained with the ``cpu`` recipe at peak lr 6e-3 (the
-# >>> he-ref measurements of docs/fitness.md, "How the cpu recipe was chosen") to its validation
-# >>> plateau, GM, Algorithm 1 with early rejection (each child raced against its replacement
-# >>> threshold; ``--no-early-reject`` gives Algorithm 1 as written) for 16 generations, no
-# >>> inheritance unless asked, two held-out CE sources for the final table, finalists refined
-# >>> to their validation plateau. Sized from the measured step costs; the arithmetic is in
-# >>> docs/search.md ("The cpu preset"). Change them here and only here.
+# >>> CPU PRESET NUMBERS: the two-hour CPU run: the paper's reduced experiment (Fashion-MNIST
+# >>> 10,000 / 1,000 val / 1,000 test; ``--dataset mnist`` for MNIST), he-ref reference trained
+# >>> with the ``cpu`` recipe at peak lr 6e-3 (the rate at which every he-ref seed reaches its
+# >>> plateau within the 40-epoch cap) to its validation plateau, GM, Algorithm 1 with early
+# >>> rejection (each child raced against its replacement threshold, so the same wall time buys
+# >>> twice the generations; ``--no-early-reject`` gives Algorithm 1 as written), no inheritance
+# >>> unless asked, two held-out CE sources for the final table, finalists refined to their
+# >>> validation plateau. The MACs cap bounds the costliest child, which the channel and node
+# >>> caps alone do not. The sizing arithmetic is in docs/lab-log.md ("The cpu preset: how it
+# >>> is sized"), the results in docs/results.md. Change them here and only here.
 CPU: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "train_size": 10000,
@@ -283,9 +283,8 @@ CPU: dict[str, Any] = {
 # >>> that GM protects after the refinement score low after 6 epochs) and GM's protection of
 # >>> one architecture varies with the training seed, so children train 12 epochs, generation 0
 # >>> samples 36 architectures and keeps the 4 fittest >= d apart (then 12 generations of 8),
-# >>> and each finalist is trained 3 times (the draw best on validation kept). Measured in
-# >>> docs/experiments.md ("MNIST: the preset tuned for MNIST"); a flag or a config file still
-# >>> wins over these.
+# >>> and each finalist is trained 3 times (the draw best on validation kept). Results in
+# >>> docs/results.md; a flag or a config file still wins over these.
 CPU_MNIST: dict[str, Any] = {
     "epochs": 12,
     "init_samples": 36,
@@ -297,7 +296,7 @@ CPU_MNIST: dict[str, Any] = {
 # settings are the SearchSettings defaults. 5000 training images are held out for the fitness.
 # The paper's training recipe (Adam, PyTorch defaults, constant rate); the paper does not say
 # how long its references trained: ours train to their validation plateau (patience 10), at
-# most 100 epochs (docs/experiments.md states the same).
+# most 100 epochs (docs/howto.md, "Reproduce the paper", states the same).
 PAPER: dict[str, Any] = {
     "dataset": "cifar10",
     "train_size": 45000,

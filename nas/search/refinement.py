@@ -6,7 +6,7 @@ once. Choosing between trainings is selection, the search's business, and lives 
 - ``draws`` > 1 (``--refine-draws``): the network is trained ``draws`` times from
   independent seeds (initialisation, batch order, augmentation) and the draw with the highest
   validation fitness is kept. The transferred accuracy GM gives one architecture moves a lot
-  with the training seed alone (docs/results.md), so which weights are kept is a selection
+  with the training seed alone (docs/lab-log.md), so which weights are kept is a selection
   like the search's, made on validation. Draw 0 is the single training, bit for bit.
 - ``fallback_weights`` (the weights the search trained for the finalist): when they score a
   higher validation fitness than the refined ones they are the ones scored and written
