@@ -1,4 +1,5 @@
-"""Helpers of the search tests: a synthetic fitness on real genomes and a toy search runner.
+"""Helpers of the search tests: a synthetic fitness on real genomes, a toy search runner, and
+what the run-folder tests compare (:func:`comparable`) or hold (:func:`hold_lock`).
 
 The fitness is a known function of the spectrum (paper eq. 3) with its optimum at
 :data:`TARGET`, so the GA can be checked without training (NNI ``test_sanity.py`` style).
@@ -9,6 +10,9 @@ Run as a script (``python tests/nas/search_toys.py RUN_DIR [--resume] [--delay S
 from __future__ import annotations
 
 import functools
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nas.search.config import EvolveConfig, ExecSettings, SearchSettings  # noqa: E402
+from nas.search.rundir import read_events, strip_timing  # noqa: E402
 
 TARGET = (6, 2, 1, 1, 1)
 TOY_SEARCH = dict(population=4, children=2, generations=4, min_distance=2.0, mutations_min=1,
@@ -128,6 +133,43 @@ def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, wo
                           events=events, resumed=resume, log=lambda m: None)
     finally:
         events.close()
+
+
+# ------------------------------------------------------------------------ run-folder helpers
+
+TOYS = Path(__file__)
+
+
+def child_events(run: Path) -> list[dict]:
+    events, _ = read_events(run / "events.jsonl")
+    return [e for e in events if e["type"] == "child_finished"]
+
+
+def comparable(run: Path) -> dict:
+    """What must match between two runs of one seed (timing fields dropped)."""
+    events, _ = read_events(run / "events.jsonl")
+    keep = [strip_timing(e) for e in events if e["type"] not in ("run_started", "run_resumed")]
+    unordered = ("child_finished", "refined")  # logged in order of completion
+    children = sorted((e for e in keep if e["type"] in unordered),
+                      key=lambda e: (e["type"], e["id"]))
+    others = [e for e in keep if e["type"] not in unordered]
+    final = strip_timing(json.loads((run / "final.json").read_text()))
+    population = strip_timing(json.loads((run / "population.json").read_text()))
+    return {"children": children, "others": others, "final": final, "population": population}
+
+
+HOLD = ("import sys, time; from nas.search.rundir import open_run; log = open_run(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(120)")
+
+
+def hold_lock(run):
+    """A separate process that opens ``run`` for resuming (taking its lock) and sleeps."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ def test_quick_bench_reports_every_measurement_as_json(capsys):
     for child in ("he-ref", "he-baseline"):
         row = r["children"][child]
         assert row["plain_s"] > 0 and row["gm_cached_s"] > 0 and row["gm_live_he-ref_s"] > 0
-        assert row["gm_cached_over_plain"] == row["gm_cached_s"] / row["plain_s"]
     assert r["attack"]["he-ref_s_per_1000"] > 0
     assert set(r["defenses"]) == set(list_defenses())
     assert all(("s" in v) != ("skipped" in v) for v in r["defenses"].values())

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from search_toys import RACING, run_toy
-from test_resume import child_events, comparable
+from search_toys import RACING, child_events, comparable, run_toy
 
 from nas.evaluation.fitness import rung_epochs
 from nas.search.rundir import read_events

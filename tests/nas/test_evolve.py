@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_resume import comparable
+from search_toys import comparable
 
 from nas.cli import run
 from nas.errors import UserError
@@ -151,7 +151,7 @@ def test_flags_parse_defense_args_and_lambda():
 
 
 def test_resume_of_a_run_in_use_is_refused_in_one_line_and_changes_nothing(smoke_run, capsys):
-    from test_rundir import hold_lock
+    from search_toys import hold_lock
 
     holder = hold_lock(smoke_run)
     try:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_resume import comparable
+from search_toys import comparable
 
 from nas.cli import run
 from nas.evolve import main

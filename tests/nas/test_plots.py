@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
+import pytest
 import torch
 
 from nas.reporting import plots
@@ -44,10 +45,21 @@ def test_ig_grid_has_one_row_per_image(tmp_path: Path) -> None:
     assert two.shape[0] > 1.5 * one.shape[0] * 0.8  # taller with more images
 
 
-def test_matrix_with_missing_cells(tmp_path: Path) -> None:
+def test_matrix_leaves_missing_cells_blank_and_labels_the_others(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
     table = {"resnet18": {"reference": 0.3, "evolved": 0.6}, "vgg16_bn": {"evolved": 0.7}}
     _png(plots.plot_matrix(table, tmp_path / "m.png", title="t", row_label="r", col_label="c",
                            value_label="v"))
+    ax = figures[0].axes[0]
+    cells = ax.images[0].get_array()  # rows resnet18, vgg16_bn; columns reference, evolved
+    assert cells.shape == (2, 2) and bool(cells.mask[1, 0]) and not cells.mask[0].any()
+    assert [float(v) for v in cells[0]] == pytest.approx([30.0, 60.0])
+    labels = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+              for t in ax.texts}
+    assert labels == {(0, 0): "30.0", (0, 1): "60.0", (1, 1): "70.0"}  # none on the blank cell
 
 
 def test_front_scatter_marks_front_and_finalists(tmp_path: Path) -> None:

@@ -8,32 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from search_toys import run_toy
-
-from nas.search.rundir import read_events, strip_timing
-
-TOYS = Path(__file__).with_name("search_toys.py")
-
-
-def child_events(run: Path) -> list[dict]:
-    events, _ = read_events(run / "events.jsonl")
-    return [e for e in events if e["type"] == "child_finished"]
-
-
-def comparable(run: Path) -> dict:
-    """What must match between two runs of one seed (timing fields dropped)."""
-    events, _ = read_events(run / "events.jsonl")
-    keep = [strip_timing(e) for e in events if e["type"] not in ("run_started", "run_resumed")]
-    unordered = ("child_finished", "refined")  # logged in order of completion
-    children = sorted((e for e in keep if e["type"] in unordered),
-                      key=lambda e: (e["type"], e["id"]))
-    others = [e for e in keep if e["type"] not in unordered]
-    final = strip_timing(json.loads((run / "final.json").read_text()))
-    population = strip_timing(json.loads((run / "population.json").read_text()))
-    return {"children": children, "others": others, "final": final, "population": population}
+from search_toys import TOYS, child_events, comparable, run_toy
 
 
 @pytest.fixture(scope="module")

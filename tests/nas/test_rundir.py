@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from search_toys import hold_lock
 
 from nas.errors import UserError
 from nas.search.rundir import (
@@ -111,16 +112,6 @@ def test_config_diff_and_strip_timing():
 
 # ----------------------------------------------------------- locking and atomic creation
 
-HOLD = ("import sys, time; from nas.search.rundir import open_run; log = open_run(sys.argv[1]); "
-        "print('locked', flush=True); time.sleep(120)")
-
-
-def hold_lock(run):
-    """A separate process that opens ``run`` for resuming (taking its lock) and sleeps."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
 
 
 def test_a_run_is_locked_by_one_process_and_a_kill_leaves_no_stale_lock(tmp_path):

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from search_toys import RACING, TOY_SEARCH, racing_fitness, run_toy, spectrum_fitness
-from test_resume import child_events, comparable
+from search_toys import (
+    RACING,
+    TOY_SEARCH,
+    child_events,
+    comparable,
+    racing_fitness,
+    run_toy,
+    spectrum_fitness,
+)
 
 from nas.search.rundir import read_events
 
@@ -149,25 +156,25 @@ def test_refine_draws_need_a_validation_split():
         resolve({"refine_draws": 0}, preset="cpu", config_file=None, run_dir="")
 
 
-def test_cpu_preset_resolves_for_both_datasets():
-    from nas.search.config import PRESETS, resolve
+def test_cpu_preset_keeps_its_invariants_and_yields_to_flags():
+    from nas.search.config import CPU_MNIST, resolve
 
-    cfg = resolve({}, preset="cpu", config_file=None, run_dir="")
+    def cpu(**flags):
+        return resolve(flags, preset="cpu", config_file=None, run_dir="")
+
+    cfg = cpu()
     f, s = cfg.fitness, cfg.search
-    assert (f.dataset, f.train_size, f.val_size, f.test_size) == ("fashion-mnist", 10000, 1000,
-                                                                  1000)
-    assert (f.reference, f.defense, f.recipe, s.strategy) == ("he-ref", "gm", "cpu", "ga")
-    assert f.reference_patience > 0 and s.refine_patience > 0 and len(f.held_out) >= 2
-    assert f.reference not in f.held_out
-    assert s.early_reject and not s.inherit  # raced; inheritance only when asked
-    plain = resolve({"early_reject": False}, preset="cpu", config_file=None, run_dir="")
-    assert not plain.search.early_reject  # --no-early-reject: Algorithm 1 as written
-    mnist = resolve({"dataset": "mnist"}, preset="cpu", config_file=None, run_dir="")
-    assert mnist.fitness.dataset == "mnist"  # tuned for MNIST: tests/nas/test_evolve.py
-    random = resolve({"dataset": "mnist", "strategy": "random"}, preset="cpu", config_file=None,
-                     run_dir="")  # the MNIST tuning's warm start applies to random search too
-    assert random.search.strategy == "random" and random.search.init_samples == 36
-    assert "cpu" in PRESETS
+    assert f.reference not in f.held_out and f.held_out  # held-out sources the search never sees
+    assert f.reference_patience > 0 and s.refine_patience > 0  # trained to their plateaus
+    assert f.test_size > 0 and f.val_size > 0 and f.fitness_split == "val"  # test only reports
+    flipped = cpu(early_reject=not s.early_reject, train_size=f.train_size // 2)
+    assert flipped.search.early_reject != s.early_reject  # a flag wins over the preset
+    assert flipped.fitness.train_size == f.train_size // 2
+    ga, random = cpu(dataset="mnist"), cpu(dataset="mnist", strategy="random")
+    assert random.search.strategy == "random" and ga.search.strategy == s.strategy
+    # the MNIST tuning reaches random search as it reaches the GA
+    assert random.search.init_samples == ga.search.init_samples == CPU_MNIST["init_samples"]
+    assert cpu().search.init_samples != CPU_MNIST["init_samples"]  # and only MNIST
 
 
 def test_options_are_flags_and_bad_values_are_user_errors():

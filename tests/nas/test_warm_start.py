@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from search_toys import TOY_SEARCH, run_toy
-from test_resume import child_events, comparable
+from search_toys import TOY_SEARCH, child_events, comparable, run_toy
 
 from genome import spectrum_distance
 from nas.search.rundir import read_events
