@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # Registration happens by importing the modules (STYLE.md §1). Keep this list sorted.
 from defenses import (  # noqa: F401 - importing registers them (STYLE.md §1)
+    adversarial,
     cldl,
     gm,
     ncen,
@@ -15,7 +16,7 @@ from defenses import (  # noqa: F401 - importing registers them (STYLE.md §1)
     plain,
     stylized,
 )
-from defenses.base import Batch, Defense, DefenseOutput, TrainContext
+from defenses.base import Adversary, Batch, Defense, DefenseOutput, TrainContext
 from defenses.registry import (
     DEFENSES,
     Registry,
@@ -27,6 +28,7 @@ from defenses.registry import (
 
 __all__ = [
     "DEFENSES",
+    "Adversary",
     "Batch",
     "Registry",
     "Defense",
