@@ -179,34 +179,37 @@ class FreeAdversarialTraining(_LinfAdversarialTraining):
     def prepare(self, x_train: torch.Tensor, y_train: torch.Tensor, ctx: TrainContext) -> None:
         """Start every training with delta = 0 (a defense object may train several times)."""
         self._noise: torch.Tensor | None = None  # (B_max, C, H, W) the carried perturbation
-        self._delta: torch.Tensor | None = None  # (N, C, H, W) leaf of the last loss call
+        self._delta: torch.Tensor | None = None  # (N, C, H, W) delta of the last loss call
+        self._leaf: torch.Tensor | None = None  # (N, C, H, W) x + delta, whose .grad is filled
 
     @property
     def perturbation(self) -> torch.Tensor | None:
-        """The perturbation of the last ``loss`` call (N, C, H, W), detached; ``None`` before."""
-        delta = getattr(self, "_delta", None)
-        return None if delta is None else delta.detach()
+        """delta of the last ``loss`` call (N, C, H, W); ``None`` before the first."""
+        return getattr(self, "_delta", None)
 
     def _next_delta(self, x: torch.Tensor, eps: float) -> torch.Tensor:
-        """Apply the pending ascent step (the last backward's ``delta.grad``) to the carried
-        perturbation and return its first ``N`` rows as a fresh leaf: (N, C, H, W)."""
+        """Apply the pending ascent step (the last backward's gradient at ``x + delta``) to
+        the carried perturbation and return its first ``N`` rows: (N, C, H, W).
+
+        The gradient is taken at the image, not through the clamp to the box, so a pixel
+        at 0 or 1 still gets a direction (the clamp's gradient there is zero)."""
         alpha = eps if self.alpha is None else float(self.alpha)
-        noise, delta = getattr(self, "_noise", None), getattr(self, "_delta", None)
+        noise, leaf = getattr(self, "_noise", None), getattr(self, "_leaf", None)
         if noise is None or noise.shape[1:] != x.shape[1:] or noise.device != x.device:
-            noise, delta = torch.zeros_like(x, dtype=torch.float32), None
-        if delta is not None and delta.grad is not None:
-            n = len(delta)
-            noise[:n] = (noise[:n] + alpha * delta.grad.sign()).clamp(-eps, eps)
+            noise, leaf = torch.zeros_like(x, dtype=torch.float32), None
+        if leaf is not None and leaf.grad is not None:
+            n = len(leaf)
+            noise[:n] = (noise[:n] + alpha * leaf.grad.sign()).clamp(-eps, eps)
         if len(noise) < len(x):  # a larger batch than any before: new rows start at zero
             noise = torch.cat([noise, torch.zeros_like(x[len(noise):], dtype=torch.float32)])
         self._noise = noise
-        return noise[: len(x)].clone().requires_grad_(True)
+        return noise[: len(x)].clone()
 
     def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
         eps = self.radius(ctx)
-        delta = self._next_delta(batch.x, eps)  # (N, C, H, W), leaf
-        self._delta = delta
-        x_adv = (batch.x.detach() + delta.to(batch.x.dtype)).clamp(0.0, 1.0)  # (N, C, H, W)
-        out = self._output(model, x_adv, batch, ctx, eps)
-        out.grad_inputs = (delta,)
+        self._delta = self._next_delta(batch.x, eps)  # (N, C, H, W)
+        x_adv = (batch.x.detach() + self._delta.to(batch.x.dtype)).clamp(0.0, 1.0)
+        self._leaf = x_adv.requires_grad_(True)  # (N, C, H, W)
+        out = self._output(model, self._leaf, batch, ctx, eps)
+        out.grad_inputs = (self._leaf,)
         return out
