@@ -1,7 +1,9 @@
 """Training objectives ("defenses"), one registry, one verb each.
 
 ``create_defense("gm", lam=1.0)`` builds one; ``list_defenses()`` lists them. Importing this
-package registers every defense module below.
+package registers every defense module below. Test-time input transformations (JPEG,
+bilateral filtering) have their own registry: ``create_transform`` / ``list_transforms``
+(defenses/transforms.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from defenses import (  # noqa: F401 - importing registers them (STYLE.md §1)
     ot,
     plain,
     stylized,
+    transforms,
 )
 from defenses.base import Adversary, Batch, Defense, DefenseOutput, TrainContext
 from defenses.registry import (
@@ -24,6 +27,14 @@ from defenses.registry import (
     create_defense,
     list_defenses,
     register_defense,
+)
+from defenses.transforms import (
+    TRANSFORMS,
+    InputTransform,
+    Transformed,
+    create_transform,
+    list_transforms,
+    register_transform,
 )
 
 __all__ = [
@@ -38,4 +49,10 @@ __all__ = [
     "create_defense",
     "list_defenses",
     "register_defense",
+    "TRANSFORMS",
+    "InputTransform",
+    "Transformed",
+    "create_transform",
+    "list_transforms",
+    "register_transform",
 ]
