@@ -3,7 +3,7 @@
 All three minimise the cross-entropy on L-inf adversarial examples of the model being
 trained, Madry et al.'s saddle-point problem (2018, eq. 2.1)::
 
-    min_theta  E_(x, y) [ max_{||delta||_inf <= eps, x + delta in [0, 1]}  CE(f_theta(x + delta), y) ]
+    min_theta E_(x,y) [ max_{||delta||_inf <= eps, x+delta in [0,1]} CE(f_theta(x + delta), y) ]
 
 and differ in how they approximate the inner maximisation:
 

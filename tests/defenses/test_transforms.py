@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from defenses import UnknownName, Transformed, create_transform, list_transforms
+from defenses import Transformed, UnknownName, create_transform, list_transforms
 
 
 def fixed_image(channels: int) -> torch.Tensor:
