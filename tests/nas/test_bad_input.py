@@ -21,7 +21,7 @@ import torch
 from search_toys import run_toy
 
 import genome as gn
-from nas import bench, cost, evolve, export, fidelity, recipes, report, train
+from nas import bench, cost, evolve, export, fidelity, recipes, report, table6, train
 from nas import genome as genome_cli
 from nas.cli import run
 from nas.evaluation.data import dataset_info
@@ -100,6 +100,8 @@ SMOKE = ["--preset", "smoke", "--run-dir", "{tmp}/runs", "--name", "r", "--cache
          "{tmp}/cache", "--no-progress"]
 TRAIN = ["he-ref", "--reference", "he-ref", "--dataset", "synthetic", "--cache-dir", "{tmp}/cache",
          "--no-progress"]
+T6 = ["--dataset", "synthetic", "--reference", "he-ref", "--cache-dir", "{tmp}/cache",
+      "--no-progress", "--out", "{tmp}/t6"]
 
 def not_fidelity_results(tmp: Path, _run: Path) -> None:
     (tmp / "fid.jsonl").write_text('{"child": 0, "epochs": 3}\nnot json\n{"child": 1, "ep')
@@ -216,6 +218,18 @@ CASES = {
     "report-source-epochs-0": (report, ["{run}", "--source-epochs", "0"], None),
     "report-seed-negative": (report, ["{run}", "--seed", "-1"], None),
     "report-out-is-a-file": (report, ["{run}", "--out", "{tmp}/file"], a_file),
+    # nas.table6
+    "table6-rows-unknown": (table6, [*T6, "--rows", "Ref,NE+GM"], None),
+    "table6-epochs-0": (table6, [*T6, "--epochs", "0"], None),
+    "table6-defense-arg-unknown-defense": (table6, [*T6, "--defense-arg", "madry:steps=3"], None),
+    "table6-defense-arg-no-name": (table6, [*T6, "--defense-arg", "steps=3"], None),
+    "table6-defense-arg-bad-value": (table6, [*T6, "--defense-arg", "pgd-at:steps=0"], None),
+    "table6-transform-arg-bad-value": (table6, [*T6, "--transform-arg", "jpeg:quality=0"], None),
+    "table6-transform-arg-unknown-key": (table6, [*T6, "--transform-arg", "bilateral:size=3"],
+                                         None),
+    "table6-run-and-dataset": (table6, ["{run}", "--dataset", "mnist", "--out", "{tmp}/t6"],
+                               None),
+    "table6-out-is-a-file": (table6, [*T6[:-2], "--out", "{tmp}/file"], a_file),
 }
 
 
