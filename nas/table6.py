@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="cache directory (default $NAS_CACHE_DIR)")
     p.add_argument("--out", default=None,
                    help="output folder of table6.md and table6.json (default <RUN>/table6, "
-                   "else table6)")
+                   "else runs/table6)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     view = load_run(args.run_dir) if args.run_dir else None
     settings = settings_of(args, view)
     check_names(settings)
-    out = Path(args.out or (Path(args.run_dir) / "table6" if args.run_dir else "table6"))
+    out = Path(args.out or (Path(args.run_dir) / "table6" if args.run_dir else "runs/table6"))
     check_out_dir(out, "--out")
     search = (view.config.get("search") or {}) if view is not None else {}
     epochs = args.epochs or int(search.get("refine_epochs") or search.get("epochs") or 10)

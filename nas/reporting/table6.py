@@ -171,8 +171,9 @@ def build_models(ws: Workspace, settings: FitnessSettings, budget: Budget, *,
                  progress: bool = False) -> dict[str, tuple[nn.Module, str]]:
     """The networks of ``rows`` with how each was trained: the trained ones through
     :func:`nas.reporting.models.baseline` (cached, shared with ``nas.report``); ``search
-    best`` is ``best`` (left out when ``None``); the GM rows use ``settings.defense``. free-AT is trained ``epochs / replays``
-    epochs (at least 1), the paper's budget-matched schedule (Shafahi et al. 2019)."""
+    best`` is ``best`` (left out when ``None``); the GM rows use ``settings.defense``.
+    free-AT is trained ``epochs / replays`` epochs (at least 1), the paper's budget-matched
+    schedule (Shafahi et al. 2019)."""
     out: dict[str, tuple[nn.Module, str]] = {}
 
     def trained(arch: str, defense: str, epochs: int) -> tuple[nn.Module, str]:
@@ -228,6 +229,8 @@ def table6(ws: Workspace, models: Mapping[str, tuple[nn.Module, str]], *,
         model = model.to(device or "cpu").eval()
         row = score_row(name, model, ws, x_adv, None if white_box_size is None else
                         (attack, idx), device=device, seed=seed, trained=how)
+        if row_label(name, defense) != name:  # the paper's value is GM's
+            row = dataclasses.replace(row, paper=None)
         rows.append(dataclasses.replace(row, name=row_label(name, defense)))
     eligible = int((ws.reference_pred["test"] == ws.splits.y_test).sum())
     notes = [f"{ws.settings.dataset}: {len(ws.splits.y_train)} training, {n} test images; "

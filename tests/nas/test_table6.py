@@ -123,3 +123,8 @@ def test_the_command_writes_markdown_and_json(tmp_path, nas_cache_dir, capsys):
     assert [r["name"] for r in doc["rows"]] == ["Ref", "Ref+JPEG", "Ref+PGD-AT"]
     assert "steps': 2" in doc["rows"][2]["trained"] and "quality': 40" in doc["rows"][1]["trained"]
     assert (out / "table6.md").read_text() == capsys.readouterr().out
+
+
+def test_every_flag_has_help():
+    for action in table6_cli.build_parser()._actions:
+        assert action.help, action.dest
