@@ -17,7 +17,14 @@ The one training loop (``nas.evaluation.training``) calls, in order:
 
 ``needs`` declares what the loop must provide in the :class:`TrainContext`:
 ``"reference_grad"`` (input gradients of the reference's CE loss, eval mode, detached),
-``"adversary"`` (an attack callable ``(model, x, y) -> x_adv`` in pixel space).
+``"adversary"`` (an attack callable ``(model, x, y) -> x_adv`` in pixel space; the loop passes
+an :class:`Adversary`, which also names the L-inf radius of the dataset's threat model).
+
+Two optional extensions serve free adversarial training (``defenses/adversarial.py``):
+a defense with an integer attribute ``replays`` (> 1) has each minibatch replayed that many
+times by ``train_step`` (one ``loss`` + backward + optimizer step per replay), and
+:attr:`DefenseOutput.grad_inputs` names tensors whose ``.grad`` the same backward fills
+besides the parameters' (the input perturbation's gradient comes free with the weights').
 """
 
 from __future__ import annotations
@@ -76,11 +83,30 @@ class TrainContext:
 
 @dataclass
 class DefenseOutput:
-    """Result of one ``loss`` call: the scalar to minimise, clean logits (N, K), numbers to log."""
+    """Result of one ``loss`` call: the scalar to minimise, clean logits (N, K), numbers to log.
+
+    ``grad_inputs``: leaf tensors (requiring grad) whose ``.grad`` the loop's backward fills
+    together with the parameters' (free adversarial training reads its perturbation's gradient
+    from there); empty for every other defense.
+    """
 
     loss: torch.Tensor
     logits: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
+    grad_inputs: tuple[torch.Tensor, ...] = ()
+
+
+@dataclass(frozen=True)
+class Adversary:
+    """An attack on the model being trained, ``(model, x, y) -> x_adv``, with ``eps``: the
+    L-inf radius of the dataset's threat model (the per-dataset default of the project's
+    attacks), the default radius of the adversarial-training defenses."""
+
+    attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    eps: float
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.attack(model, x, y)
 
 
 class Defense:

@@ -12,7 +12,10 @@ attack-set generation once per reference):
 - transferred attack-set generation throughput (PGD-L-inf, per-dataset default steps) for
   the ``he-ref`` and ``resnet34`` references, as seconds per 1,000 images;
 - one training step of every other registered defense relative to plain CE (a defense the
-  bench cannot feed is reported as skipped with the reason);
+  bench cannot feed is reported as skipped with the reason). A step is one minibatch of the
+  loop (``train_step``; ``free-at``'s includes its ``replays``), so each ratio is also the
+  defense's cost per epoch against plain CE; the adversarial-training defenses run at the
+  dataset's eps;
 - children per hour of the quick preset estimated from the GM step of an he-ref-sized child
   (an upper bound: evolved children are larger; docs/results.md has measured searches).
 
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 
 from defenses import create_defense, list_defenses
-from defenses.base import Batch, Defense
+from defenses.base import Adversary, Batch, Defense
 from nas.cli import ArgumentParser, run
 from nas.evaluation.allocator import keep_freed_memory
 from nas.evaluation.attacks import resolve_attack, run_attack
@@ -167,15 +170,18 @@ def _bench_attacks(refs: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
 
 def _bench_defenses(info: Any, batch: Batch, dev: torch.device, reps: int,
                     cached: CachedReferenceGrad) -> dict[str, Any]:
-    """One step of every registered defense on the he-ref child, timed interleaved, relative
-    to plain CE (``none``) timed in the same rounds."""
+    """One step (one minibatch, replays included) of every registered defense on the he-ref
+    child, timed interleaved, relative to plain CE (``none``) timed in the same rounds: the
+    ratio of their epoch times as well."""
     res: dict[str, Any] = {}
     settings = resolve_attack("pgd-linf", info.name if info.name != "synthetic" else "mnist",
                               steps=3)
     gen = torch.Generator().manual_seed(0)
 
-    def adversary(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def attack(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return run_attack(model, xb, yb, settings, gen)
+
+    adversary = Adversary(attack, settings.eps)  # the radius of adversarial training
 
     fns: dict[str, Callable[[], Any]] = {}
     for name in list_defenses():
@@ -216,7 +222,7 @@ def _print_table(r: dict[str, Any]) -> None:
     for k, v in a.items():
         if k.endswith("per_1000"):
             print(f"  {k:<32} {v:8.2f} s")
-    print("defenses, one step on he-ref relative to plain CE:")
+    print("defenses, one minibatch step on he-ref relative to plain CE (= per-epoch ratio):")
     for name, v in r["defenses"].items():
         print(f"  {name:<10} " + (f"{v['s']:8.3f} s {v['over_plain']:6.2f}x" if "s" in v
                                   else f"skipped ({v['skipped']})"))

@@ -568,12 +568,14 @@ def rung_epochs(epochs: int) -> tuple[int, ...]:
 
 
 def _adversary(ws: Workspace) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """White-box PGD on the model being trained (for defenses that declare ``adversary``)."""
+    """White-box PGD on the model being trained (for defenses that declare ``adversary``),
+    naming the dataset's L-inf eps (the adversarial-training defenses' default radius)."""
+    from defenses.base import Adversary
     from nas.evaluation.attacks import run_attack
 
     attack = resolve_attack("pgd-linf", ws.settings.dataset)
     generator = torch.Generator().manual_seed(derive_seed("adversary", ws.settings.seed))
-    return lambda model, x, y: run_attack(model, x, y, attack, generator)
+    return Adversary(lambda model, x, y: run_attack(model, x, y, attack, generator), attack.eps)
 
 
 def write_outputs(out_dir: str | None, result: ChildResult, model: nn.Module | None,

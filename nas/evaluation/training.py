@@ -200,7 +200,24 @@ def train_step(
     model: nn.Module, defense: Defense, optimizer: torch.optim.Optimizer, batch: Batch,
     ctx: TrainContext, amp: contextlib.AbstractContextManager | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One optimisation step; returns the (detached) loss and the defense's logs."""
+    """One optimisation step; returns the (detached) loss and the defense's logs.
+
+    A defense with ``replays`` > 1 (free adversarial training) gets the batch that many
+    times: one loss + backward + optimizer step per replay, the last replay's loss returned.
+    """
+    for _ in range(getattr(defense, "replays", 1) - 1):
+        loss, logs = _optimise_once(model, defense, optimizer, batch, ctx, amp)
+        if not torch.isfinite(loss):
+            return loss, logs
+    return _optimise_once(model, defense, optimizer, batch, ctx, amp)
+
+
+def _optimise_once(
+    model: nn.Module, defense: Defense, optimizer: torch.optim.Optimizer, batch: Batch,
+    ctx: TrainContext, amp: contextlib.AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One loss + backward + optimizer step; the backward also fills ``.grad`` of the
+    defense's ``out.grad_inputs`` (defenses/base.py)."""
     optimizer.zero_grad(set_to_none=True)
     with amp or contextlib.nullcontext():
         out = defense.loss(model, batch, ctx)
@@ -210,7 +227,7 @@ def train_step(
     # Gradients of the optimised parameters only: no wasted input gradient of the first layer
     # when a defense made the batch require grad (gm's input gradients).
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-    loss.backward(inputs=params or None)
+    loss.backward(inputs=(params + list(out.grad_inputs)) or None)
     optimizer.step()
     return loss.detach(), out.logs
 

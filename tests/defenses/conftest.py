@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.base import TrainContext
+from defenses.base import Adversary, TrainContext
 from nasbase.files import write_atomically
 
 NUM_CLASSES = 3
@@ -104,8 +104,10 @@ def make_ctx(tmp_path) -> Callable[..., TrainContext]:
             loss = F.cross_entropy(reference(x), y, reduction="sum")
             return torch.autograd.grad(loss, x)[0].detach()
 
-        def adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return pgd(model, x, y, generator=gen)
+
+        adversary = Adversary(attack, eps=0.1)  # the radius pgd above uses
 
         messages: list[str] = []
         fields = dict(generator=gen, reference_grad=reference_grad, adversary=adversary,

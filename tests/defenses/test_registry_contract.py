@@ -31,7 +31,8 @@ def _setup(name, factory, data, make_ctx, seed=0):
 
 
 def test_the_paper_defenses_are_registered():
-    assert {"none", "gm", "ot", "ncen", "cldl", "stylized"} <= set(ALL)
+    assert {"none", "gm", "ot", "ncen", "cldl", "stylized", "fast-at", "pgd-at",
+            "free-at"} <= set(ALL)
     with pytest.raises(UnknownName, match="valid: .*ncen"):
         create_defense("no-such-defense")
 
@@ -115,7 +116,10 @@ def test_loss_falls_on_a_learnable_problem(name, factory, data, make_ctx):
 @pytest.mark.parametrize(
     "name, bad",
     [("ncen", {"k": 1}), ("cldl", {"k": 1}), ("ot", {"eps": 0}), ("stylized", {"weight_free": "x"}),
-     ("ncen", {"k": "many"}), ("ot", {"no_such_arg": 1})],
+     ("ncen", {"k": "many"}), ("ot", {"no_such_arg": 1}),
+     ("fast-at", {"eps": 0}), ("fast-at", {"eps": 2.0}), ("pgd-at", {"steps": 0}),
+     ("pgd-at", {"steps": 2.5}), ("pgd-at", {"alpha": -0.1}), ("free-at", {"replays": 0}),
+     ("free-at", {"replays": True}), ("free-at", {"eps": "big"}), ("fast-at", {"steps": 3})],
 )
 def test_bad_hyper_parameters_fail_before_training(name, bad):
     """At construction, or at ``check()`` (what the commands call first) where the constructor

@@ -21,7 +21,7 @@ import torch
 from search_toys import run_toy
 
 import genome as gn
-from nas import bench, cost, evolve, export, fidelity, recipes, report, train
+from nas import bench, cost, evolve, export, fidelity, recipes, report, table6, train
 from nas import genome as genome_cli
 from nas.cli import run
 from nas.evaluation.data import dataset_info
@@ -100,6 +100,8 @@ SMOKE = ["--preset", "smoke", "--run-dir", "{tmp}/runs", "--name", "r", "--cache
          "{tmp}/cache", "--no-progress"]
 TRAIN = ["he-ref", "--reference", "he-ref", "--dataset", "synthetic", "--cache-dir", "{tmp}/cache",
          "--no-progress"]
+T6 = ["--dataset", "synthetic", "--reference", "he-ref", "--cache-dir", "{tmp}/cache",
+      "--no-progress", "--out", "{tmp}/t6"]
 
 def not_fidelity_results(tmp: Path, _run: Path) -> None:
     (tmp / "fid.jsonl").write_text('{"child": 0, "epochs": 3}\nnot json\n{"child": 1, "ep')
@@ -188,6 +190,14 @@ CASES = {
     "train-lambda-nan": (train, [*TRAIN, "--lambda", "nan"], None),
     "train-defense-arg-nan": (train, [*TRAIN, "--defense-arg", "lam=nan"], None),
     "train-defense-arg-inf": (train, [*TRAIN, "--defense-arg", "lam=Infinity"], None),
+    "train-fast-at-eps-0": (train, [*TRAIN, "--defense", "fast-at", "--defense-arg", "eps=0"],
+                            None),
+    "train-free-at-replays-0": (train, [*TRAIN, "--defense", "free-at", "--defense-arg",
+                                        "replays=0"], None),
+    "train-pgd-at-steps-text": (train, [*TRAIN, "--defense", "pgd-at", "--defense-arg",
+                                        "steps=many"], None),
+    "evolve-free-at-eps-above-1": (evolve, [*SMOKE, "--defense", "free-at", "--defense-arg",
+                                            "eps=3"], None),
     "train-batch-size-0": (train, [*TRAIN, "--batch-size", "0"], None),
     "train-eps-above-1": (train, [*TRAIN, "--eps", "2"], None),
     "train-epochs-0": (train, [*TRAIN, "--epochs", "0"], None),
@@ -208,6 +218,18 @@ CASES = {
     "report-source-epochs-0": (report, ["{run}", "--source-epochs", "0"], None),
     "report-seed-negative": (report, ["{run}", "--seed", "-1"], None),
     "report-out-is-a-file": (report, ["{run}", "--out", "{tmp}/file"], a_file),
+    # nas.table6
+    "table6-rows-unknown": (table6, [*T6, "--rows", "Ref,NE+GM"], None),
+    "table6-epochs-0": (table6, [*T6, "--epochs", "0"], None),
+    "table6-defense-arg-unknown-defense": (table6, [*T6, "--defense-arg", "madry:steps=3"], None),
+    "table6-defense-arg-no-name": (table6, [*T6, "--defense-arg", "steps=3"], None),
+    "table6-defense-arg-bad-value": (table6, [*T6, "--defense-arg", "pgd-at:steps=0"], None),
+    "table6-transform-arg-bad-value": (table6, [*T6, "--transform-arg", "jpeg:quality=0"], None),
+    "table6-transform-arg-unknown-key": (table6, [*T6, "--transform-arg", "bilateral:size=3"],
+                                         None),
+    "table6-run-and-dataset": (table6, ["{run}", "--dataset", "mnist", "--out", "{tmp}/t6"],
+                               None),
+    "table6-out-is-a-file": (table6, [*T6[:-2], "--out", "{tmp}/file"], a_file),
 }
 
 

@@ -17,6 +17,8 @@ def test_quick_bench_reports_every_measurement_as_json(capsys):
     assert r["attack"]["he-ref_s_per_1000"] > 0
     assert set(r["defenses"]) == set(list_defenses())
     assert all(("s" in v) != ("skipped" in v) for v in r["defenses"].values())
+    for name in ("fast-at", "pgd-at", "free-at"):  # fed: the bench's adversary names its eps
+        assert r["defenses"][name]["s"] > 0, r["defenses"][name]
     assert r["children_per_hour_quick_preset"]["children_per_hour"] > 0
 
 
