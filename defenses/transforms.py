@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from defenses.registry import Registry
+from nasbase.registry import Registry
 
 
 class InputTransform:

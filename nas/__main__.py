@@ -12,6 +12,8 @@ VERBS = (
     ("train", "train and score one architecture with a defense (baselines, retraining)"),
     ("report", "one self-contained HTML report of a run: tables, plots, Captum IG maps"),
     ("export", "a run's networks as standalone PyTorch modules, weights and ONNX"),
+    ("table6", "the standard defenses side by side: GM against JPEG, bilateral filtering and "
+               "adversarial training (paper Table 6)"),
     ("genome", "inspect, sample, mutate, validate, export or draw one genome"),
 )
 #: The lab instruments: measurements of the method itself.

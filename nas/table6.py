@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.cli import ArgumentParser, check_out_dir, defense_arg, run
+from nas.cli import ArgumentParser, defense_arg, run
 from nas.errors import UserError
-from nas.values import nonneg_int, positive_float, positive_int
+from nasbase.values import check_out_dir, nonneg_int, positive_float, positive_int
 
 #: Flags that set what a run's config already fixes: refused with a run.
 DATA_FLAGS = {"dataset": "fashion-mnist", "train_size": 10000, "val_size": 1000,
@@ -146,12 +146,12 @@ def check_arguments(defense_args: dict[str, dict[str, Any]],
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the rows, score them, write table6.md / table6.json, print the markdown."""
     from defenses import list_defenses, list_transforms
-    from nas.evaluation.cache import atomic_write_text
     from nas.evaluation.fitness import check_names, prepare
     from nas.evaluation.training import resolve_device
     from nas.reporting.models import trained_child
     from nas.reporting.runview import load_run
     from nas.reporting.table6 import ROWS, Budget, build_models, table6, to_json, to_markdown
+    from nasbase.files import write_text_atomically
 
     args = build_parser().parse_args(argv)
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_of(args, view)
     check_names(settings)
     out = Path(args.out or (Path(args.run_dir) / "table6" if args.run_dir else "runs/table6"))
-    check_out_dir(out, "--out")
+    check_out_dir(out)
     search = (view.config.get("search") or {}) if view is not None else {}
     epochs = args.epochs or int(search.get("refine_epochs") or search.get("epochs") or 10)
     progress = not args.no_progress and sys.stderr.isatty()
@@ -190,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "trained weights).")
     markdown = to_markdown(table)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "table6.md", markdown)
-    atomic_write_text(out / "table6.json", to_json(table))
+    write_text_atomically(out / "table6.md", markdown)
+    write_text_atomically(out / "table6.json", to_json(table))
     print(markdown, end="")
     log(f"table 6 written to {out / 'table6.md'} and {out / 'table6.json'}")
     return 0

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from defenses import Transformed, UnknownName, create_transform, list_transforms
+from defenses import Transformed, create_transform, list_transforms
+from nasbase.registry import UnknownName
 
 
 def fixed_image(channels: int) -> torch.Tensor:
