@@ -70,7 +70,7 @@ from nas.evaluation.data import DatasetInfo, Splits
 from nas.evaluation.training import TrainConfig, predict, resolve_device, train
 
 Builder = Callable[[DatasetInfo], nn.Module]
-REFERENCES: Registry[Builder] = Registry("reference")
+REFERENCES: Registry[Builder] = Registry("reference", group="nas.references")
 
 
 def register_reference(name: str) -> Callable[[Builder], Builder]:
