@@ -67,12 +67,13 @@ def registering_from(origin: str) -> Iterator[None]:
 
 
 def _origin_of(obj: Any) -> str:
-    """``built-in`` for objects of this project, else ``module <name>`` (outside a plugin load)."""
-    if _ORIGIN:
-        return _ORIGIN[-1]
+    """``built-in`` for objects of this project (whatever imported them), else the plugin
+    being loaded, else ``module <name>``."""
     target = obj[-1] if isinstance(obj, tuple) and obj else obj
     module = getattr(target, "__module__", None) or ""
-    return "built-in" if module.split(".")[0] in _OWN_PACKAGES else f"module {module}"
+    if module.split(".")[0] in _OWN_PACKAGES:
+        return "built-in"
+    return _ORIGIN[-1] if _ORIGIN else f"module {module}"
 
 
 def entry_point_origin(dist: str) -> str:

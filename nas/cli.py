@@ -99,10 +99,10 @@ def message_of(exc: BaseException) -> str:
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
-    from defenses.registry import UnknownName
+    from defenses.registry import PluginError, UnknownName
     from genome import GenomeFormatError, InvalidGenome
 
-    return (UserError, UnknownName, InvalidGenome, GenomeFormatError)
+    return (UserError, UnknownName, PluginError, InvalidGenome, GenomeFormatError)
 
 
 def _prog_name(main: Callable[..., int]) -> str:

@@ -122,6 +122,7 @@ class FitnessSettings:
     data_root: str | None = None
     cache_dir: str | None = None
     seed: int = 0
+    plugins: tuple[str, ...] = ()  # --plugin modules, imported first in every process
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (``defense_args`` as a list of pairs)."""
@@ -134,6 +135,7 @@ class FitnessSettings:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["defense_args"] = tuple(sorted(tuple(p) for p in kwargs.get("defense_args", ())))
         kwargs["held_out"] = tuple(kwargs.get("held_out", ()))
+        kwargs["plugins"] = tuple(kwargs.get("plugins", ()))
         return cls(**kwargs)
 
 
@@ -251,7 +253,9 @@ def check_names(fitness: FitnessSettings) -> None:
     """Fail fast (before any file is written) on an unknown dataset, reference, attack,
     defense or recipe, or a defense argument the defense does not take."""
     from nas.errors import UserError
+    from nas.plugins import load_plugins
 
+    load_plugins(fitness.plugins)
     DATASETS.get(fitness.dataset)
     members = check_reference(fitness.reference, fitness.reference_weights)
     ATTACKS.get(fitness.attack)
@@ -273,7 +277,11 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
     """Build (or load from the cache) everything the fitness needs; idempotent.
 
     Each stage (data, reference, transferred sets, reference gradients) logs one line with its
-    measured time (:class:`nas.progress.Stages`); ``progress`` adds tqdm bars."""
+    measured time (:class:`nas.progress.Stages`); ``progress`` adds tqdm bars. The ``--plugin``
+    modules are imported first (a worker process evaluates children through this)."""
+    from nas.plugins import load_plugins
+
+    load_plugins(settings.plugins)
     cache = cache_root(settings.cache_dir)
     stages = Stages(log)
     with stages(f"data {settings.dataset}"):
