@@ -264,6 +264,9 @@ def check_names(fitness: FitnessSettings) -> None:
         if name in members or name == fitness.reference:
             raise UserError(f"must not contain the reference {name!r} (a held-out source is one "
                             f"the search never sees)", setting="held_out")
+    from nas.evaluation.refsources import check_sources
+
+    check_sources([fitness.reference, *fitness.held_out], fitness.dataset)
     DEFENSES.get(fitness.defense)
     check_defense(fitness)
     fitness.training_recipe()  # an unknown recipe

@@ -177,6 +177,19 @@ def module_reference(spec: str) -> Builder:
     return build
 
 
+def check_sources(names: list[str], dataset: str) -> None:
+    """Build every resolved reference form among ``names`` (members of ``a+b`` included) once
+    for ``dataset``, so one that cannot run on its images fails before any work."""
+    from nas.evaluation.data import dataset_info
+    from nas.evaluation.references import reference_members
+
+    forms = [m for name in names for m in reference_members(name) if ":" in m]
+    if forms:
+        info = dataset_info(dataset)
+        for member in forms:
+            REFERENCES.get(member)(info)
+
+
 def source_identity(name: str) -> dict[str, Any]:
     """What determines a resolved reference beyond its name and parameter shapes (cache key)."""
     import torchvision
