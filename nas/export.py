@@ -189,6 +189,9 @@ def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
                if isinstance(config.get("fitness"), dict) else None)
     if not isinstance(dataset, str):
         raise RunCorrupt(f"{run / 'config.json'} names no dataset (fitness.dataset)")
+    from nas.plugins import load_plugins
+
+    load_plugins(config["fitness"].get("plugins") or ())  # a plugin's dataset: its info
     info = dataset_info(dataset)
     children = _children(run)
     chosen = select(run, children, all_=all_, ids=ids)

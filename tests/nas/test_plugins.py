@@ -126,3 +126,22 @@ def test_a_plugin_module_that_fails_to_import_is_one_line_and_exit_2(fresh, tmp_
     assert code == 2 and err.count("\n") == 1
     assert "plugin bad_plugin (--plugin) failed to import: RuntimeError: plugin is broken" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_api_takes_plugins_file_datasets_and_reference_forms(fresh, tmp_path):
+    import numpy as np
+    import torch
+
+    from nas import api
+    from nas.evaluation.data import synthetic_images
+
+    (fresh / "my_halfce.py").write_text(PLUGIN)
+    x, y = synthetic_images(6, 3, (1, 12, 12), torch.Generator().manual_seed(0))
+    np.savez(tmp_path / "d.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=x.numpy(),
+             y_test=y.numpy())
+    metrics = api.train("he-ref", plugins=["my_halfce"], defense="halfce",
+                        dataset=f"npz:{tmp_path / 'd.npz'}", train_size=9, val_size=3,
+                        test_size=6, reference="torchvision:resnet18", reference_epochs=1,
+                        steps=1, epochs=1, cache_dir=str(tmp_path / "cache"))
+    assert metrics["status"] == "ok" and 0 <= metrics["fitness"] <= 1
+    assert metrics["params"] > 0
