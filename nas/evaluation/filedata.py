@@ -187,9 +187,12 @@ def _folder_arrays(root: Path, size: tuple[int, int] | None) -> Arrays:
 
 
 def _signature(root: Path) -> tuple:
-    """What a folder's content is judged by within one process (paths, sizes, mtimes)."""
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in sorted(root.rglob("*")) if p.is_file())
+    """What a folder is judged unchanged by within one process: the modification times of its
+    split and class folders (they change when an image is added, removed or renamed), so a
+    lookup costs a few ``stat`` calls however many images there are."""
+    dirs = [root] + [d for split in ("train", "test") if (root / split).is_dir()
+                     for d in (root / split, *sorted((root / split).iterdir())) if d.is_dir()]
+    return tuple((str(d), d.stat().st_mtime_ns) for d in dirs)
 
 
 @lru_cache(maxsize=4)
