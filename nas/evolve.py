@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neuroevolution search for networks adversarial examples do not transfer "
         "to (paper Algorithm 1 with GM training).",
         epilog="Layering: defaults (= --preset paper) < --preset < --config < explicit flags. "
-        "See docs/search.md.")
+        "See docs/search.md; your own data, references and defenses: docs/extending.md.")
     run_g = p.add_argument_group("run")
     run_g.add_argument("--preset", choices=sorted(cfgmod.PRESETS),
                        help="paper (the defaults), quick (Fashion-MNIST, minutes on a 2-core "

@@ -20,7 +20,13 @@ from PIL import Image
 from test_resume import comparable
 
 from nas.evaluation.cache import tensor_digest
-from nas.evaluation.data import DATASETS, DatasetInfo, dataset_info, register_dataset
+from nas.evaluation.data import (
+    DATASETS,
+    DatasetInfo,
+    dataset_info,
+    load_splits,
+    register_dataset,
+)
 from nas.evolve import main
 
 ROOT = os.environ.get("NAS_DATA_ROOT")
@@ -51,6 +57,14 @@ def _weights(run: Path) -> dict[str, str]:
         state = torch.load(path, map_location="cpu", weights_only=True)
         out[str(path.relative_to(run))] = tensor_digest(*state.values())
     return out
+
+
+def _same_subsets(a: str, b: str) -> None:
+    """The smoke preset's subsets of datasets ``a`` and ``b`` are the same images and labels."""
+    sa, sb = (load_splits(n, train_size=60, val_size=30, test_size=30, seed=0) for n in (a, b))
+    for split in ("train", "val", "test"):
+        assert all(torch.equal(u, v) for u, v in zip(sa.split(split), sb.split(split),
+                                                     strict=True))
 
 
 def _same_search(a: Path, b: Path) -> None:
@@ -84,6 +98,7 @@ def test_a_folder_of_fashion_mnist_pngs_searches_as_the_builtin_tensors_of_those
     folder_info = dataset_info(f"folder:{root}")
     assert (folder_info.num_classes, folder_info.input_shape, folder_info.mean, folder_info.std) \
         == (10, (1, 28, 28), info.mean, info.std)
+    _same_subsets(f"folder:{root}", "fashion-mnist-pngs")
     cache = str(tmp_path / "cache")
     _same_search(_search(tmp_path, cache, "folder", f"folder:{root}"),
                  _search(tmp_path, cache, "builtin", "fashion-mnist-pngs"))
@@ -98,6 +113,7 @@ def test_an_npz_of_mnist_is_the_builtin_mnist_and_gives_its_search(tmp_path, nas
     mine, builtin = dataset_info(f"npz:{path}"), dataset_info("mnist")
     assert (mine.num_classes, mine.input_shape, mine.mean, mine.std) == \
         (builtin.num_classes, builtin.input_shape, builtin.mean, builtin.std)
+    _same_subsets(f"npz:{path}", "mnist")
     cache = str(tmp_path / "cache")
     _same_search(_search(tmp_path, cache, "npz", f"npz:{path}"),
                  _search(tmp_path, cache, "builtin", "mnist"))
