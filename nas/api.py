@@ -163,20 +163,17 @@ def train(arch: str, *, epochs: int | None = None, max_epochs: int = 40, patienc
         The metrics (``fitness``, ``clean_acc``, ``adv_acc``, ``fooling_rate``, ``status``, ...).
     """
     from nas.evaluation.data import dataset_info
-    from nas.evaluation.fitness import FitnessSettings, evaluate_module, prepare
+    from nas.evaluation.filedata import fold_image_size
+    from nas.evaluation.fitness import FitnessSettings, check_names, evaluate_module, prepare
     from nas.train import resolve_architecture
 
     if "defense_args" in keys:
         keys["defense_args"] = tuple(sorted(dict(keys["defense_args"]).items()))
-    from nas.evaluation.filedata import fold_image_size
-
     values = fold_image_size(cfgmod.check_values({"defense": "gm", **keys}))
     try:
         settings = FitnessSettings(**values)
     except TypeError as exc:
         raise UserError(f"invalid settings: {exc}") from None
-    from nas.evaluation.fitness import check_names
-
     check_names(settings)  # plugins first, then every name
     settings.training_recipe()
     if epochs is None and settings.val_size < 1:
