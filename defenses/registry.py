@@ -95,6 +95,7 @@ class Registry(Generic[T]):
         self._origins: dict[str, str] = {}
         self._resolvers: dict[str, tuple[Callable[[str], T], str]] = {}
         self._plugins_loaded = group is None
+        self._loaded_points: set[tuple[str, str]] = set()
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``; a duplicate name raises ValueError."""
@@ -121,14 +122,19 @@ class Registry(Generic[T]):
         """``{prefix: usage}`` of the resolvable name forms."""
         return {p: usage for p, (_, usage) in sorted(self._resolvers.items())}
 
-    def load_plugins(self) -> None:
-        """Import the entry points of :attr:`group` once (raises :class:`PluginError`)."""
-        if self._plugins_loaded:
+    def load_plugins(self, *, rescan: bool = False) -> None:
+        """Import the entry points of :attr:`group` not imported yet: on the first call, and
+        again with ``rescan`` (a missing name: a package installed since, e.g. in a long-lived
+        worker process). Raises :class:`PluginError`."""
+        if self.group is None or (self._plugins_loaded and not rescan):
             return
         self._plugins_loaded = True
         from importlib.metadata import entry_points
 
         for ep in sorted(entry_points(group=self.group), key=lambda e: e.name):
+            if (ep.name, ep.value) in self._loaded_points:
+                continue
+            self._loaded_points.add((ep.name, ep.value))
             dist = getattr(getattr(ep, "dist", None), "name", None) or ep.value
             with registering_from(entry_point_origin(dist)):
                 try:
@@ -157,7 +163,7 @@ class Registry(Generic[T]):
         prefix, sep, rest = name.partition(":")
         if sep and prefix in self._resolvers:
             return self._resolvers[prefix][0](rest)
-        self.load_plugins()
+        self.load_plugins(rescan=True)
         if name in self._entries:
             return self._entries[name]
         valid = self.names() + [usage for _, usage in self._resolvers.values()]

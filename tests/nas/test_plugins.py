@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
@@ -66,17 +67,25 @@ def fresh(monkeypatch, tmp_path):
         monkeypatch.setattr(registry, "_entries", dict(registry._entries))
         monkeypatch.setattr(registry, "_origins", dict(registry._origins))
         monkeypatch.setattr(registry, "_plugins_loaded", registry.group is None)
+        monkeypatch.setattr(registry, "_loaded_points", set())
     monkeypatch.setattr(nas.plugins, "_LOADED", set())
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
-    return site
+    before = set(sys.modules)
+    yield site
+    for name in set(sys.modules) - before:  # the plugin modules: imported afresh next time
+        if getattr(sys.modules[name], "__file__", None) and str(site) in sys.modules[name].__file__:
+            del sys.modules[name]
 
 
 def test_an_installed_plugin_is_listed_with_its_distribution_and_found_by_defense_in_workers(
         fresh, tmp_path, capsys, monkeypatch):
+    from joblib.externals.loky import get_reusable_executor
+
     install(fresh, "halfce_plugin", PLUGIN)
     monkeypatch.setenv("PYTHONPATH", str(fresh))  # the worker processes' environment
+    get_reusable_executor().shutdown(wait=True)  # workers of earlier tests lack the site folder
     assert run(evolve_main, ["--list"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"halfce\s+entry point nas-halfce-plugin", out), out
