@@ -162,7 +162,8 @@ _FITNESS_FLAGS = [
                       "PyTorch defaults, constant rate, paper §4) or cpu (docs/fitness.md)"),
     ("--lr", positive_float, "peak learning rate (default: the recipe's)"),
     ("--device", str, "cpu, cuda or auto"),
-    ("--held-out", str, "held-out attack sources, comma-separated reference names or forms (e.g. "
+    ("--held-out", str, "held-out attack sources, comma-separated reference names or forms, "
+                        "NAME=FILE to load one's weights (e.g. "
                         "he-baseline,squeezenet1_1): trained with CE, never used by the search; "
                         "their transferred accuracy is reported for the finalists"),
     ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's "

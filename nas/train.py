@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the data subsets and the reference")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--held-out", default="",
-                   help="held-out attack sources, comma-separated reference names: trained with "
+                   help="held-out attack sources, comma-separated reference names or forms "
+                   "(NAME=FILE: load its weights): trained with "
                    "CE (cached), their PGD examples of the test split are scored too")
     p.add_argument("--out", default=None, help="directory for metrics.json and weights.pt")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

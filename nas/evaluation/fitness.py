@@ -44,7 +44,7 @@ from nas.evaluation.cache import (
 )
 from nas.evaluation.data import DATASETS, Splits, cache_root, load_splits
 from nas.evaluation.recipe import Recipe, get_recipe
-from nas.evaluation.references import check_reference, get_reference, reference_members
+from nas.evaluation.references import check_reference, get_reference, held_out_source
 from nas.evaluation.training import (
     CachedReferenceGrad,
     TrainConfig,
@@ -259,14 +259,16 @@ def check_names(fitness: FitnessSettings) -> None:
     DATASETS.get(fitness.dataset)
     members = check_reference(fitness.reference, fitness.reference_weights)
     ATTACKS.get(fitness.attack)
-    for name in fitness.held_out:
-        reference_members(name)
+    for entry in fitness.held_out:
+        name, weights = held_out_source(entry)
+        check_reference(name, weights)
         if name in members or name == fitness.reference:
             raise UserError(f"must not contain the reference {name!r} (a held-out source is one "
                             f"the search never sees)", setting="held_out")
     from nas.evaluation.refsources import check_sources
 
-    check_sources([fitness.reference, *fitness.held_out], fitness.dataset)
+    check_sources([fitness.reference, *(held_out_source(e)[0] for e in fitness.held_out)],
+                  fitness.dataset)
     DEFENSES.get(fitness.defense)
     check_defense(fitness)
     fitness.training_recipe()  # an unknown recipe
@@ -330,9 +332,10 @@ def _held_out_source(name: str, settings: FitnessSettings, splits: Splits, cache
     :func:`nas.evaluation.attacks.transferred_set` (the same tensor-keyed caches as the
     reference's).
     """
+    name, weights = held_out_source(name)  # NAME or NAME=WEIGHTS_FILE
     source, key, _ = get_reference(name, splits, cache,
                                    config=settings.reference_config(progress=progress),
-                                   seed=settings.seed, log=log)
+                                   seed=settings.seed, weights=weights, log=log)
     source = source.to(device).eval()
     for p in source.parameters():
         p.requires_grad_(False)

@@ -104,6 +104,22 @@ def reference_members(name: str) -> list[str]:
     return members
 
 
+#: Joins a held-out source and its weights file (``--held-out torchvision:resnet50=r50.pt``).
+WEIGHTS_SEP = "="
+
+
+def held_out_source(entry: str) -> tuple[str, str | None]:
+    """``(reference name, weights file or None)`` of a ``--held-out`` entry ``NAME[=FILE]``.
+
+    Raises:
+        UserError: ``NAME=`` without a file.
+    """
+    name, sep, weights = entry.partition(WEIGHTS_SEP)
+    if sep and not weights.strip():
+        raise UserError(f"{entry!r}: expected NAME or NAME=WEIGHTS_FILE", setting="held_out")
+    return name, weights.strip() or None
+
+
 def check_reference(name: str, weights: str | None = None) -> list[str]:
     """:func:`reference_members` of ``name``, refusing a weights file for an ensemble (a
     state_dict file holds one network).

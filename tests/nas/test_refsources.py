@@ -125,3 +125,29 @@ def test_held_out_sources_take_every_reference_form_and_never_the_reference(smal
                                 held_out=("torchvision:resnet18",))
     with pytest.raises(UserError, match="must not contain the reference"):
         check_names(twice)
+
+
+def test_a_held_out_source_takes_a_weights_file(tiny, capsys):
+    settings, splits, cache = tiny
+    net = build_reference("torchvision:shufflenet_v2_x0_5", SYNTH)
+    torch.save({"state_dict": net.state_dict()}, cache / "held.pt")
+    code = run(train_main, ["he-baseline", "--dataset", "synthetic", "--train-size", "60",
+                            "--val-size", "30", "--test-size", "30", "--reference", "he-ref",
+                            "--reference-epochs", "1", "--held-out",
+                            f"torchvision:shufflenet_v2_x0_5={cache / 'held.pt'}", "--epochs",
+                            "1", "--steps", "1", "--no-progress", "--cache-dir", str(cache)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "held-out torchvision:shufflenet_v2_x0_5=" in out.out
+    assert not list((cache / "references").glob("*shufflenet*"))  # loaded, not trained
+    with pytest.raises(UserError, match="expected NAME or NAME=WEIGHTS_FILE"):
+        check_names(dataclasses.replace(settings, held_out=("he-baseline=",)))
+    wrong = build_reference("lenet5", SYNTH)
+    torch.save(wrong.state_dict(), cache / "wrong.pt")
+    code = run(train_main, ["he-baseline", "--dataset", "synthetic", "--train-size", "60",
+                            "--val-size", "30", "--test-size", "30", "--reference", "he-ref",
+                            "--reference-epochs", "1", "--held-out",
+                            f"torchvision:shufflenet_v2_x0_5={cache / 'wrong.pt'}", "--epochs",
+                            "1", "--no-progress", "--cache-dir", str(cache)])
+    err = capsys.readouterr().err
+    assert code == 2 and "do not fit the architecture" in err.splitlines()[-1]
