@@ -4,7 +4,8 @@ It (:data:`DEFENSES`, :func:`register_defense`, :func:`list_defenses`,
 :func:`create_defense`) lives in a module of its own so that the defense modules
 register themselves by importing this module, not the package that imports them (no cycle
 through ``defenses/__init__.py``; timm's models take ``register_model`` from ``_registry``
-the same way).
+the same way). Installed plugins register defenses under the entry-point group
+``nas.defenses``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from nasbase.registry import Registry
 if TYPE_CHECKING:
     from defenses.base import Defense
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
+DEFENSES: Registry[type[Defense]] = Registry("defense", group="nas.defenses")
 
 
 def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:

@@ -183,17 +183,18 @@ def train(arch: str, *, epochs: int | None = None, max_epochs: int = 40, patienc
     Returns:
         The metrics (``fitness``, ``clean_acc``, ``adv_acc``, ``fooling_rate``, ``status``, ...).
     """
-    from nas.evaluation.fitness import Budget, FitnessSettings, check_defense
+    from nas.evaluation.filedata import fold_image_size
+    from nas.evaluation.fitness import Budget, FitnessSettings, check_names
     from nas.networks import train_architecture
 
     if "defense_args" in keys:
         keys["defense_args"] = tuple(sorted(dict(keys["defense_args"]).items()))
-    values = cfgmod.check_values({"defense": "gm", **keys})
+    values = fold_image_size(cfgmod.check_values({"defense": "gm", **keys}))
     try:
         settings = FitnessSettings(**values)
     except TypeError as exc:
         raise UserError(f"invalid settings: {exc}") from None
-    check_defense(settings)
+    check_names(settings)  # plugins first, then every name
     settings.training_recipe()
     if epochs is None and settings.val_size < 1:
         raise UserError("training to the validation plateau needs val_size > 0 (or give epochs)")

@@ -89,9 +89,9 @@ def one_line(text: str) -> str:
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
     from genome import GenomeFormatError, InvalidGenome
-    from nasbase.registry import UnknownName
+    from nasbase.registry import PluginError, UnknownName
 
-    return (UserError, UnknownName, InvalidGenome, GenomeFormatError)
+    return (UserError, UnknownName, PluginError, InvalidGenome, GenomeFormatError)
 
 
 def _prog_name(main: Callable[..., int]) -> str:

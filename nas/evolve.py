@@ -128,14 +128,20 @@ _SEARCH_FLAGS = [
                                       "is below its threshold by more than this"),
 ]
 _FITNESS_FLAGS = [
-    ("--dataset", str, "dataset: fashion-mnist, mnist, kmnist, cifar10 (paper), synthetic"),
+    ("--dataset", str, "dataset: fashion-mnist, mnist, kmnist, cifar10 (paper), synthetic; "
+                       "folder:DIR (DIR/train/<class>/<image>, DIR/test/...), npz:FILE (x_train, "
+                       "y_train, x_test, y_test), or a plugin's (--list)"),
+    ("--image-size", str, "resize every image of a folder: dataset to N (or HxW) pixels; "
+                          "needed when its images have several sizes"),
     ("--train-size", positive_int, "training images (balanced per class; paper §4.2 reduced sets)"),
     ("--val-size", nonneg_int, "validation images held out from training (the fitness split)"),
     ("--test-size", positive_int, "test images (final report only)"),
     ("--reference", str, "reference network: resnet34 (paper), resnet18, vgg16_bn, densenet121, "
-                         "squeezenet1_1, mobilenet_v3_small, lenet5, he-ref, he-baseline; a+b: an "
-                         "ensemble reference (mean softmax; GM and the transferred sets use "
-                         "the ensemble)"),
+                         "squeezenet1_1, mobilenet_v3_small, lenet5, he-ref, he-baseline; "
+                         "torchvision:NAME (any torchvision classifier, stem adapted), "
+                         "genome:FILE.json, module:pkg.mod:factory (factory(info) -> nn.Module); "
+                         "a+b: an ensemble reference (mean softmax; GM and the transferred sets "
+                         "use the ensemble)"),
     ("--reference-epochs", positive_int, "most CE epochs of the reference (trained to its "
                                          "validation plateau, cached)"),
     ("--reference-patience", nonneg_int, "stop the reference after this many epochs without a "
@@ -154,7 +160,8 @@ _FITNESS_FLAGS = [
                       "PyTorch defaults, constant rate, paper §4) or cpu (docs/fitness.md)"),
     ("--lr", positive_float, "peak learning rate (default: the recipe's)"),
     ("--device", str, "cpu, cuda or auto"),
-    ("--held-out", str, "held-out attack sources, comma-separated reference names (e.g. "
+    ("--held-out", str, "held-out attack sources, comma-separated reference names or forms, "
+                        "NAME=FILE to load one's weights (e.g. "
                         "he-baseline,squeezenet1_1): trained with CE, never used by the search; "
                         "their transferred accuracy is reported for the finalists"),
     ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's "
@@ -184,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neuroevolution search for networks adversarial examples do not transfer "
         "to (paper Algorithm 1 with GM training).",
         epilog="Layering: defaults (= --preset paper) < --preset < --config < explicit flags. "
-        "See docs/howto.md.")
+        "See docs/howto.md; your own data, references and defenses: docs/extending.md.")
     run_g = p.add_argument_group("run")
     run_g.add_argument("--preset", choices=sorted(cfgmod.PRESETS),
                        help="paper (the defaults), quick (Fashion-MNIST, minutes on a 2-core "
@@ -198,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(default: runs)")
     run_g.add_argument("--name", help="run directory name (default: "
                                       "<date>-<time>-<dataset>-<reference>-s<seed>)")
+    run_g.add_argument("--plugin", action="append", metavar="MODULE",
+                       help="import this module first: it registers datasets, references or "
+                       "defenses (repeatable; recorded in the run's config and imported by every "
+                       "worker). Installed packages register through entry points instead")
+    run_g.add_argument("--list", action="store_true",
+                       help="print every registered dataset, reference, defense and attack with "
+                       "where it came from (built-in, entry point, --plugin) and exit")
     run_g.add_argument("--resume", metavar="RUN", help="continue the run in this directory (its "
                                                        "stored config is used)")
     for title, flags in (("search (paper §3.2, §4)", _SEARCH_FLAGS),
@@ -242,6 +256,7 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
                                                                       "scheduler", "progress"]
     flags = {k: getattr(args, k) for k in keys}
     flags["defense_args"] = defense_args(args.defense_arg, args.lam) or None
+    flags["plugins"] = tuple(args.plugin) if args.plugin else None
     return flags
 
 
@@ -253,6 +268,12 @@ def new_run_dir(args: argparse.Namespace, cfg: EvolveConfig) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nas.evolve``."""
     args = build_parser().parse_args(argv)
+    if args.list:
+        from nas.plugins import listing, load_plugins
+
+        load_plugins(args.plugin or ())
+        print(listing())
+        return 0
     flags = flags_from_args(args)
     if args.resume:
         cfg = cfgmod.resolve_resume(load_config(args.resume), flags, preset=args.preset,

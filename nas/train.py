@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("arch", metavar="ARCH", help="reference name, named genome or genome .json")
     p.add_argument("--reference", default=d.reference,
-                   help="reference network (attack source); a+b: an ensemble reference")
+                   help="reference network (attack source): a registered name, "
+                   "torchvision:NAME, genome:FILE.json or module:pkg.mod:factory; a+b: an "
+                   "ensemble reference")
     p.add_argument("--reference-epochs", type=positive_int, default=TRAIN_CAP,
                    help="most CE epochs of the reference (trained once to its validation "
                    "plateau, cached)")
@@ -58,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="defense hyper-parameter (value parsed as JSON, else string); repeatable")
     p.add_argument("--lambda", dest="lam", type=nonneg_float, default=None,
                    help="GM weight lambda of eq. 2 (= --defense-arg lam=VALUE)")
-    p.add_argument("--dataset", default=d.dataset, help="dataset name")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="dataset name, folder:DIR (ImageFolder train/ and test/) or npz:FILE")
+    p.add_argument("--image-size", default=None, metavar="N",
+                   help="resize every image of a folder: dataset to N (or HxW) pixels")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this module first (it registers datasets, references or "
+                   "defenses); repeatable")
     p.add_argument("--train-size", type=positive_int, default=d.train_size, help="training images")
     p.add_argument("--val-size", type=nonneg_int, default=d.val_size, help="validation images")
     p.add_argument("--test-size", type=positive_int, default=d.test_size, help="test images")
@@ -93,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the data subsets and the reference")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--held-out", default="",
-                   help="held-out attack sources, comma-separated reference names: trained with "
+                   help="held-out attack sources, comma-separated reference names or forms "
+                   "(NAME=FILE: load its weights): trained with "
                    "CE (cached), their PGD examples of the test split are scored too")
     p.add_argument("--out", default=None, help="directory for metrics.json and weights.pt")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -102,11 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     """The :class:`FitnessSettings` of parsed arguments (the only place that reads them)."""
+    from nas.evaluation.filedata import fold_image_size
     from nas.evaluation.fitness import FitnessSettings
 
+    dataset = fold_image_size({"dataset": args.dataset, "image_size": args.image_size})["dataset"]
     return FitnessSettings(
-        dataset=args.dataset, train_size=args.train_size, val_size=args.val_size,
-        test_size=args.test_size, reference=args.reference,
+        plugins=tuple(args.plugin), dataset=dataset, train_size=args.train_size,
+        val_size=args.val_size, test_size=args.test_size, reference=args.reference,
         reference_epochs=args.reference_epochs, reference_patience=args.reference_patience,
         reference_weights=args.reference_weights, recipe=args.recipe,
         attack=args.attack, eps=args.eps, step_size=args.step_size, steps=args.steps,

@@ -67,7 +67,7 @@ def resolve_attack(
     """Fill ``None`` fields with the per-dataset default of the attack's norm."""
     ATTACKS.get(name)  # raises UnknownName with the valid names
     family = ("cifar10" if dataset.startswith("cifar") or dataset == "synthetic-rgb"
-              else "mnist-like")
+              or _rgb_file_dataset(dataset) else "mnist-like")
     d_eps, d_step, d_steps = _DEFAULTS[family]["l2" if name == "pgd-l2" else "linf"]
     if name == "fgsm":
         d_steps = 1
@@ -75,6 +75,16 @@ def resolve_attack(
     if step_size is None:
         step_size = eps if name == "fgsm" else d_step * eps / d_eps
     return AttackSettings(name, eps, float(step_size), d_steps if steps is None else int(steps))
+
+
+def _rgb_file_dataset(dataset: str) -> bool:
+    """A dataset of the user's files (``folder:``, ``npz:``, a plugin's ``prefix:``) with RGB
+    images: it takes the CIFAR-10 budgets, gray ones the MNIST-like budgets."""
+    if ":" not in dataset:
+        return False
+    from nas.evaluation.data import dataset_info
+
+    return dataset_info(dataset).input_shape[0] == 3
 
 
 def _project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:

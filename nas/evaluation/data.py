@@ -75,7 +75,8 @@ class Splits:
 
 
 Loader = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
-DATASETS: Registry[tuple[DatasetInfo, Loader]] = Registry("dataset")
+DATASETS: Registry[tuple[DatasetInfo, Loader]] = Registry("dataset",
+                                                          group="nas.datasets")
 
 
 def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:
@@ -389,3 +390,8 @@ register_dataset(DatasetInfo("synthetic", 10, (1, 28, 28), (0.5,), (0.25,)))(
 )
 register_dataset(DatasetInfo("synthetic-rgb", 10, (3, 32, 32), (0.5, 0.5, 0.5),
                              (0.25, 0.25, 0.25)))(_synthetic_loader((3, 32, 32)))
+
+
+# The file datasets (``folder:DIR``, ``npz:FILE``) register their resolvers on import; they
+# import this module's registry, so they come last.
+from nas.evaluation import filedata as _filedata  # noqa: E402, F401 - registers the resolvers

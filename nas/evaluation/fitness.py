@@ -49,7 +49,7 @@ from nas.evaluation.callbacks import (
 )
 from nas.evaluation.data import DATASETS, Splits, cache_root, load_splits
 from nas.evaluation.recipe import Recipe, get_recipe
-from nas.evaluation.references import check_reference, get_reference, reference_members
+from nas.evaluation.references import check_reference, get_reference, held_out_source
 from nas.evaluation.training import (
     CachedReferenceGrad,
     TrainConfig,
@@ -130,6 +130,7 @@ class FitnessSettings:
     data_root: str | None = None
     cache_dir: str | None = None
     seed: int = 0
+    plugins: tuple[str, ...] = ()  # --plugin modules, imported first in every process
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (``defense_args`` as a list of pairs)."""
@@ -142,6 +143,7 @@ class FitnessSettings:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["defense_args"] = tuple(sorted(tuple(p) for p in kwargs.get("defense_args", ())))
         kwargs["held_out"] = tuple(kwargs.get("held_out", ()))
+        kwargs["plugins"] = tuple(kwargs.get("plugins", ()))
         return cls(**kwargs)
 
 
@@ -265,15 +267,22 @@ def check_names(fitness: FitnessSettings) -> None:
     """Fail fast (before any file is written) on an unknown dataset, reference, attack,
     defense or recipe, or a defense argument the defense does not take."""
     from nas.errors import UserError
+    from nas.plugins import load_plugins
 
+    load_plugins(fitness.plugins)
     DATASETS.get(fitness.dataset)
     members = check_reference(fitness.reference, fitness.reference_weights)
     ATTACKS.get(fitness.attack)
-    for name in fitness.held_out:
-        reference_members(name)
+    for entry in fitness.held_out:
+        name, weights = held_out_source(entry)
+        check_reference(name, weights)
         if name in members or name == fitness.reference:
             raise UserError(f"must not contain the reference {name!r} (a held-out source is one "
                             f"the search never sees)", setting="held_out")
+    from nas.evaluation.refsources import check_sources
+
+    check_sources([fitness.reference, *(held_out_source(e)[0] for e in fitness.held_out)],
+                  fitness.dataset)
     DEFENSES.get(fitness.defense)
     check_defense(fitness)
     fitness.training_recipe()  # an unknown recipe
@@ -287,7 +296,11 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
     """Build (or load from the cache) everything the fitness needs; idempotent.
 
     Each stage (data, reference, transferred sets, reference gradients) logs one line with its
-    measured time (:class:`nasbase.progress.Stages`); ``progress`` adds tqdm bars."""
+    measured time (:class:`nasbase.progress.Stages`); ``progress`` adds tqdm bars. The ``--plugin``
+    modules are imported first (a worker process evaluates children through this)."""
+    from nas.plugins import load_plugins
+
+    load_plugins(settings.plugins)
     cache = cache_root(settings.cache_dir)
     stages = Stages(log)
     with stages(f"data {settings.dataset}"):
@@ -333,9 +346,10 @@ def _held_out_source(name: str, settings: FitnessSettings, splits: Splits, cache
     :func:`nas.evaluation.attacks.transferred_set` (the same tensor-keyed caches as the
     reference's).
     """
+    name, weights = held_out_source(name)  # NAME or NAME=WEIGHTS_FILE
     source, key, _ = get_reference(name, splits, cache,
                                    config=settings.reference_config(progress=progress),
-                                   seed=settings.seed, log=log)
+                                   seed=settings.seed, weights=weights, log=log)
     source = source.to(device).eval()
     for p in source.parameters():
         p.requires_grad_(False)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ from nas.evaluation.training import TrainConfig, TrainData, predict, resolve_dev
 from nasbase.registry import Registry
 
 Builder = Callable[[DatasetInfo], nn.Module]
-REFERENCES: Registry[Builder] = Registry("reference")
+REFERENCES: Registry[Builder] = Registry("reference", group="nas.references")
 
 
 def register_reference(name: str) -> Callable[[Builder], Builder]:
@@ -108,6 +109,22 @@ def reference_members(name: str) -> list[str]:
     for member in members:
         REFERENCES.get(member)
     return members
+
+
+#: Joins a held-out source and its weights file (``--held-out torchvision:resnet50=r50.pt``).
+WEIGHTS_SEP = "="
+
+
+def held_out_source(entry: str) -> tuple[str, str | None]:
+    """``(reference name, weights file or None)`` of a ``--held-out`` entry ``NAME[=FILE]``.
+
+    Raises:
+        UserError: ``NAME=`` without a file.
+    """
+    name, sep, weights = entry.partition(WEIGHTS_SEP)
+    if sep and not weights.strip():
+        raise UserError(f"{entry!r}: expected NAME or NAME=WEIGHTS_FILE", setting="held_out")
+    return name, weights.strip() or None
 
 
 def check_reference(name: str, weights: str | None = None) -> list[str]:
@@ -270,8 +287,7 @@ def _named_genome_net(name: str, info: DatasetInfo) -> nn.Module:
     from genome import compile_genome
     from search_spaces import named_genome
 
-    return compile_genome(named_genome(name), num_classes=info.num_classes,
-                          input_shape=info.input_shape, mean=info.mean, std=info.std)
+    return compile_genome(named_genome(name), **info.network_args())
 
 
 @register_reference("he-ref")
@@ -321,7 +337,10 @@ def reference_key(name: str, splits: Splits, training: dict[str, Any]) -> dict[s
     model = build_reference(name, splits.info)
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+    from nas.evaluation.refsources import source_identity
+
     return {"reference": name, "architecture": digest(shapes), "dataset": splits.info.name,
+            **source_identity(name),
             **({"dropout": "seeded"} if dropout else {}),
             "input_shape": list(splits.info.input_shape),
             "train": tensor_digest(splits.x_train, splits.y_train),
@@ -329,6 +348,13 @@ def reference_key(name: str, splits: Splits, training: dict[str, Any]) -> dict[s
             # early stopping picks the weights on the validation split: it determines them too
             **({"val": tensor_digest(splits.x_val, splits.y_val)}
                if training.get("patience") and len(splits.y_val) else {})}
+
+
+def file_slug(name: str) -> str:
+    """``name`` as part of a file name: a path or module spec (``genome:runs/a/g.json``) with
+    every character but letters, digits, ``.``, ``_``, ``+`` and ``-`` made ``_``, at most 60
+    characters (the key's digest keeps entries apart)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_")[-60:] or "reference"
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -419,12 +445,13 @@ def get_reference(
     model = build_reference(name, splits.info)
     if weights:
         load_weights(model, weights)
-        key = f"{name}-file-{hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]}"
+        weights_sha = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+        key = f"{file_slug(name)}-file-{weights_sha}"
         meta: dict[str, Any] = {"reference": name, "weights": str(weights)}
         return model.eval(), key, meta
     train_seed = derive_seed("reference", seed)
     content = reference_key(name, splits, {**training_fields(config), "seed": train_seed})
-    key = f"{name}-{splits.info.name}-{digest(content)}"
+    key = f"{file_slug(name)}-{splits.info.name}-{digest(content)}"
     path = cache / "references" / f"{key}.pt"
     cached = _load_cached(name, splits, path, content, log)
     if cached is not None:
@@ -466,6 +493,11 @@ def _get_ensemble(name: str, members: list[str], splits: Splits, cache: Path, *,
                               num_classes=splits.info.num_classes).eval()
     keys = [key for _, key, _ in trained]
     metas = {m: meta for m, (_, _, meta) in zip(members, trained, strict=True)}
-    key = f"{name}-{splits.info.name}-{digest({'members': keys})}"
+    key = f"{file_slug(name)}-{splits.info.name}-{digest({'members': keys})}"
     meta = {"reference": name, "members": metas, **_eval_accuracies(model, splits)}
     return model, key, meta
+
+
+# The resolvers of references from anywhere (``torchvision:NAME``, ``genome:FILE``,
+# ``module:pkg.mod:factory``) import this module's registry, so they come last.
+from nas.evaluation import refsources as _refsources  # noqa: E402, F401 - registers resolvers

@@ -105,8 +105,7 @@ def _load_checked(run: Path, child_id: str, wpath: Path, info: Any) -> tuple[Any
     if not genome_path.is_file():
         raise UserError(f"{genome_path} is missing; the run directory is incomplete")
     g = gn.load(genome_path)
-    model = gn.compile_genome(g, num_classes=info.num_classes, input_shape=info.input_shape,
-                              mean=info.mean, std=info.std)
+    model = gn.compile_genome(g, **info.network_args())
     load_weights(model, wpath)
     return g, model.state_dict()
 
@@ -162,6 +161,9 @@ def export_run(run: str | Path, out: str | Path, *, all_: bool = False,
                if isinstance(config.get("fitness"), dict) else None)
     if not isinstance(dataset, str):
         raise RunCorrupt(f"{run / 'config.json'} names no dataset (fitness.dataset)")
+    from nas.plugins import load_plugins
+
+    load_plugins(config["fitness"].get("plugins") or ())  # a plugin's dataset: its info
     info = dataset_info(dataset)
     children = _children(run)
     chosen = select(run, children, all_=all_, ids=ids)
@@ -216,7 +218,6 @@ def _write_onnx(g: Any, state: dict, info: Any, path: Path) -> Path:
     import genome as gn
     from nas.reporting.onnx import export_onnx
 
-    model = gn.compile_genome(g, num_classes=info.num_classes, input_shape=info.input_shape,
-                              mean=info.mean, std=info.std)
+    model = gn.compile_genome(g, **info.network_args())
     model.load_state_dict(state)
     return export_onnx(model, path, input_shape=tuple(info.input_shape), log=_LOG)

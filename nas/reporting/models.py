@@ -63,8 +63,7 @@ def trained_child(view: RunView, child_id: str, ws: Workspace) -> nn.Module | No
     genome_path, weights = child_files(view, child_id)
     if weights is None:
         return None
-    net = compile_genome(load(genome_path), num_classes=info.num_classes,
-                         input_shape=info.input_shape, mean=info.mean, std=info.std)
+    net = compile_genome(load(genome_path), **info.network_args())
     return load_weights(net, weights).eval()
 
 
@@ -100,8 +99,7 @@ class Candidate:
         from genome import compile_genome, from_json
 
         genome = from_json(self.genome)
-        return lambda: compile_genome(genome, num_classes=info.num_classes,
-                                      input_shape=info.input_shape, mean=info.mean, std=info.std)
+        return lambda: compile_genome(genome, **info.network_args())
 
 
 def comparable_run(view: RunView, path: str) -> RunView:

@@ -176,6 +176,11 @@ def load_run(path: str | Path) -> RunView:
         raise UserError(f"{path} is not a run directory (no {CONFIG} / {EVENTS})")
     config = _read_json(path / CONFIG)
     config = config.get("config", config) if isinstance(config, dict) else {}
+    fitness = config.get("fitness") if isinstance(config, dict) else None
+    if isinstance(fitness, dict) and isinstance(fitness.get("plugins"), list):
+        from nas.plugins import load_plugins
+
+        load_plugins(fitness["plugins"])  # the run's datasets, references, defenses
     events = read_events(path / EVENTS)
     children = {str(e["id"]): e for e in events if e.get("type") == "child_finished" and "id" in e}
     if not children:

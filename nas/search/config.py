@@ -365,6 +365,25 @@ def _defense_args(value: Any) -> Any:
     return value
 
 
+def _modules(value: Any) -> tuple[str, ...]:
+    """``--plugin`` modules: a list of module names, or one comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(m, str) for m in items):
+        raise argparse.ArgumentTypeError(f"expected module names, got {value!r}")
+    return tuple(m.strip() for m in items if m.strip())
+
+
+def _image_size(value: Any) -> str:
+    from nas.errors import UserError as _UserError
+    from nas.evaluation.filedata import parse_image_size
+
+    try:
+        h, w = parse_image_size(str(value))
+    except _UserError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return str(h) if h == w else f"{h}x{w}"
+
+
 #: key -> checker (the argparse type of its flag): every value of every layer passes through it.
 RULES: dict[str, Callable[[Any], Any]] = {
     # search
@@ -388,7 +407,12 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "batch_size": positive_int, "lr": _optional(positive_float), "device": _text,
     "fitness_split": _text,
     "data_root": _optional(_text), "cache_dir": _optional(_text),
+    "plugins": lambda v: _modules(v), "image_size": _optional(_image_size),
 }
+
+#: Keys that are no field of their own: ``image_size`` is folded into ``dataset``
+#: (``folder:DIR@N``, :func:`nas.evaluation.filedata.fold_image_size`).
+FOLDED_KEYS = frozenset({"image_size"})
 
 
 def check_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -469,7 +493,7 @@ def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | Non
                         f"{', '.join(sorted(PRESETS))}")
     values = layered(preset or file_preset or "paper", from_file, flags)
     fkeys = fitness_keys()
-    unknown = sorted(set(values) - SEARCH_KEYS - EXEC_KEYS - fkeys)
+    unknown = sorted(set(values) - SEARCH_KEYS - EXEC_KEYS - fkeys - FOLDED_KEYS)
     if unknown:
         raise UserError(f"unknown configuration keys: {', '.join(unknown)}")
     return build(values, run_dir=run_dir)
@@ -477,9 +501,10 @@ def resolve(flags: dict[str, Any], *, preset: str | None, config_file: str | Non
 
 def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
     """An :class:`EvolveConfig` from flat key -> value pairs (missing keys take defaults)."""
+    from nas.evaluation.filedata import fold_image_size
     from nas.evaluation.fitness import FitnessSettings
 
-    values = check_values(values)
+    values = fold_image_size(check_values(values))
     fkeys = fitness_keys()
     fit = {k: v for k, v in values.items() if k in fkeys}
     if "defense_args" in fit:

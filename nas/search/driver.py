@@ -249,9 +249,11 @@ def input_shape_of(cfg: EvolveConfig) -> tuple[int, int, int]:
 
 def default_name(cfg: EvolveConfig) -> str:
     """``<date>-<time>-<dataset>-<reference>-s<seed>``."""
-    fit = cfg.fitness
-    return (f"{time.strftime('%Y%m%d-%H%M%S')}-{getattr(fit, 'dataset', 'data')}-"
-            f"{getattr(fit, 'reference', 'ref')}-s{cfg.search.seed}")
+    from nas.evaluation.references import file_slug
+
+    fit = cfg.fitness  # file datasets and references are paths: one folder name of them
+    return (f"{time.strftime('%Y%m%d-%H%M%S')}-{file_slug(getattr(fit, 'dataset', 'data'))}-"
+            f"{file_slug(getattr(fit, 'reference', 'ref'))}-s{cfg.search.seed}")
 
 
 def new_run_path(parent: str | Path, name: str | None, cfg: EvolveConfig) -> str:

@@ -36,8 +36,7 @@ def finished_run(tmp_path_factory) -> Path:
     final = run_toy(run_dir, generations=1)
     info = dataset_info("synthetic")
     for child in (run_dir / "children").iterdir():
-        model = gn.compile_genome(gn.load(child / "genome.json"), num_classes=info.num_classes,
-                                  input_shape=info.input_shape, mean=info.mean, std=info.std)
+        model = gn.compile_genome(gn.load(child / "genome.json"), **info.network_args())
         torch.save(model.state_dict(), child / "weights.pt")
         if (child / "refined").is_dir():
             torch.save(model.state_dict(), child / "refined" / "weights.pt")

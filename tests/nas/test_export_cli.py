@@ -19,9 +19,8 @@ from nas.reporting.exporting import module_name
 
 def compiled(run_dir, cid, weights):
     info = dataset_info("synthetic")
-    model = gn.compile_genome(gn.load(run_dir / "children" / cid / "genome.json"),
-                              num_classes=info.num_classes, input_shape=info.input_shape,
-                              mean=info.mean, std=info.std)
+    genome = gn.load(run_dir / "children" / cid / "genome.json")
+    model = gn.compile_genome(genome, **info.network_args())
     model.load_state_dict(torch.load(weights, weights_only=True))
     return model.eval()
 
@@ -34,9 +33,8 @@ def trained_run(tmp_path_factory):
     info = dataset_info("synthetic")
     for k, member in enumerate(final["population"]):
         torch.manual_seed(k)
-        model = gn.compile_genome(gn.load(run_dir / "children" / member["id"] / "genome.json"),
-                                  num_classes=info.num_classes, input_shape=info.input_shape,
-                                  mean=info.mean, std=info.std)
+        genome = gn.load(run_dir / "children" / member["id"] / "genome.json")
+        model = gn.compile_genome(genome, **info.network_args())
         torch.save(model.state_dict(),
                    run_dir / "children" / member["id"] / "refined" / "weights.pt")
     return run_dir, [m["id"] for m in final["population"]]

@@ -25,9 +25,8 @@ def weighted_run(tmp_path_factory):
     children = [e for e in events if e["type"] == "child_finished" and not e["reused"]]
     for k, ev in enumerate(children):
         torch.manual_seed(k)
-        model = gn.compile_genome(gn.load(run_dir / "children" / ev["id"] / "genome.json"),
-                                  num_classes=info.num_classes, input_shape=info.input_shape,
-                                  mean=info.mean, std=info.std)
+        genome = gn.load(run_dir / "children" / ev["id"] / "genome.json")
+        model = gn.compile_genome(genome, **info.network_args())
         torch.save(model.state_dict(), run_dir / "children" / ev["id"] / "weights.pt")
     return run_dir, children
 
@@ -54,8 +53,8 @@ def test_onnx_beside_the_module_gives_its_logits(weighted_run, tmp_path, caplog)
     assert (out / f"{name}.py").is_file() and (out / f"{name}.onnx").is_file()
     assert "opset" in caplog.text
     info = dataset_info("synthetic")
-    model = gn.compile_genome(gn.load(out / f"{name}.genome.json"), num_classes=info.num_classes,
-                              input_shape=info.input_shape, mean=info.mean, std=info.std)
+    genome = gn.load(out / f"{name}.genome.json")
+    model = gn.compile_genome(genome, **info.network_args())
     model.load_state_dict(torch.load(out / f"{name}.pt", weights_only=True))
     x = torch.rand(3, *info.input_shape, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(out / f"{name}.onnx"), providers=["CPUExecutionProvider"])
