@@ -115,9 +115,12 @@ _SEARCH_FLAGS = [
     ("--refine-patience", nonneg_int, "refinement stops after this many epochs without a better "
                                       "validation fitness, keeping the best weights (0: exactly "
                                       "--refine-epochs)"),
-    ("--refine-draws", positive_int, "train each finalist this many times from independent seeds "
-                                     "and keep the draw best on validation (1: one training; "
-                                     "the report's baselines get as many)"),
+    ("--refine-draws", positive_int, "replicates: train each finalist this many times from "
+                                     "independent seeds, score every replicate on the test split "
+                                     "(mean and 95 %% interval), rank finalists by their mean "
+                                     "validation fitness and keep the replicate best on "
+                                     "validation for deployment (1: one training; the report's "
+                                     "baselines get as many)"),
     ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, "
                         "same evaluation, same number of children)"),
     ("--init-samples", nonneg_int, "K: generation 0 trains K random genomes and keeps the s "
@@ -179,6 +182,10 @@ def _shown(defaults: dict[str, Any], key: str) -> str:
     return "unset" if value is None else str(value)
 
 
+#: Other names of a flag.
+ALIASES = {"--refine-draws": ("--replicates",)}
+
+
 def _key(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
@@ -218,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                          ("training and fitness", _FITNESS_FLAGS)):
         g = p.add_argument_group(title)
         for flag, typ, text in flags:
-            g.add_argument(flag, type=typ, help=f"{text} (default: {_shown(d, _key(flag))})")
+            g.add_argument(flag, *ALIASES.get(flag, ()), dest=_key(flag), type=typ,
+                           help=f"{text} (default: {_shown(d, _key(flag))})")
         if title.startswith("search"):
             g.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=None,
                            help="follow Algorithm 1 line by line (children of candidate i mutate "

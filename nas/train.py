@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=positive_float, default=None, help="attack step size")
     p.add_argument("--steps", type=positive_int, default=None, help="attack iterations")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of ARCH's training")
-    p.add_argument("--draws", type=positive_int, default=1,
-                   help="train ARCH this many times from independent seeds (draw 0 is --seed's "
-                   "training) and keep the draw with the highest validation fitness")
+    p.add_argument("--replicates", "--draws", dest="draws", type=positive_int, default=1,
+                   help="train ARCH this many times from independent seeds (replicate 0 is "
+                   "--seed's training), score each on the test split (mean and 95 %% interval) "
+                   "and keep the one with the highest validation fitness")
     p.add_argument("--data-seed", type=nonneg_int, default=d.seed,
                    help="seed of the data subsets and the reference")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
@@ -143,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("training to the validation plateau needs --val-size > 0 "
                         "(or give --epochs)")
     if args.draws > 1 and args.val_size < 1:
-        raise UserError("--draws keeps the draw best on validation: needs --val-size > 0")
+        raise UserError("--replicates keeps the replicate best on validation: needs --val-size > 0")
     if args.out:
         check_out_dir(args.out)  # before any training
     settings = settings_from_args(args)
@@ -170,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         *((f"adv acc, held-out {name}", f"{pct(acc)} (source clean {pct(ws.held_out_acc[name])})")
           for name, acc in (result.held_out or {}).items()),
         ("reference epochs", str(ws.reference_meta.get("best_epoch", "-"))),
-        *((("draws (validation fitness)", ", ".join(
+        *((("replicates (validation fitness)", ", ".join(
             f"{d.get('val_fitness', 0):.4f}{' kept' if d['kept'] else ''}"
-            for d in result.draws)),) if result.draws else ()),
+            for d in result.replicates)),) if result.replicates else ()),
         ("epochs / seconds", f"{result.epochs} / {result.seconds:.1f}"),
     ]))
     return 0 if result.status == "ok" else 1

@@ -177,7 +177,7 @@ class ChildResult:
     inherited: int | None = None
     held_out: dict[str, float] | None = None
     kept_search_weights: bool | None = None
-    draws: list[dict[str, Any]] | None = None
+    replicates: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; an undefined (``nan``) fooling rate is ``None`` (``null`` in JSON:
@@ -197,6 +197,8 @@ class ChildResult:
         """Inverse of :meth:`to_dict`; results written before MACs were the one cost measure
         carry ``flops`` (torch's count: 2 per multiply-accumulate) and are converted."""
         data = dict(data)
+        if "replicates" not in data and "draws" in data:  # written before replicates
+            data["replicates"] = data["draws"]
         if "macs" not in data and "flops" in data:
             data["macs"] = int(data["flops"]) // 2
         if data.get("fooling_rate") is None:
@@ -215,10 +217,10 @@ class ChildResult:
 #: threshold minus the margin), ``inherited`` (tensors taken from the parent, ``--inherit``),
 #: ``held_out`` (transferred accuracy per held-out source, test split of the finalists),
 #: ``kept_search_weights`` (a refinement kept the search's weights: they scored higher on
-#: validation than the refined ones), ``draws`` (``--refine-draws`` > 1: one record per
-#: training draw, its seed, validation fitness and kept epoch, ``"kept"`` on the one kept).
+#: validation than the refined ones), ``replicates`` (``--replicates`` > 1: one record per
+#: training, its seed, kept epoch, validation and test scores, ``"kept"`` on the one kept).
 OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out", "kept_search_weights",
-                   "draws")
+                   "replicates")
 
 
 @dataclass
@@ -528,12 +530,20 @@ def result_of(model: nn.Module, outcome: TrainOutcome, ws: Workspace, *, split: 
     if ws.settings.fitness_split == "val" and split != "val":  # what finalists are ranked by
         v = val_scores or score(model, ws, "val")
         val = (v.fitness, v.clean, v.adv)
-    if split == "test" and ws.held_out_adv:
-        y_test = ws.splits.y_test
-        extra["held_out"] = {name: float((predict(model, x_adv) == y_test).float().mean())
-                             for name, x_adv in ws.held_out_adv.items()}
+    if split == "test":
+        extra.update(held_out_of(model, ws))
     return ChildResult(min(clean, adv), clean, adv, fooling, outcome.status, outcome.reason,
                        epochs, round(seconds, 3), params, macs, *val, **extra)
+
+
+def held_out_of(model: nn.Module, ws: Workspace) -> dict[str, Any]:
+    """The held-out columns of trained weights on the test split (the sources the search
+    never sees): ``held_out`` (accuracy per source); empty without held-out sources."""
+    if not ws.held_out_adv:
+        return {}
+    y_test = ws.splits.y_test
+    return {"held_out": {name: float((predict(model, x_adv) == y_test).float().mean())
+                         for name, x_adv in ws.held_out_adv.items()}}
 
 
 def evaluate_module(

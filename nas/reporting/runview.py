@@ -73,13 +73,19 @@ def selection_fitness(search: dict[str, Any] | None, refined: dict[str, Any] | N
         fitness_split: the run's fitness split.
 
     Returns:
-        ``val``: the refined validation fitness when measured, else the search fitness (also
-        validation). ``test``: the refined test fitness, else the search fitness (also test).
+        ``val``: the mean validation fitness of the refinement's replicates when it trained
+        several (a replicate that failed counts 0: an architecture that trains unreliably is
+        worth less), else the refined validation fitness when measured, else the search
+        fitness (also validation). ``test``: the refined test fitness, else the search fitness
+        (also test).
     """
     search, refined = search or {}, refined or {}
     if fitness_split == "test":
         value = refined.get("fitness", search.get("fitness"))
     else:
+        replicates = refined.get("replicates") or refined.get("draws")
+        if isinstance(replicates, list) and len(replicates) > 1:
+            return sum(float(r.get("val_fitness") or 0.0) for r in replicates) / len(replicates)
         value = refined.get("val_fitness")
         if value is None:
             value = search.get("fitness")
@@ -91,8 +97,8 @@ def ranking_note(fitness_split: str) -> str:
     if fitness_split == "test":
         return ("ranked by test fitness: --fitness-split test, the paper's protocol (the test "
                 "split is also the fitness split)")
-    return ("ranked by validation fitness (--fitness-split val); test numbers are reported "
-            "only, never used to choose")
+    return ("ranked by validation fitness (--fitness-split val; the mean over its replicates "
+            "with --replicates); test numbers are reported only, never used to choose")
 
 
 def _read_json(path: Path) -> Any:

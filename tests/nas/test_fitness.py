@@ -214,30 +214,43 @@ def test_refinement_keeps_the_search_weights_only_when_they_score_higher_on_vali
     assert "kept_search_weights" not in better.to_dict()
 
 
-def test_draws_keep_the_training_best_on_validation_and_draw_0_is_the_single_training(
+def test_replicates_are_scored_each_and_the_best_on_validation_is_kept(
         workspace, small_settings, small_net_factory, tmp_path):
-    """``draws`` (``--refine-draws``): independent trainings, the one with the highest
-    validation fitness kept and scored; the first draw is bit for bit the ``draws=1`` training."""
+    """``--replicates``: independent trainings, each scored on validation and test; the one
+    with the highest validation fitness kept and written; replicate 0 is bit for bit the
+    single training."""
     from nas.evaluation.fitness import draw_seed
 
     quiet = {"log": lambda _m: None, "split": "test"}
     single, single_model = evaluate_module(small_net_factory, workspace, Budget(4, 3), **quiet)
     best, model = refine_network(small_net_factory, workspace, Budget(4, 3), draws=3,
                                  out_dir=str(tmp_path / "drawn"), **quiet)
-    assert [d["seed"] for d in best.draws] == [draw_seed(3, i) for i in range(3)]
-    assert len({d["seed"] for d in best.draws}) == 3
-    assert best.draws[0]["val_fitness"] == pytest.approx(
-        min(score(single_model, workspace, "val")[:2]))
-    fits = [d["val_fitness"] for d in best.draws]
-    assert len(set(fits)) > 1  # the premise: the draws differ
-    kept = [i for i, d in enumerate(best.draws) if d["kept"]]
+    reps = best.replicates
+    assert [d["seed"] for d in reps] == [draw_seed(3, i) for i in range(3)]
+    assert len({d["seed"] for d in reps}) == 3
+    first = {k: reps[0][k] for k in ("fitness", "clean_acc", "adv_acc")}
+    assert first == {"fitness": single.fitness, "clean_acc": single.clean_acc,
+                     "adv_acc": single.adv_acc}  # replicate 0 is the single training
+    assert reps[0]["val_fitness"] == pytest.approx(score(single_model, workspace, "val").fitness)
+    fits = [d["val_fitness"] for d in reps]
+    assert len(set(fits)) > 1  # the premise: the replicates differ
+    kept = [i for i, d in enumerate(reps) if d["kept"]]
     assert kept == [fits.index(max(fits))]
     assert best.val_fitness == pytest.approx(max(fits))
     assert (best.clean_acc, best.adv_acc) == score(model, workspace, "test")[:2]
+    assert (reps[kept[0]]["clean_acc"], reps[kept[0]]["adv_acc"]) == (best.clean_acc,
+                                                                      best.adv_acc)
     written = torch.load(tmp_path / "drawn" / "weights.pt", weights_only=True)
     assert all(torch.equal(written[k], v) for k, v in model.state_dict().items())
-    assert json.loads((tmp_path / "drawn" / "metrics.json").read_text())["draws"] == best.draws
-    assert single.draws is None and "draws" not in single.to_dict()
+    metrics = json.loads((tmp_path / "drawn" / "metrics.json").read_text())
+    assert metrics["replicates"] == reps
+    assert single.replicates is None and "replicates" not in single.to_dict()
+
+
+def test_results_written_before_replicates_read_their_draws_as_replicates():
+    old = ChildResult(0.5, 0.6, 0.5, 0.1, "ok", "", 3, 1.5, 100, 2000).to_dict()
+    old["draws"] = [{"seed": 1, "val_fitness": 0.4, "kept": True}]
+    assert ChildResult.from_dict(old).replicates == old["draws"]
 
 
 def test_draws_need_a_validation_split_and_no_racing(workspace, small_settings,

@@ -92,3 +92,20 @@ def test_refinement_also_measures_the_validation_fitness_it_is_ranked_by(workspa
     val_result, _ = evaluate_module(small_net_factory, workspace, Budget(1, 0), split="val",
                                     log=lambda _m: None)
     assert val_result.val_fitness is None  # scored on validation already
+
+
+def test_with_replicates_finalists_are_ranked_by_their_mean_validation_fitness():
+    """A lucky kept replicate does not win: ``a`` kept 0.90 but averages 0.55; ``b`` kept 0.80
+    and averages 0.75. A failed replicate counts 0."""
+    from nas.reporting.runview import ranked
+
+    def refined(vals):
+        reps = [{"seed": i, "status": "ok" if v is not None else "diverged",
+                 **({"val_fitness": v} if v is not None else {})} for i, v in enumerate(vals)]
+        return _metrics(0.5, val_fitness=max(v for v in vals if v is not None), replicates=reps)
+
+    final = {"fitness_split": "val", "population": [
+        {"id": "a", "metrics": _metrics(0.6), "test": refined([0.90, 0.20, 0.55])},
+        {"id": "b", "metrics": _metrics(0.6), "test": refined([0.80, 0.70, 0.75])},
+        {"id": "c", "metrics": _metrics(0.6), "test": refined([0.95, None, 0.95])}]}
+    assert [m["id"] for m in ranked(final)] == ["b", "c", "a"]  # 0.75 > 0.633 > 0.55

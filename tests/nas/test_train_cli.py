@@ -35,14 +35,15 @@ def test_train_writes_metrics_and_weights_and_prints_a_table(tmp_path, capsys, n
     assert (out / "weights.pt").stat().st_size > 0
 
 
-def test_train_draws_prints_each_draw_and_keeps_one(tmp_path, capsys, nas_cache_dir):
+def test_train_replicates_prints_each_replicate_and_keeps_one(tmp_path, capsys, nas_cache_dir):
     out = tmp_path / "run"
-    code = main(["he-baseline", *SMALL, "--epochs", "1", "--draws", "2", "--out", str(out),
+    code = main(["he-baseline", *SMALL, "--epochs", "1", "--replicates", "2", "--out", str(out),
                  "--cache-dir", str(nas_cache_dir)])
     assert code == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if "draws" in line)
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("replicates"))
     m = json.loads((out / "metrics.json").read_text())
-    assert len(m["draws"]) == 2 and sum(d["kept"] for d in m["draws"]) == 1
+    assert len(m["replicates"]) == 2 and sum(d["kept"] for d in m["replicates"]) == 1
     assert row.count("kept") == 1 and row.count(",") == 1
 
 
