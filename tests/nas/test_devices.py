@@ -217,3 +217,20 @@ def test_dask_local_cluster_pins_each_worker_to_its_slot():
     assert all(len(d) == 1 for d in by_pid.values())
     assert set().union(*by_pid.values()) <= set(devices)
     assert len(by_pid) == len({next(iter(d)) for d in by_pid.values()})  # one worker per slot
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--devices", "gpu0"], "--devices: unknown device 'gpu0'"),
+    (["--devices", "cuda:0,cuda:0"], "--devices: device cuda:0 is listed twice"),
+    (["--devices", "cuda:0", "--workers-per-device", "0"], "--workers-per-device"),
+    (["--devices", "cuda:0", "--device", "cpu"], "contradicts --device cpu"),
+])
+def test_bad_device_flags_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    from nas.cli import run
+    from nas.evolve import main
+
+    code = run(main, ["--preset", "smoke", "--run-dir", str(tmp_path), "--name", "r",
+                      "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
