@@ -179,9 +179,10 @@ def test_driver_slots_have_one_lock_folder_per_driver_and_list():
 
 def test_toy_search_on_device_slots_equals_in_process(tmp_path):
     """The slot a child lands on does not change the search: seeds come from (run seed, child)."""
+    from search_toys import lazy_ops, spectrum_fitness
+
     from nas.search.driver import run_search
     from nas.search.rundir import create_run
-    from search_toys import lazy_ops, spectrum_fitness
 
     run_toy(tmp_path / "one", lazy=True, generations=2)
     cfg = toy_config(tmp_path / "slots", generations=2)
