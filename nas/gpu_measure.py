@@ -17,6 +17,7 @@ where the check runs), reduced so it fits the check's budget, timed as a whole.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -133,9 +134,12 @@ def search_argv(run_dir: str, name: str, *, devices: str, per_device: int, train
     return argv + (["--data-root", data_root] if data_root else [])
 
 
-def search_summary(run: str, wall_s: float) -> dict[str, Any]:
+def search_summary(run: str, wall_s: float, *, train_size: int,
+                   batch_size: int = 128) -> dict[str, Any]:
     """What the check reports of its search: wall time, children trained, their summed and
-    mean training seconds, children per hour (wall), the best finalist's test numbers."""
+    mean seconds (training and scoring), their steps, the seconds per step of a child while
+    it shared the device with the others (``s_per_child_step_shared``), children per hour
+    (wall), the best finalist's test numbers."""
     import json
     from pathlib import Path
 
@@ -144,12 +148,15 @@ def search_summary(run: str, wall_s: float) -> dict[str, Any]:
     events, _ = read_events(Path(run) / "events.jsonl")
     trained = [e for e in events if e["type"] == "child_finished" and not e["reused"]]
     seconds = [float(e["metrics"].get("seconds", 0.0)) for e in trained]
+    steps = sum(int(e["metrics"].get("epochs", e["epochs"])) for e in trained) * math.ceil(
+        train_size / batch_size)
     final = json.loads((Path(run) / "final.json").read_text(encoding="utf-8"))
     tests = [m.get("test") or {} for m in final["population"]]
     best = max(tests, key=lambda t: float(t.get("fitness") or 0.0), default={})
     return {"wall_s": round(wall_s, 1), "children_trained": len(trained),
             "child_train_s_sum": round(sum(seconds), 1),
             "child_train_s_mean": round(sum(seconds) / max(1, len(seconds)), 2),
+            "child_steps": steps, "s_per_child_step_shared": sum(seconds) / max(1, steps),
             "children_per_hour_wall": round(3600 * len(trained) / max(wall_s, 1e-9), 1),
             "failed": sum(e["metrics"].get("status") == "failed" for e in trained),
             "best_test": {k: best.get(k) for k in ("fitness", "clean_acc", "adv_acc")}}

@@ -161,7 +161,7 @@ def stage_search(device: str, sizes: dict[str, Any], limit: float,
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["?"])[-1]
             raise RuntimeError(f"nas.evolve exited {done.returncode}: {tail}")
-        out = search_summary(str(Path(tmp) / "search"), wall)
+        out = search_summary(str(Path(tmp) / "search"), wall, train_size=sizes["train_size"])
         shown = " ".join(argv).replace(tmp, "<tmp>")
     return {"dataset": dataset, "data": why, "argv": shown, **sizes, **out}
 
@@ -186,12 +186,22 @@ def expected(report: dict[str, Any]) -> dict[str, Any]:
         return round(expected_hours(steps, gm_step_s=step1, plain_step_s=plain,
                                     gain=row["steps_per_s"] / rows[1]["steps_per_s"]), 2)
 
+    search = report.get("search") or {}
+    from_search = None
+    if search.get("s_per_child_step_shared"):  # the preset's own search space, shared device
+        gpu = preset_steps("gpu")
+        from_search = round(expected_hours(
+            gpu, gm_step_s=search["s_per_child_step_shared"], plain_step_s=plain,
+            gain=float(search["per_device"])), 2)
     return {"gm_step_s_alone": step1, "plain_step_s": plain,
+            "gpu_preset_h_from_search": from_search,
             "gpu_preset_h": hours("gpu", at_k), "gpu_preset_concurrent": at_k["concurrent"],
             "paper_reduced_as_written_h": hours("gpu", best, generations=50,
                                                 refine_epochs=1000, refine_patience=0),
             "paper_full_h": hours("paper", best), "best_concurrent": best["concurrent"],
-            "note": "one GPU; refinement at its cap; he-baseline-sized children"}
+            "note": "one GPU; refinement at its cap; *_h: he-baseline-sized children from "
+                    "the sharing stage; gpu_preset_h_from_search: the preset's sampled children "
+                    "as the check's search trained them (training and scoring)"}
 
 
 def lines(report: dict[str, Any]) -> list[str]:
@@ -221,14 +231,17 @@ def lines(report: dict[str, Any]) -> list[str]:
             out.append(f"search (--preset gpu on {r['dataset']}, {r['train_size']} images, "
                        f"{r['generations']} generations, {r['epochs']} epochs, "
                        f"{r['per_device']} per device): {r['wall_s']:.1f} s, "
-                       f"{r['children_trained']} children, best test F "
-                       f"{r['best_test']['fitness']}")
+                       f"{r['children_trained']} children, "
+                       f"{r['s_per_child_step_shared'] * 1e3:.1f} ms per child step shared, "
+                       f"best test F {float(r['best_test']['fitness'] or 0.0):.4f}")
     e = report.get("expected", {})
     if "gpu_preset_h" in e:
         out.append(f"expected hours: gpu preset {e['gpu_preset_h']} h "
                    f"({e['gpu_preset_concurrent']} at a time); paper's reduced experiment as "
                    f"written {e['paper_reduced_as_written_h']} h, paper's full CIFAR-10 "
-                   f"{e['paper_full_h']} h ({e['best_concurrent']} at a time)")
+                   f"{e['paper_full_h']} h ({e['best_concurrent']} at a time)"
+                   + (f"; gpu preset from the search's children {e['gpu_preset_h_from_search']} h"
+                      if e.get("gpu_preset_h_from_search") is not None else ""))
     return out
 
 
