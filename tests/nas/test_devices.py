@@ -235,3 +235,22 @@ def test_bad_device_flags_are_one_line_and_exit_2(argv, message, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_evolve_with_one_device_slot_runs_and_stores_its_devices(tmp_path):
+    """One slot: the children run in the driver, pinned to the listed device; the run's
+    config.json keeps the device list (an execution setting)."""
+    import json
+
+    from nas.evolve import main
+
+    code = main(["--preset", "smoke", "--generations", "1", "--devices", "cpu",
+                 "--run-dir", str(tmp_path), "--name", "r", "--cache-dir",
+                 str(tmp_path / "cache"), "--no-progress"])
+    assert code == 0 and pinned_device() is None
+    run = tmp_path / "r"
+    stored = json.loads((run / "config.json").read_text())["config"]["execution"]
+    assert stored["devices"] == ["cpu"] and stored["workers_per_device"] == 1
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    finished = [e for e in events if e["type"] == "child_finished"]
+    assert len(finished) == 6 and all(e["metrics"]["status"] == "ok" for e in finished)
