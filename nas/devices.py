@@ -124,19 +124,25 @@ def pinned_device() -> str | None:
 @contextlib.contextmanager
 def pinned(device: str | None) -> Iterator[None]:
     """Pin this process to ``device`` for the duration (``None``: unpinned), restoring the
-    previous pin after. A CUDA device also becomes torch's current device where CUDA exists."""
+    previous pin after. A CUDA device is also torch's current device for the duration, where
+    CUDA exists."""
     global _pinned
-    previous = _pinned
+    previous, current = _pinned, None
     _pinned = device
     if device is not None and device.startswith("cuda"):
         import torch
 
         if torch.cuda.is_available():
+            current = torch.cuda.current_device()
             torch.cuda.set_device(torch.device(device))
     try:
         yield
     finally:
         _pinned = previous
+        if current is not None:
+            import torch
+
+            torch.cuda.set_device(current)
 
 
 @dataclass(frozen=True)

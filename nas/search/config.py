@@ -576,7 +576,8 @@ def resolve_resume(stored: dict[str, Any], flags: dict[str, Any], *, preset: str
                    config_file: str | None, run_dir: str) -> EvolveConfig:
     """The configuration of a resumed run: the stored one, with what the user gave on top.
 
-    Only execution settings (workers, backend, scheduler, progress) may change; any other
+    Only execution settings (workers, backend, scheduler, progress, devices,
+    workers_per_device) may change; any other
     difference raises :class:`UserError` listing every differing key (``key: old -> new``).
     """
     from nas.search.rundir import config_diff

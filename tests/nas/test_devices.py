@@ -254,3 +254,13 @@ def test_evolve_with_one_device_slot_runs_and_stores_its_devices(tmp_path):
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     finished = [e for e in events if e["type"] == "child_finished"]
     assert len(finished) == 6 and all(e["metrics"]["status"] == "ok" for e in finished)
+
+
+def test_a_resume_may_change_the_devices_but_not_the_search():
+    stored = cfgmod.resolve({}, preset="smoke", config_file=None, run_dir="r").to_dict()
+    moved = cfgmod.resolve_resume(stored, {"devices": "cuda:0,cuda:1", "workers_per_device": 3},
+                                  preset=None, config_file=None, run_dir="r")
+    assert moved.execution.devices == ("cuda:0", "cuda:1") and moved.execution.concurrency == 6
+    with pytest.raises(UserError, match="refusing to resume"):
+        cfgmod.resolve_resume(stored, {"devices": "cuda:0", "device": "cuda"}, preset=None,
+                              config_file=None, run_dir="r")  # --device is the fitness's
