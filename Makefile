@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-slow quick bench lint clean
+.PHONY: install test test-slow quick bench gpu-check lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ quick: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m nas.bench
+
+# CUDA tests, nas.bench on the GPU, children sharing one GPU, a short timed search (docs/gpu.md);
+# one line and exit 0 on a machine without CUDA.
+gpu-check: $(STAMP)
+	$(PY) -m nas.gpucheck
 
 lint: $(STAMP)
 	$(PY) -m ruff check nas genome search_spaces defenses tests

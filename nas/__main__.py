@@ -24,6 +24,8 @@ INSTRUMENTS = (
              "early rejection)?"),
     ("fidelity", "does a child's fitness at the search's budget rank like at a longer one?"),
     ("recipes", "which training recipe trains one architecture best with plain CE?"),
+    ("gpucheck", "does this GPU run everything, and how many children per GPU-hour does it "
+                 "give (1-8 sharing it)?"),
 )
 
 

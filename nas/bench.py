@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch size (default 128, 16 quick)")
     p.add_argument("--reps", type=positive_int, default=None,
                    help="timed repetitions (default 9, 2 quick)")
-    p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu; CUDA "
+                   "timings wait for the device after every step)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     return p
 
@@ -81,10 +82,19 @@ def _time_interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str,
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for key, fn in fns.items():
+            _sync()
             start = time.perf_counter()
             fn()
+            _sync()
             times[key].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _sync() -> None:
+    """Wait for queued CUDA work: kernels run asynchronously, so a step's time is only its
+    own once the device has finished it (nothing on CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _step_fn(factory: Callable[[], nn.Module], defense: Defense, batch: Batch, info: Any,
@@ -162,8 +172,10 @@ def _bench_attacks(refs: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
     settings = resolve_attack("pgd-linf", dataset, steps=2 if quick else None)
     res: dict[str, Any] = {"attack": settings.name, "steps": settings.steps, "eps": settings.eps}
     for name, ref in refs.items():
+        _sync()
         start = time.perf_counter()
         run_attack(ref, x, y, settings, torch.Generator().manual_seed(0))
+        _sync()
         res[f"{name}_s_per_1000"] = (time.perf_counter() - start) * 1000 / len(x)
     return res
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.cli import ArgumentParser, defense_arg, defense_args, run
+from nas.devices import parse_devices
 from nas.errors import Fault, disk_fault
 from nas.reporting.runview import ranked, ranking_note, selection_fitness
 from nas.search import config as cfgmod
@@ -162,7 +163,7 @@ _FITNESS_FLAGS = [
     ("--recipe", str, "training recipe of reference, children and refinement: paper (Adam, "
                       "PyTorch defaults, constant rate, paper §4) or cpu (docs/fitness.md)"),
     ("--lr", positive_float, "peak learning rate (default: the recipe's)"),
-    ("--device", str, "cpu, cuda or auto"),
+    ("--device", str, "cpu, cuda or auto (with --devices: auto, or the list's kind)"),
     ("--held-out", str, "held-out attack sources, comma-separated reference names or forms, "
                         "NAME=FILE to load one's weights (e.g. "
                         "he-baseline,squeezenet1_1): trained with CE, never used by the search; "
@@ -205,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "CPU), cpu (reduced Fashion-MNIST 10k/1k/1k, he-ref, planned at <= 2 h on "
                        "2 cores; with --dataset mnist the MNIST run, tuned for MNIST: 12-epoch "
                        "children, 36 samples in generation 0, 12 generations, 3 draws per "
-                       "finalist) or smoke (synthetic data, seconds)")
+                       "finalist), gpu (the paper's reduced CIFAR-10 experiment, he-ref, 20 "
+                       "generations, 4 children at a time on cuda:0, sized for about one "
+                       "GPU-hour: an estimate until measured, docs/gpu.md) or smoke (synthetic "
+                       "data, seconds)")
     run_g.add_argument("--config", metavar="FILE", help="JSON file of settings (flat keys, or a "
                                                         "run's config.json)")
     run_g.add_argument("--run-dir", default="runs", help="parent directory of run directories "
@@ -251,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="loky: local processes (default); dask: a Dask cluster")
     ex.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (with "
                                         "--backend dask)")
+    ex.add_argument("--devices", type=parse_devices, metavar="LIST",
+                    help="pin children to these devices, comma-separated: cuda:0,cuda:1 (or "
+                    "cpu); children run on len(LIST) x --workers-per-device slots and --workers "
+                    "is not used; with --backend dask a local cluster of those slots "
+                    "(dask-cuda's LocalCUDACluster when installed). See docs/gpu.md (default: "
+                    "none, every child on --device)")
+    ex.add_argument("--workers-per-device", type=positive_int, metavar="N",
+                    help="children trained at the same time on each of --devices (default: "
+                    f"{d['workers_per_device']})")
     ex.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                     help="no live progress line (it is also off when stderr is not a terminal)")
     return p
@@ -261,7 +274,9 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential",
                                                                       "early_reject", "inherit",
                                                                       "workers", "backend",
-                                                                      "scheduler", "progress"]
+                                                                      "scheduler", "progress",
+                                                                      "devices",
+                                                                      "workers_per_device"]
     flags = {k: getattr(args, k) for k in keys}
     flags["defense_args"] = defense_args(args.defense_arg, args.lam) or None
     flags["plugins"] = tuple(args.plugin) if args.plugin else None

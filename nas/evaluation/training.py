@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from defenses.base import Batch, Defense, TrainContext
+from nas.devices import pinned_device
 from nas.errors import UserError
 from nas.evaluation.allocator import keep_freed_memory
 from nas.evaluation.callbacks import Callback, Loop, ProgressBar, Stop, steps_per_epoch
@@ -80,7 +81,12 @@ class TrainOutcome:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda[:i]`` as given."""
+    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda[:i]`` as given. In a worker
+    pinned to a device (``--devices``, :func:`nas.devices.pinned_device`) ``auto`` and ``cuda``
+    are that device."""
+    pin = pinned_device()
+    if pin is not None and name in ("auto", "cuda"):
+        name = pin
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.devices import check_device_setting, parse_devices
 from nas.errors import UserError
 from nasbase.values import (
     finite_float,
@@ -151,18 +152,34 @@ class ExecSettings:
         backend: ``loky`` (local processes) or ``dask`` (a Dask cluster).
         scheduler: Dask scheduler address (``tcp://host:8786``) with ``backend="dask"``.
         progress: show the tqdm progress line.
+        devices: devices the children are pinned to (``("cuda:0", "cuda:1")``, or ``("cpu",)``;
+            empty: every child on the fitness ``device``); docs/gpu.md.
+        workers_per_device: children trained at the same time on each of ``devices``.
     """
 
     workers: int = 1
     backend: str = "loky"
     scheduler: str | None = None
     progress: bool = True
+    devices: tuple[str, ...] = ()
+    workers_per_device: int = 1
+
+    @property
+    def concurrency(self) -> int:
+        """Children evaluated at the same time: one per device slot with ``devices``
+        (``len(devices) * workers_per_device``), else ``workers``."""
+        return len(self.devices) * self.workers_per_device if self.devices else self.workers
 
     def check(self) -> None:
         """Raise :class:`UserError` on an execution no search can run with."""
-        if self.backend == "dask" and not self.scheduler:
+        if self.backend == "dask" and self.devices and self.scheduler:
+            raise UserError("with --scheduler the cluster's workers choose their devices (start "
+                            "them with dask-cuda-worker); --devices lays out a local cluster, "
+                            "give one or the other", setting="devices")
+        if self.backend == "dask" and not self.scheduler and not self.devices:
             raise UserError("the dask backend needs the Dask scheduler's address, e.g. "
-                            "tcp://host:8786", setting="scheduler")
+                            "tcp://host:8786 (or --devices for a local cluster of device "
+                            "slots)", setting="scheduler")
 
 
 @dataclass(frozen=True)
@@ -308,7 +325,40 @@ PAPER: dict[str, Any] = {
     "recipe": "paper",
     "batch_size": 128,
 }
-PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER, "quick": QUICK, "smoke": SMOKE, "cpu": CPU}
+# >>> GPU PRESET NUMBERS: the paper's reduced CIFAR-10 experiment (§4.2: 10,000 training / 1,000
+# >>> test images, the he-ref reference, PGD-L-inf, Tables 4, 5 and 7) on one GPU in about an hour.
+# >>> The paper's recipe and child schedule (Adam with PyTorch defaults, batch 128, 20 epochs +5
+# >>> every 10 generations, s=5, n=2) for 20 generations instead of 50, finalists refined to their
+# >>> validation plateau (at most 200 epochs, patience 20) instead of 1,000 epochs, four children
+# >>> at a time on cuda:0. Sized by nas.search.budget from an ASSUMED 8 ms per GM step per GPU
+# >>> with four children sharing it (not yet measured: ``python -m nas.gpucheck`` measures the
+# >>> step time and the sharing gain, and prints this preset's and the paper's expected hours).
+# >>> Change them here and only here; docs/gpu.md has the arithmetic.
+GPU: dict[str, Any] = {
+    "dataset": "cifar10",
+    "train_size": 10000,
+    "val_size": 1000,
+    "test_size": 1000,
+    "reference": "he-ref",
+    "recipe": "paper",
+    "batch_size": 128,
+    "reference_epochs": 100,
+    "reference_patience": 10,
+    "held_out": ("he-baseline", "squeezenet1_1"),
+    "population": 5,
+    "children": 2,
+    "generations": 20,
+    "epochs": 20,
+    "epochs_step": 5,
+    "epochs_every": 10,
+    "refine_epochs": 200,
+    "refine_patience": 20,
+    "devices": ("cuda:0",),
+    "workers_per_device": 4,
+}
+# <<< END GPU PRESET NUMBERS
+PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER, "quick": QUICK, "smoke": SMOKE, "cpu": CPU,
+                                      "gpu": GPU}
 #: A preset's tuning for one dataset, applied over the preset when the resolved dataset is that
 #: one (``--preset cpu --dataset mnist``); the config file and the flags still win.
 PRESET_DATASETS: dict[str, dict[str, dict[str, Any]]] = {"cpu": {"mnist": CPU_MNIST}}
@@ -397,7 +447,7 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "max_channels": positive_int, "max_nodes": positive_int, "max_mmacs": nonneg_float,
     # execution
     "workers": positive_int, "backend": _backend, "scheduler": _optional(_text),
-    "progress": _switch,
+    "progress": _switch, "devices": parse_devices, "workers_per_device": positive_int,
     # fitness
     "dataset": _text, "train_size": positive_int, "val_size": nonneg_int, "test_size": positive_int,
     "reference": _text, "reference_epochs": positive_int, "reference_patience": nonneg_int,
@@ -522,6 +572,7 @@ def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
         fitness = FitnessSettings(**fit)
     except (TypeError, ValueError) as exc:
         raise UserError(f"invalid fitness settings: {exc}") from None
+    check_device_setting(fitness.device, execution.devices)
     if search.refine_draws > 1 and fitness.val_size < 1:
         raise UserError("keeps the draw best on validation: needs val_size > 0",
                         setting="refine_draws")
@@ -549,7 +600,8 @@ def resolve_resume(stored: dict[str, Any], flags: dict[str, Any], *, preset: str
                    config_file: str | None, run_dir: str) -> EvolveConfig:
     """The configuration of a resumed run: the stored one, with what the user gave on top.
 
-    Only execution settings (workers, backend, scheduler, progress) may change; any other
+    Only execution settings (workers, backend, scheduler, progress, devices,
+    workers_per_device) may change; any other
     difference raises :class:`UserError` listing every differing key (``key: old -> new``).
     """
     from nas.search.rundir import config_diff

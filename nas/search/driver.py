@@ -11,6 +11,7 @@ population written after each generation, then the refinement of the final popul
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.devices import check_available, pinned, slot_devices
 from nas.errors import UserError
 from nas.search.config import EvolveConfig
 from nas.search.ga import (
@@ -115,8 +117,10 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
     events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed,
                  **options})
     ex = cfg.execution
-    evaluator = ChildEvaluator(events, run_dir, search, workers=ex.workers, backend=ex.backend,
-                               scheduler=ex.scheduler, progress=progress)
+    evaluator = ChildEvaluator(events, run_dir, search, workers=ex.concurrency,
+                               backend=ex.backend, scheduler=ex.scheduler, progress=progress,
+                               devices=slot_devices(ex.devices, ex.workers_per_device)
+                               if ex.devices else ())
     toolbox = build_toolbox(search, ops, evaluate=evaluate, map_fn=evaluator.map, emit=events.emit)
     started = time.monotonic()
 
@@ -305,8 +309,10 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
     from nas.search.worker import evaluate_genome
 
     check_names(cfg.fitness)
-    if cfg.execution.backend == "dask":
-        check_scheduler(cfg.execution.scheduler)  # a bad address must not leave a run behind
+    ex = cfg.execution
+    check_available(ex.devices)  # a missing GPU must not leave a run behind
+    if ex.backend == "dask" and not ex.devices:
+        check_scheduler(ex.scheduler)  # a bad address must not leave a run behind
     show = cfg.execution.progress and sys.stderr.isatty() if progress is None else progress
     ops = genome_ops(cfg.search, input_shape_of(cfg))
     if not resume:  # fail fast, before the reference is trained: can Algorithm 1 line 1 run?
@@ -315,7 +321,8 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
     # run is created, locked, only once the reference and the attack sets are ready.
     events = open_run(cfg.run_dir, log=log) if resume else None
     try:
-        workspace = prepare(cfg.fitness, progress=show, log=log)
+        with pinned(ex.devices[0] if ex.devices else None):  # the first listed device
+            workspace = prepare(cfg.fitness, progress=show, log=log)
         log(reference_line(cfg.fitness.reference, workspace.reference_acc))
         if events is None:
             events = create_run(cfg.run_dir, cfg.to_dict())
@@ -323,12 +330,12 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
         s = cfg.search
         total = (s.population * (1 + s.generations * s.children)
                  + (s.population if s.refine_epochs else 0))
-        bar = Progress(total, workers=cfg.execution.workers, enabled=show)
+        bar = Progress(total, workers=ex.concurrency, enabled=show)
         try:
-            final = run_search(cfg, ops=ops,
-                               evaluate=functools.partial(evaluate_genome, settings=cfg.fitness),
-                               events=events, resumed=resume, progress=bar,
-                               log=bar.write if show else log)
+            with device_cluster(ex, log):
+                final = run_search(cfg, ops=ops, evaluate=functools.partial(
+                    evaluate_genome, settings=cfg.fitness), events=events, resumed=resume,
+                    progress=bar, log=bar.write if show else log)
         finally:
             bar.close()
     finally:
@@ -336,6 +343,16 @@ def evolve(cfg: EvolveConfig, *, resume: bool = False, progress: bool | None = N
             events.close()
     return SearchOutcome(final=final, run_dir=cfg.run_dir, reference_acc=workspace.reference_acc,
                          held_out_acc=dict(workspace.held_out_acc))
+
+
+def device_cluster(ex: Any, log: Callable[[str], None]) -> contextlib.AbstractContextManager:
+    """The local Dask cluster of ``--backend dask --devices ...`` for the whole search
+    (:mod:`nas.search.gpu_cluster`); nothing for any other execution."""
+    if ex.backend != "dask" or not ex.devices:
+        return contextlib.nullcontext()
+    from nas.search.gpu_cluster import local_device_cluster
+
+    return local_device_cluster(ex.devices, ex.workers_per_device, log=log)
 
 
 def reference_line(name: str, accuracy: dict[str, float]) -> str:

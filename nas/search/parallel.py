@@ -26,11 +26,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nas.devices import SLOT, DeviceSlots, pinned
 from nas.errors import UserError
 from nas.search.ga import reuse_key, train_seed
 from nas.search.rundir import EventLog, RunCorrupt, child_dir, write_json
@@ -97,12 +98,15 @@ def die_with_parent(parent: int) -> None:
 
 
 def run_task(evaluate: EvaluateFn, task: Task, threads: int | None = None,
-             parent: int | None = None) -> tuple[str, dict[str, Any]]:
+             parent: int | None = None,
+             slots: DeviceSlots | None = None) -> tuple[str, dict[str, Any]]:
     """Worker entry point: set torch's thread count, evaluate, write the child's genome.json and
     metrics.json (weights are written by ``evaluate`` into ``out_dir``), return
     ``(child_id, metrics)``.
 
     ``parent``: the driver's pid when this runs in a loky worker (the worker then dies with it).
+    ``slots``: the search's device slots (``--devices``); the worker process evaluates pinned
+    to the device of the slot it holds (:mod:`nas.devices`); the pin ends with the task.
     """
     if parent is not None:
         die_with_parent(parent)
@@ -110,10 +114,11 @@ def run_task(evaluate: EvaluateFn, task: Task, threads: int | None = None,
         import torch
 
         torch.set_num_threads(threads)
-    result = evaluate(
-        task.genome, epochs=task.epochs, seed=task.seed, out_dir=task.out_dir, split=task.split,
-        **dict(task.extra),
-    )
+    with pinned(slots.device_of_this_worker()) if slots is not None else nullcontext():
+        result = evaluate(
+            task.genome, epochs=task.epochs, seed=task.seed, out_dir=task.out_dir,
+            split=task.split, **dict(task.extra),
+        )
     if hasattr(result, "to_dict"):
         result = result.to_dict()
     if task.out_dir is not None:
@@ -132,6 +137,7 @@ def evaluate_tasks(
     workers: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
+    devices: Sequence[str] = (),
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Evaluate ``tasks``, yielding ``(child_id, metrics)`` in order of completion.
 
@@ -141,15 +147,23 @@ def evaluate_tasks(
         workers: parallel evaluations (ignored by Dask, which uses the cluster's workers).
         backend: ``"loky"`` or ``"dask"``.
         scheduler: Dask scheduler address (``tcp://host:8786``); only with ``backend="dask"``.
+        devices: the device of every worker slot (:func:`nas.devices.slot_devices`; then
+            ``workers`` is their number): each loky worker is pinned to one slot's device for
+            its life. Dask workers are pinned by their cluster (:mod:`nas.search.gpu_cluster`).
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if not tasks:
         return
+    if devices and backend == "loky":
+        workers = len(devices)
     if backend == "loky" and workers <= 1:
         for task in tasks:
-            yield run_task(evaluate, task)
+            with pinned(devices[0]) if devices else nullcontext():
+                result = run_task(evaluate, task)
+            yield result
         return
+    slots = DeviceSlots.for_driver(devices) if devices and backend == "loky" else None
     import joblib
 
     threads = worker_threads(workers) if backend == "loky" else None
@@ -161,7 +175,7 @@ def evaluate_tasks(
         warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
                                 category=UserWarning)
         if backend == "dask":
-            stack.enter_context(_dask_backend(scheduler))
+            stack.enter_context(_dask_backend(scheduler, one_per_slot=bool(devices)))
             n_jobs = -1
         else:
             n_jobs = workers  # a constant size: resizing loky's reusable executor kills workers
@@ -172,17 +186,21 @@ def evaluate_tasks(
             pre_dispatch="n_jobs",
         )
         parent = os.getpid() if backend == "loky" else None
-        yield from parallel(joblib.delayed(run_task)(evaluate, t, threads, parent) for t in tasks)
+        yield from parallel(joblib.delayed(run_task)(evaluate, t, threads, parent, slots)
+                            for t in tasks)
 
 
-def _dask_backend(scheduler: str | None):
-    """Context: joblib's ``dask`` backend on a client connected to ``scheduler``."""
+def _dask_backend(scheduler: str | None, *, one_per_slot: bool = False):
+    """Context: joblib's ``dask`` backend on a client connected to ``scheduler``; with
+    ``one_per_slot`` every child asks for one :data:`nas.devices.SLOT` resource (a local device
+    cluster's worker holds one)."""
     import joblib
 
     stack = ExitStack()
     if scheduler is not None:
         stack.callback(_connect(scheduler).close)
-    stack.enter_context(joblib.parallel_config(backend="dask"))
+    resources = {"resources": {SLOT: 1}} if one_per_slot else {}
+    stack.enter_context(joblib.parallel_config(backend="dask", **resources))
     return stack
 
 
@@ -260,9 +278,10 @@ class ChildEvaluator:
 
     def __init__(self, log: EventLog, run_dir: str | os.PathLike[str], search: Any,
                  *, workers: int = 1, backend: str = "loky", scheduler: str | None = None,
-                 progress: Any = None) -> None:
+                 progress: Any = None, devices: Sequence[str] = ()) -> None:
         self.log, self.run_dir, self.search = log, Path(run_dir), search
         self.workers, self.backend, self.scheduler = workers, backend, scheduler
+        self.devices = tuple(devices)  # the device of every slot (nas.devices.slot_devices)
         self.progress = progress
         # reuse_key(hash, epochs) -> (source id, metrics)
         self.seen: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
@@ -340,7 +359,7 @@ class ChildEvaluator:
         self._running(len(tasks))
         for left, (cid, metrics) in enumerate(
             evaluate_tasks(evaluate, tasks, workers=self.workers, backend=self.backend,
-                           scheduler=self.scheduler), start=1):
+                           scheduler=self.scheduler, devices=self.devices), start=1):
             self._running(len(tasks) - left)
             ind, task = by_id[cid]
             self.log.emit(child_event(ind, task, metrics, None))
@@ -402,7 +421,7 @@ class ChildEvaluator:
         self._running(len(tasks))
         for left, (cid, metrics) in enumerate(
             evaluate_tasks(evaluate, tasks, workers=self.workers, backend=self.backend,
-                           scheduler=self.scheduler), start=1):
+                           scheduler=self.scheduler, devices=self.devices), start=1):
             self._running(len(tasks) - left)
             task = next(t for t in tasks if t.child_id == cid)
             self.log.emit({"type": "refined", "id": cid, "epochs": task.epochs, "seed": task.seed,
