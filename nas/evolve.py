@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--inherit", action=argparse.BooleanOptionalAction, default=None,
                            help="a child starts from its parent's trained weights for every node "
                            "the mutation left unchanged (Lamarckian)")
+    g.add_argument("--full-test", action=argparse.BooleanOptionalAction, default=None,
+                   help="score the finalists (and the report's baselines) on the dataset's whole "
+                   "test set, and on the --test-size subset of the paper's protocol beside it "
+                   f"(default: {_shown(d, 'full_test')}; on in --preset cpu)")
     g.add_argument("--defense-arg", action="append", type=defense_arg, metavar="KEY=VALUE",
                    help="hyper-parameter of the defense, repeatable (e.g. lam=1.0, k=3)")
     g.add_argument("--lambda", dest="lam", type=nonneg_float,
@@ -271,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The explicitly given settings as a flat dict (``None`` = not given)."""
-    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["sequential",
+    keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["full_test", "sequential",
                                                                       "early_reject", "inherit",
                                                                       "workers", "backend",
                                                                       "scheduler", "progress",

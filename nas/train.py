@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out attack sources, comma-separated reference names or forms "
                    "(NAME=FILE: load its weights): trained with "
                    "CE (cached), their PGD examples of the test split are scored too")
+    p.add_argument("--full-test", action="store_true",
+                   help="score on the dataset's whole test set (and on the --test-size subset "
+                   "of the paper's protocol beside it)")
     p.add_argument("--out", default=None, help="directory for metrics.json and weights.pt")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -125,7 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         defense=args.defense,
         defense_args=tuple(sorted(defense_args(args.defense_arg, args.lam).items())),
         batch_size=args.batch_size, lr=args.lr, device=args.device, fitness_split="val",
-        held_out=tuple(n for n in args.held_out.split(",") if n),
+        full_test=args.full_test, held_out=tuple(n for n in args.held_out.split(",") if n),
         data_root=args.data_root, cache_dir=args.cache_dir, seed=args.data_seed)
 
 

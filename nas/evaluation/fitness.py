@@ -126,6 +126,7 @@ class FitnessSettings:
     lr: float | None = None
     device: str = "auto"
     fitness_split: str = "val"
+    full_test: bool = False
     held_out: tuple[str, ...] = ()
     data_root: str | None = None
     cache_dir: str | None = None
@@ -178,6 +179,7 @@ class ChildResult:
     held_out: dict[str, float] | None = None
     kept_search_weights: bool | None = None
     replicates: list[dict[str, Any]] | None = None
+    protocol: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; an undefined (``nan``) fooling rate is ``None`` (``null`` in JSON:
@@ -218,9 +220,10 @@ class ChildResult:
 #: ``held_out`` (transferred accuracy per held-out source, test split of the finalists),
 #: ``kept_search_weights`` (a refinement kept the search's weights: they scored higher on
 #: validation than the refined ones), ``replicates`` (``--replicates`` > 1: one record per
-#: training, its seed, kept epoch, validation and test scores, ``"kept"`` on the one kept).
+#: training, its seed, kept epoch, validation and test scores, ``"kept"`` on the one kept),
+#: ``protocol`` (``full_test``: the scores on the protocol's ``test_size`` subset).
 OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out", "kept_search_weights",
-                   "replicates")
+                   "replicates", "protocol")
 
 
 @dataclass
@@ -309,7 +312,7 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
         splits = load_splits(settings.dataset, train_size=settings.train_size,
                              val_size=settings.val_size, test_size=settings.test_size,
                              seed=settings.seed, data_root=settings.data_root,
-                             cache_dir=settings.cache_dir, log=log)
+                             cache_dir=settings.cache_dir, log=log, full_test=settings.full_test)
     device = resolve_device(settings.device)
     with stages(f"reference {settings.reference}"):
         reference, ref_key, meta = get_reference(
@@ -413,8 +416,11 @@ def score(model: nn.Module, ws: Workspace, split: str) -> Scores:
     """Clean accuracy, transferred-adversarial accuracy and fooling rate on ``split``.
 
     The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the
-    reference and ``model`` classify correctly (``nan`` when there is none).
+    reference and ``model`` classify correctly (``nan`` when there is none). ``"protocol"``:
+    the protocol's ``test_size`` subset of a whole test split (``full_test``).
     """
+    if split == "protocol":
+        return _score_protocol(model, ws)
     x, y = ws.splits.split(split)
     if split not in ws.adversarial:
         ws.adversarial[split] = transferred_set(
@@ -425,6 +431,20 @@ def score(model: nn.Module, ws: Workspace, split: str) -> Scores:
     adv_pred = predict(model, ws.adversarial[split])
     clean_ok, adv_ok = clean_pred == y, adv_pred == y
     both = clean_ok & (ws.reference_pred[split] == y)
+    fooling = fooling_rate(int((~adv_ok[both]).sum()), int(both.sum()))
+    return Scores(float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling)
+
+
+def _score_protocol(model: nn.Module, ws: Workspace) -> Scores:
+    """:func:`score` on the protocol subset of the whole test split (the same examples)."""
+    idx = ws.splits.protocol
+    if idx is None:
+        raise ValueError("no protocol subset: the test split is not the whole test set")
+    score(model, ws, "test")  # the whole split's transferred set, made once
+    y = ws.splits.y_test[idx]
+    clean_ok = predict(model, ws.splits.x_test[idx]) == y
+    adv_ok = predict(model, ws.adversarial["test"][idx]) == y
+    both = clean_ok & (ws.reference_pred["test"][idx] == y)
     fooling = fooling_rate(int((~adv_ok[both]).sum()), int(both.sum()))
     return Scores(float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling)
 
@@ -531,7 +551,7 @@ def result_of(model: nn.Module, outcome: TrainOutcome, ws: Workspace, *, split: 
         v = val_scores or score(model, ws, "val")
         val = (v.fitness, v.clean, v.adv)
     if split == "test":
-        extra.update(held_out_of(model, ws))
+        extra.update(held_out_of(model, ws), **protocol_of(model, ws))
     return ChildResult(min(clean, adv), clean, adv, fooling, outcome.status, outcome.reason,
                        epochs, round(seconds, 3), params, macs, *val, **extra)
 
@@ -544,6 +564,15 @@ def held_out_of(model: nn.Module, ws: Workspace) -> dict[str, Any]:
     y_test = ws.splits.y_test
     return {"held_out": {name: float((predict(model, x_adv) == y_test).float().mean())
                          for name, x_adv in ws.held_out_adv.items()}}
+
+
+def protocol_of(model: nn.Module, ws: Workspace) -> dict[str, Any]:
+    """``{"protocol": {fitness, clean_acc, adv_acc}}`` on the protocol's subset when the test
+    split is the whole test set (``full_test``), for comparison with the paper; else empty."""
+    if ws.splits.protocol is None:
+        return {}
+    p = score(model, ws, "protocol")
+    return {"protocol": {"fitness": p.fitness, "clean_acc": p.clean, "adv_acc": p.adv}}
 
 
 def evaluate_module(

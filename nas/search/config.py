@@ -281,6 +281,7 @@ CPU: dict[str, Any] = {
     "reference_epochs": 40,
     "reference_patience": 10,
     "held_out": ("he-baseline", "squeezenet1_1"),
+    "full_test": True,
     "steps": 10,
     "population": 4,
     "children": 2,
@@ -455,7 +456,7 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "attack": _text, "eps": _optional(unit_float), "step_size": _optional(positive_float),
     "steps": _optional(positive_int), "defense": _text, "defense_args": _defense_args,
     "batch_size": positive_int, "lr": _optional(positive_float), "device": _text,
-    "fitness_split": _text,
+    "fitness_split": _text, "full_test": _switch,
     "data_root": _optional(_text), "cache_dir": _optional(_text),
     "plugins": lambda v: _modules(v), "image_size": _optional(_image_size),
 }

@@ -35,6 +35,7 @@ from nas.evaluation.fitness import (
     draw_seed,
     held_out_of,
     kept_epochs,
+    protocol_of,
     result_of,
     score,
     train_network,
@@ -117,7 +118,7 @@ def replicate_record(outcome: TrainOutcome, ws: Workspace, seed: int,
         scored = score(outcome.model, ws, split)
         record.update(fitness=scored.fitness, clean_acc=scored.clean, adv_acc=scored.adv)
         if split == "test":
-            record.update(held_out_of(outcome.model, ws))
+            record.update(held_out_of(outcome.model, ws), **protocol_of(outcome.model, ws))
     return record, val
 
 
