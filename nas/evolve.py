@@ -135,9 +135,9 @@ _FITNESS_FLAGS = [
     ("--val-size", nonneg_int, "validation images held out from training (the fitness split)"),
     ("--test-size", positive_int, "test images (final report only)"),
     ("--reference", str, "reference network: resnet34 (paper), resnet18, vgg16_bn, densenet121, "
-                         "squeezenet1_1, mobilenet_v3_small, lenet5, he-ref, he-baseline; a+b: an "
-                         "ensemble reference (mean softmax; GM and the transferred sets use "
-                         "the ensemble)"),
+                         "squeezenet1_1, mobilenet_v3_small, lenet5, vit_mini, he-ref, "
+                         "he-baseline; a+b: an ensemble reference (mean softmax; GM and the "
+                         "transferred sets use the ensemble)"),
     ("--reference-epochs", positive_int, "most CE epochs of the reference (trained to its "
                                          "validation plateau, cached)"),
     ("--reference-patience", nonneg_int, "stop the reference after this many epochs without a "
@@ -159,6 +159,9 @@ _FITNESS_FLAGS = [
     ("--held-out", str, "held-out attack sources, comma-separated reference names (e.g. "
                         "he-baseline,squeezenet1_1): trained with CE, never used by the search; "
                         "their transferred accuracy is reported for the finalists"),
+    ("--held-out-attacks", str, "attacks crafted on every held-out source, comma-separated (e.g. "
+                                "pgd-linf,mi-fgsm,di-mi-fgsm; empty: --attack); adds the worst "
+                                "case over sources x attacks and white-box PGD to the finalists"),
     ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's "
                              "protocol)"),
     ("--data-root", str, "read-only directory with the raw datasets (else NAS_DATA_ROOT)"),
