@@ -71,3 +71,17 @@ def test_a_trained_network_gets_every_pair_its_worst_case_and_white_box(
     assert direct.white_box == result.white_box_acc is not None
     assert 0.0 <= result.white_box_acc <= 1.0
     assert "white_box_acc" in result.to_dict() and "held_out_worst" in result.to_dict()
+
+
+def test_the_final_table_shows_the_worst_case_and_white_box_columns():
+    from nas.evolve import final_table
+
+    test = {"val_fitness": 0.5, "clean_acc": 0.9, "adv_acc": 0.6, "fitness": 0.6,
+            "held_out": {"resnet18 mi-fgsm": 0.55, "vit_mini di-mi-fgsm": 0.7},
+            "held_out_worst": 0.55, "white_box_acc": 0.02}
+    table = final_table({"population": [{"id": "g001-c000", "spectrum": [1, 0, 0, 0, 0],
+                                         "metrics": {"fitness": 0.5}, "test": test}],
+                         "fitness_split": "val"})
+    head, row = table.splitlines()[-3], table.splitlines()[-1]
+    assert head.rstrip().endswith("worst case     white-box PGD")
+    assert row.split()[-4:] == ["0.5500", "0.7000", "0.5500", "0.0200"]
