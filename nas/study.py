@@ -179,6 +179,13 @@ def run_study(out: Path, *, preset: str | None, config_file: str | None,
 
     if not strategies:
         raise UserError("needs at least one strategy (the search)", setting="strategies")
+    from nas.evaluation.fitness import check_names
+    from nas.search import config as cfgmod
+
+    for strategy in strategies:  # every setting and name checked before anything is written
+        cfg = cfgmod.resolve({**keys, "seed": seeds[0], "strategy": strategy, **(execution or {})},
+                             preset=preset, config_file=config_file, run_dir="")
+    check_names(cfg.fitness)
     spec = {"preset": preset, "config_file": config_file, "keys": keys}
     _check_study(out, spec)
     cells: dict[str, dict[int, dict[str, Any]]] = {}
