@@ -190,16 +190,20 @@ def run_study(out: Path, *, preset: str | None, config_file: str | None,
     _check_study(out, spec)
     cells: dict[str, dict[int, dict[str, Any]]] = {}
     others: list[str] = []
+    table: dict[str, Any] = {}
     for seed in seeds:
-        searches = {}
+        runs = {}  # strategy -> (its run folder, its fitness settings, its search settings)
         for strategy in strategies:
-            searches[strategy] = out / f"search-{strategy}-s{seed}"
-            cells.setdefault(strategy, {})[seed], fitness, search = search_cell(
-                searches[strategy], preset=preset, config_file=config_file, keys=keys,
-                seed=seed, strategy=strategy, execution=execution or {}, log=log)
+            path = out / f"search-{strategy}-s{seed}"
+            cells.setdefault(strategy, {})[seed], fit, srch = search_cell(
+                path, preset=preset, config_file=config_file, keys=keys, seed=seed,
+                strategy=strategy, execution=execution or {}, log=log)
+            runs[strategy] = (path, fit, srch)
+        # the baselines take the search's settings: same data, reference, budget (pairing)
+        first, fitness, search = runs[strategies[0]]
         for b in baselines:
             name = b.name(fitness.defense)
-            arch = f"{searches[strategies[0]]}:best" if b.arch == "best" else b.arch
+            arch = f"{first}:best" if b.arch == "best" else b.arch
             cells.setdefault(name, {})[seed] = baseline_cell(
                 out / f"{name}-s{seed}", arch, b.defense or fitness.defense, fitness, search,
                 seed=seed, log=log)
