@@ -10,6 +10,8 @@ VERBS = (
     ("evolve", "search for networks adversarial examples do not transfer to (resume with "
                "--resume runs/<name>)"),
     ("train", "train and score one architecture with a defense (baselines, retraining)"),
+    ("study", "is the search worth it? seeds x strategies x baselines, paired differences "
+              "with 95 % intervals (resumable)"),
     ("report", "one self-contained HTML report of a run: tables, plots, Captum IG maps"),
     ("export", "a run's networks as standalone PyTorch modules, weights and ONNX"),
     ("table6", "the standard defenses side by side: GM against JPEG, bilateral filtering and "

@@ -32,24 +32,34 @@ from nasbase.values import nonneg_float, nonneg_int, positive_float, positive_in
 __all__ = ["build_parser", "main"]
 
 
+#: Column heads of the held-out summary numbers (:mod:`nas.evaluation.heldout`).
+_HEADS = {"held_out_worst": "worst case", "white_box_acc": "white-box PGD"}
+
+
 def final_table(final: dict[str, Any]) -> str:
     """The final population as a plain-text table, best first, with a caption saying what it
     is ranked by: search fitness, refined validation fitness (``val F``) and test metrics."""
     sources = sorted({k for m in final["population"]
                       for k in ((m.get("test") or {}).get("held_out") or {})})
+    sources += [k for k in ("held_out_worst", "white_box_acc")  # nas.evaluation.heldout
+                if any((m.get("test") or {}).get(k) is not None for m in final["population"])]
     head = (f"{'id':<12} {'spectrum':<18} {'search F':>8} {'val F':>7} {'test clean':>10} "
-            f"{'test adv':>9} {'test F':>7}") + "".join(f" {'adv ' + n:>{max(9, len(n) + 4)}}"
-                                                        for n in sources)
+            f"{'test adv':>9} {'test F':>7}") + "".join(
+                f" {_HEADS.get(n, 'adv ' + n):>{max(9, len(n) + 4)}}" for n in sources)
     lines = [f"final population, {ranking_note(final.get('fitness_split', 'val'))}:", head,
              "-" * len(head)]
     if sources:
         lines.insert(1, "test adv = transferred from the reference; adv <source> = from a held-out "
                         "source (trained with CE, never used by the search)")
+    if "held_out_worst" in sources:
+        lines.insert(2, "worst case = the lowest held-out column (read it first); white-box "
+                        "PGD = the network attacked itself (not transfer)")
     for m in ranked(final):
         test = m.get("test") or {}
         cells = [test.get(k) for k in ("val_fitness", "clean_acc", "adv_acc", "fitness")]
         fmt = ["-" if c is None else f"{float(c):.4f}" for c in cells]
-        held = test.get("held_out") or {}
+        held = {**(test.get("held_out") or {}),
+                **{k: test.get(k) for k in ("held_out_worst", "white_box_acc")}}
         extra = "".join(
             " "
             f"{'-' if held.get(n) is None else format(float(held[n]), '.4f'):>{max(9, len(n) + 4)}}"
@@ -141,7 +151,8 @@ _FITNESS_FLAGS = [
     ("--val-size", nonneg_int, "validation images held out from training (the fitness split)"),
     ("--test-size", positive_int, "test images (final report only)"),
     ("--reference", str, "reference network: resnet34 (paper), resnet18, vgg16_bn, densenet121, "
-                         "squeezenet1_1, mobilenet_v3_small, lenet5, he-ref, he-baseline; "
+                         "squeezenet1_1, mobilenet_v3_small, lenet5, vit_mini, he-ref, "
+                         "he-baseline; "
                          "torchvision:NAME (any torchvision classifier, stem adapted), "
                          "genome:FILE.json, module:pkg.mod:factory (factory(info) -> nn.Module); "
                          "a+b: an ensemble reference (mean softmax; GM and the transferred sets "
@@ -168,6 +179,9 @@ _FITNESS_FLAGS = [
                         "NAME=FILE to load one's weights (e.g. "
                         "he-baseline,squeezenet1_1): trained with CE, never used by the search; "
                         "their transferred accuracy is reported for the finalists"),
+    ("--held-out-attacks", str, "attacks crafted on every held-out source, comma-separated (e.g. "
+                                "pgd-linf,mi-fgsm,di-mi-fgsm; empty: --attack); adds the worst "
+                                "case over sources x attacks and white-box PGD to the finalists"),
     ("--fitness-split", str, "split the fitness (eq. 4) is measured on: val, or test (the paper's "
                              "protocol)"),
     ("--data-root", str, "read-only directory with the raw datasets (else NAS_DATA_ROOT)"),

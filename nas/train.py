@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-test", action="store_true",
                    help="score on the dataset's whole test set (and on the --test-size subset "
                    "of the paper's protocol beside it)")
+    p.add_argument("--held-out-attacks", default="",
+                   help="attacks crafted on every held-out source, comma-separated (e.g. "
+                   "pgd-linf,mi-fgsm,di-mi-fgsm; default: --attack); adds the worst case over "
+                   "sources x attacks and the white-box PGD accuracy")
     p.add_argument("--out", default=None, help="directory for metrics.json and weights.pt")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -128,7 +132,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         defense=args.defense,
         defense_args=tuple(sorted(defense_args(args.defense_arg, args.lam).items())),
         batch_size=args.batch_size, lr=args.lr, device=args.device, fitness_split="val",
-        full_test=args.full_test, held_out=tuple(n for n in args.held_out.split(",") if n),
+        full_test=args.full_test,
+        held_out=tuple(n for n in args.held_out.split(",") if n),
+        held_out_attacks=tuple(n for n in args.held_out_attacks.split(",") if n),
         data_root=args.data_root, cache_dir=args.cache_dir, seed=args.data_seed)
 
 
@@ -173,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("fitness", pct(result.fitness)), ("fooling rate", pct(result.fooling_rate)),
         *((f"adv acc, held-out {name}", f"{pct(acc)} (source clean {pct(ws.held_out_acc[name])})")
           for name, acc in (result.held_out or {}).items()),
+        *((("held-out worst case", pct(result.held_out_worst)),)
+          if result.held_out_worst is not None else ()),
+        *((("white-box pgd-linf acc", pct(result.white_box_acc)),)
+          if result.white_box_acc is not None else ()),
         ("reference epochs", str(ws.reference_meta.get("best_epoch", "-"))),
         *((("replicates (validation fitness)", ", ".join(
             f"{d.get('val_fitness', 0):.4f}{' kept' if d['kept'] else ''}"

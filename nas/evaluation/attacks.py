@@ -12,7 +12,17 @@ parameters are never changed and their ``.grad`` is never touched.
 - ``pgd-linf``: Madry et al. 2018, BIM from a uniform random start in the eps-ball (the
   attack of the paper's tables, gm-neuroevolution §4).
 - ``pgd-l2``: PGD with L2-normalised steps, projected onto the L2 ball.
-- ``mim``: Dong et al. 2018, momentum (decay 1.0) on L1-normalised gradients, sign steps.
+- ``mim`` / ``mi-fgsm``: Dong et al. 2018, momentum (decay 1.0) on L1-normalised gradients,
+  sign steps (``mi-fgsm`` is the name transfer-attack benchmarks use; the same function).
+- ``di-mi-fgsm``: Xie et al. 2019, MI-FGSM whose gradient at each step is taken through a
+  random input-diversity transform (:func:`input_diversity`: with probability 0.5 the batch is
+  resized to a random size in ``[H, 1.1 H)``, zero-padded at a random place to ``1.1 H`` and
+  resized back to ``H``), the transfer attack of TransferAttack's "input transformation" family.
+  The adversarial image itself is never transformed, so it stays in the eps-ball.
+
+An *ensemble of sources* needs no attack of its own: a source named ``a+b`` is the reference
+ensemble of :mod:`nas.evaluation.references` (log of the mean member softmax), and any attack
+crafted on it follows the averaged loss of its members (Liu et al. 2017).
 
 The transferred adversarial examples of a split are generated once from the reference and
 cached on disk (:func:`transferred_set`), keyed by the reference's cache key, the digest of
@@ -149,6 +159,53 @@ def mim(model, x, y, *, eps, step_size, steps, generator=None, decay: float = 1.
         m = decay * m + g / g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
         x_adv = _project_linf(x_adv + step_size * m.sign(), x, eps)
     return x_adv
+
+
+ATTACKS.register("mi-fgsm")(mim)
+
+#: Input diversity of Xie et al. (2019): resize range and the probability of transforming.
+DI_RESIZE, DI_PROB = 1.1, 0.5
+
+
+def input_diversity(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One random input-diversity transform of a batch (Xie et al. 2019, eq. 5 and Fig. 2).
+
+    With probability :data:`DI_PROB` the batch ``(N, C, H, W)`` is resized (bilinear) to a
+    random ``r x r``, ``H <= r < round(1.1 H)``, zero-padded at a random offset to
+    ``round(1.1 H)`` square and resized back to ``H x W`` (the networks here take one input
+    size); otherwise it is returned unchanged. One transform per batch, drawn from
+    ``generator`` (CPU), so the same generator state gives the same transform.
+    """
+    h, w = x.shape[-2:]
+    big = max(int(round(h * DI_RESIZE)), h + 1)
+    draws = torch.rand(1, generator=generator)
+    r = int(torch.randint(h, big, (1,), generator=generator))
+    top = int(torch.randint(0, big - r + 1, (1,), generator=generator))
+    left = int(torch.randint(0, big - r + 1, (1,), generator=generator))
+    if float(draws) >= DI_PROB:
+        return x
+    out = torch.nn.functional.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+    out = torch.nn.functional.pad(out, (left, big - r - left, top, big - r - top), value=0.0)
+    return torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+
+
+class _Diverse(nn.Module):
+    """``model(input_diversity(x))``: the model an input-diversity step differentiates."""
+
+    def __init__(self, model: nn.Module, generator: torch.Generator | None) -> None:
+        super().__init__()
+        self.model, self.generator = model, generator
+        self.train(model.training)  # input_gradients restores this mode on the inner model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(input_diversity(x, self.generator))
+
+
+@ATTACKS.register("di-mi-fgsm")
+def di_mi_fgsm(model, x, y, *, eps, step_size, steps, generator=None, decay: float = 1.0):
+    """MI-FGSM with each gradient taken through :func:`input_diversity` (Xie et al. 2019)."""
+    return mim(_Diverse(model, generator), x, y, eps=eps, step_size=step_size, steps=steps,
+               decay=decay)
 
 
 def run_attack(

@@ -82,7 +82,9 @@ class FitnessSettings:
     force it.
     ``held_out``: held-out attack sources (reference names other than ``reference``), trained
     with CE like the reference and cached; their PGD examples of the test split score the
-    finalists only (never the search).
+    finalists only (never the search). ``held_out_attacks``: the attacks crafted on every
+    held-out source (e.g. ``("pgd-linf", "mi-fgsm", "di-mi-fgsm")``; empty: the search's
+    attack), with a worst case and white-box PGD (:mod:`nas.evaluation.heldout`).
     """
 
     def training_recipe(self) -> Recipe:
@@ -128,6 +130,7 @@ class FitnessSettings:
     fitness_split: str = "val"
     full_test: bool = False
     held_out: tuple[str, ...] = ()
+    held_out_attacks: tuple[str, ...] = ()
     data_root: str | None = None
     cache_dir: str | None = None
     seed: int = 0
@@ -145,6 +148,7 @@ class FitnessSettings:
         kwargs["defense_args"] = tuple(sorted(tuple(p) for p in kwargs.get("defense_args", ())))
         kwargs["held_out"] = tuple(kwargs.get("held_out", ()))
         kwargs["plugins"] = tuple(kwargs.get("plugins", ()))
+        kwargs["held_out_attacks"] = tuple(kwargs.get("held_out_attacks", ()))
         return cls(**kwargs)
 
 
@@ -180,6 +184,8 @@ class ChildResult:
     kept_search_weights: bool | None = None
     replicates: list[dict[str, Any]] | None = None
     protocol: dict[str, float] | None = None
+    held_out_worst: float | None = None
+    white_box_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; an undefined (``nan``) fooling rate is ``None`` (``null`` in JSON:
@@ -221,9 +227,11 @@ class ChildResult:
 #: ``kept_search_weights`` (a refinement kept the search's weights: they scored higher on
 #: validation than the refined ones), ``replicates`` (``--replicates`` > 1: one record per
 #: training, its seed, kept epoch, validation and test scores, ``"kept"`` on the one kept),
-#: ``protocol`` (``full_test``: the scores on the protocol's ``test_size`` subset).
+#: ``protocol`` (``full_test``: the scores on the protocol's ``test_size`` subset),
+#: ``held_out_worst`` (the lowest held-out accuracy) and ``white_box_acc`` (white-box PGD on
+#: the test split, with ``held_out_attacks``; :mod:`nas.evaluation.heldout`).
 OPTIONAL_FIELDS = ("rungs", "reject_below", "inherited", "held_out", "kept_search_weights",
-                   "replicates", "protocol")
+                   "replicates", "protocol", "held_out_worst", "white_box_acc")
 
 
 @dataclass
@@ -288,6 +296,8 @@ def check_names(fitness: FitnessSettings) -> None:
 
     check_sources([fitness.reference, *(held_out_source(e)[0] for e in fitness.held_out)],
                   fitness.dataset)
+    for name in fitness.held_out_attacks:
+        ATTACKS.get(name)
     DEFENSES.get(fitness.defense)
     check_defense(fitness)
     fitness.training_recipe()  # an unknown recipe
@@ -334,35 +344,14 @@ def prepare(settings: FitnessSettings, *, progress: bool = True,
         grads = _cached_reference_grads(reference, ref_key, splits, cache, device, progress, log)
     ws = Workspace(settings, splits, reference, ref_key, meta, attack, adversarial, preds,
                    grads, accs)
-    for name in settings.held_out:
-        with stages(f"held-out source {name}"):
-            ws.held_out_adv[name], ws.held_out_acc[name] = _held_out_source(
-                name, settings, splits, cache, attack, device, progress, log)
+    if settings.held_out:
+        from nas.evaluation.heldout import held_out_pairs, held_out_sets
+
+        with stages(f"held-out sources {', '.join(settings.held_out)}"):
+            ws.held_out_adv, ws.held_out_acc = held_out_sets(
+                held_out_pairs(settings), splits, cache, device=device, progress=progress,
+                config=settings.reference_config(progress=progress), seed=settings.seed, log=log)
     return ws
-
-
-def _held_out_source(name: str, settings: FitnessSettings, splits: Splits, cache: Path,
-                     attack: AttackSettings, device: torch.device, progress: bool,
-                     log: Callable[[str], None]) -> tuple[torch.Tensor, float]:
-    """A held-out source's adversarial test set and its clean test accuracy.
-
-    The source is trained exactly as the reference (CE, the recipe, to its validation
-    plateau) and cached by :func:`nas.evaluation.references.get_reference`; its examples by
-    :func:`nas.evaluation.attacks.transferred_set` (the same tensor-keyed caches as the
-    reference's).
-    """
-    name, weights = held_out_source(name)  # NAME or NAME=WEIGHTS_FILE
-    source, key, _ = get_reference(name, splits, cache,
-                                   config=settings.reference_config(progress=progress),
-                                   seed=settings.seed, weights=weights, log=log)
-    source = source.to(device).eval()
-    for p in source.parameters():
-        p.requires_grad_(False)
-    x, y = splits.split("test")
-    adv = transferred_set(source, key, "test", x, y, attack, cache, device=device,
-                          progress=progress, log=log)
-    acc = float((predict(source, x, device=device) == y).float().mean()) if len(y) else 0.0
-    return adv, acc
 
 
 def _cached_reference_grads(reference: nn.Module, ref_key: str, splits: Splits, cache: Path,
@@ -558,12 +547,14 @@ def result_of(model: nn.Module, outcome: TrainOutcome, ws: Workspace, *, split: 
 
 def held_out_of(model: nn.Module, ws: Workspace) -> dict[str, Any]:
     """The held-out columns of trained weights on the test split (the sources the search
-    never sees): ``held_out`` (accuracy per source); empty without held-out sources."""
+    never sees): ``held_out`` (accuracy per source x attack), ``held_out_worst`` and, with
+    ``held_out_attacks``, ``white_box_acc`` (:func:`nas.evaluation.heldout.finalist_held_out`);
+    empty without held-out sources."""
     if not ws.held_out_adv:
         return {}
-    y_test = ws.splits.y_test
-    return {"held_out": {name: float((predict(model, x_adv) == y_test).float().mean())
-                         for name, x_adv in ws.held_out_adv.items()}}
+    from nas.evaluation.heldout import finalist_held_out
+
+    return finalist_held_out(model, ws)
 
 
 def protocol_of(model: nn.Module, ws: Workspace) -> dict[str, Any]:

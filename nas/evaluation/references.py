@@ -23,6 +23,13 @@ Every builder returns a module with the model contract of docs/architecture.md: 
   MMACs per 28x28 image), e.g. the second member of an ensemble reference on a CPU.
 - ``mobilenet_v3_small``: first conv takes ``C`` channels with stride 1 (28x28 -> 2x2 after
   the four stride-2 stages); ``forward_head`` is global average pool + torchvision's classifier.
+- ``vit_mini``: a small torchvision ``VisionTransformer`` for small images, the reference of
+  a family that is not convolutional (a held-out attack source, issue 30): 4x4 patches (49
+  tokens at 28x28, 64 at 32x32) embedded by ``conv_proj`` taking ``C`` channels, a class
+  token, 4 encoder layers of 4 heads, hidden size 96, MLP 192. ``forward_features`` is the
+  class token after the encoder's final LayerNorm as a ``(N, 96, 1, 1)`` map and
+  ``forward_head`` torchvision's ``heads``; apart from ``conv_proj`` the parameters are
+  exactly torchvision's ``VisionTransformer`` of that configuration.
 - ``he-ref`` / ``he-baseline``: the paper's hand-engineered genomes (Appendix A) compiled by
   ``genome.compile_genome``.
 
@@ -281,6 +288,41 @@ def squeezenet1_1(info: DatasetInfo) -> TorchvisionNet:
     taps = tuple(f"features.{i}" for i, m in enumerate(net.features) if isinstance(m, nn.MaxPool2d))
     return TorchvisionNet(info, net.features, nn.Sequential(net.classifier, nn.Flatten()), 512,
                           taps)
+
+
+#: ``vit_mini``'s configuration (module doc): patch, layers, heads, hidden size, MLP size.
+VIT_MINI = {"patch_size": 4, "num_layers": 4, "num_heads": 4, "hidden_dim": 96, "mlp_dim": 192}
+
+
+class _ViTFeatures(nn.Module):
+    """torchvision ``VisionTransformer``'s body: patch embedding, class token, encoder."""
+
+    def __init__(self, vit: tvm.VisionTransformer, channels: int) -> None:
+        super().__init__()
+        p, d = vit.patch_size, vit.hidden_dim
+        self.conv_proj = nn.Conv2d(channels, d, kernel_size=p, stride=p)
+        self.class_token = vit.class_token
+        self.encoder = vit.encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels (N, C, H, W) -> class token (N, D, 1, 1)."""
+        tokens = self.conv_proj(x).flatten(2).transpose(1, 2)  # (N, H/p * W/p, D)
+        cls = self.class_token.expand(tokens.shape[0], -1, -1)  # (N, 1, D)
+        out = self.encoder(torch.cat([cls, tokens], dim=1))  # (N, 1 + H/p * W/p, D)
+        return out[:, 0, :, None, None]
+
+
+@register_reference("vit_mini")
+def vit_mini(info: DatasetInfo) -> TorchvisionNet:
+    """A small torchvision VisionTransformer on 4x4 patches (module doc)."""
+    _, h, w = info.input_shape
+    if h != w or h % VIT_MINI["patch_size"]:
+        raise UserError(f"vit_mini needs square images whose side is a multiple of "
+                        f"{VIT_MINI['patch_size']}, not {h}x{w}", setting="reference")
+    vit = tvm.VisionTransformer(image_size=h, num_classes=info.num_classes, **VIT_MINI)
+    head = nn.Sequential(nn.Flatten(), vit.heads)
+    return TorchvisionNet(info, _ViTFeatures(vit, info.input_shape[0]), head,
+                          VIT_MINI["hidden_dim"], ("features.conv_proj",))
 
 
 def _named_genome_net(name: str, info: DatasetInfo) -> nn.Module:

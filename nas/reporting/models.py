@@ -351,6 +351,9 @@ def compute(view: RunView, opts: ReportOptions, *, log: Callable[[str], None] = 
             row["fitness"] = min(row["clean"], row["adv"])
             for source, x_adv in ws.held_out_adv.items():  # the run's cached sets
                 row[f"held-out {source}"] = accuracy(m, x_adv, y, device=device)
+            held = [v for k, v in row.items() if k.startswith("held-out ")]
+            if len(held) > 1:  # the strongest held-out attack (nas.evaluation.heldout)
+                row["held-out worst case"] = min(held)
             data.accuracy[n] = row
     budget = (f"at most {epochs} epochs, stopping after {patience} without a better validation "
               "score (the refinement's budget)" if patience else f"{epochs} epochs")

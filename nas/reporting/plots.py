@@ -251,3 +251,45 @@ def plot_hypervolume(curve: Sequence[Mapping[str, float]], path: str | Path) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+#: Colour of a difference by what its interval says (``Interval.verdict``).
+VERDICT_COLOURS = {"higher": "tab:green", "lower": "tab:red", "no difference shown": "tab:gray"}
+
+
+def difference_figure(diffs: Mapping[str, object], *, title: str = "") -> Figure:
+    """The figure of :func:`plot_differences` (returned for inspection, not written).
+
+    One row per difference, top to bottom in ``diffs`` order: the mean as a dot and its 95 %
+    interval as a horizontal bar, in percentage points, against a vertical line at zero. A
+    bar that crosses the line is "no difference shown" (grey); wholly right of it, the first
+    method is higher (green); wholly left, lower (red). A difference of one seed has no
+    interval: a hollow dot, labelled ``n=1``.
+    """
+    labels = list(diffs)
+    fig, ax = _subplots(figsize=(7.5, 0.55 * len(labels) + 1.4))
+    ax.axvline(0.0, color="black", linewidth=1.0, zorder=1)
+    for row, label in enumerate(labels):
+        iv = diffs[label]
+        y = len(labels) - 1 - row
+        mean = 100.0 * iv.mean
+        if iv.low is None or iv.high is None:
+            ax.plot([mean], [y], "o", markerfacecolor="white", color="tab:gray", zorder=3)
+            ax.annotate(f"n={iv.n}, no interval", (mean, y), textcoords="offset points",
+                        xytext=(6, 4), fontsize=8)
+            continue
+        colour = VERDICT_COLOURS[iv.verdict()]
+        ax.errorbar([mean], [y], xerr=[[mean - 100.0 * iv.low], [100.0 * iv.high - mean]],
+                    fmt="o", color=colour, capsize=4, zorder=3)
+    ax.set_yticks(range(len(labels)), [f"{label} (n={diffs[label].n})"
+                                       for label in reversed(labels)])
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.set_xlabel("difference, percentage points (mean and 95 % interval over seeds)")
+    ax.set_title(title or "Differences against zero: a bar crossing the line shows no difference")
+    return fig
+
+
+def plot_differences(diffs: Mapping[str, object], path: str | Path, *, title: str = "") -> Path:
+    """Paired differences (``label -> nas.evaluation.stats.Interval``) and their intervals
+    against zero, one row each (:func:`difference_figure`)."""
+    return _save(difference_figure(diffs, title=title), path)

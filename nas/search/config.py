@@ -565,6 +565,10 @@ def build(values: dict[str, Any], *, run_dir: str) -> EvolveConfig:
         fit["held_out"] = [n for n in fit["held_out"].split(",") if n]
     if "held_out" in fit:
         fit["held_out"] = tuple(str(n) for n in fit["held_out"])
+    if isinstance(fit.get("held_out_attacks"), str):
+        fit["held_out_attacks"] = [n for n in fit["held_out_attacks"].split(",") if n]
+    if "held_out_attacks" in fit:
+        fit["held_out_attacks"] = tuple(str(n) for n in fit["held_out_attacks"])
     search = SearchSettings(**{k: v for k, v in values.items() if k in SEARCH_KEYS})
     search.check()
     execution = ExecSettings(**{k: v for k, v in values.items() if k in EXEC_KEYS})

@@ -15,7 +15,7 @@ from nas.evaluation.attacks import (
     transferred_set,
 )
 
-LINF = ("fgsm", "bim", "pgd-linf", "mim")
+LINF = ("fgsm", "bim", "pgd-linf", "mim", "mi-fgsm")
 
 
 def _linear(seed: int = 0) -> nn.Module:
@@ -28,8 +28,8 @@ def _mlp(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 3))
 
 
-def test_registry_holds_the_five_attacks():
-    assert list_attacks() == ["bim", "fgsm", "mim", "pgd-l2", "pgd-linf"]
+def test_registry_holds_the_seven_attacks():
+    assert list_attacks() == ["bim", "di-mi-fgsm", "fgsm", "mi-fgsm", "mim", "pgd-l2", "pgd-linf"]
 
 
 @pytest.mark.parametrize("name", LINF)

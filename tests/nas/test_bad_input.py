@@ -21,7 +21,7 @@ import torch
 from search_toys import run_toy
 
 import genome as gn
-from nas import bench, cost, evolve, export, fidelity, recipes, report, table6, train
+from nas import bench, cost, evolve, export, fidelity, recipes, report, study, table6, train
 from nas import genome as genome_cli
 from nas.cli import run
 from nas.evaluation.data import dataset_info
@@ -153,6 +153,8 @@ CASES = {
     "evolve-reference-weights-of-an-ensemble": (
         evolve, [*SMOKE, "--reference", "he-ref+he-baseline", "--reference-weights",
                  "{tmp}/file"], a_file),
+    "evolve-held-out-attack-unknown": (evolve, [*SMOKE, "--held-out", "he-baseline",
+                                                "--held-out-attacks", "mi-fgsm,cw"], None),
     "evolve-dask-without-scheduler": (evolve, [*SMOKE, "--backend", "dask"], None),
     "evolve-dask-bad-scheduler": (evolve, [*SMOKE, "--backend", "dask", "--scheduler", "nonsense"],
                                   None),
@@ -202,6 +204,21 @@ CASES = {
     "train-epochs-0": (train, [*TRAIN, "--epochs", "0"], None),
     "train-held-out-is-the-reference": (train, [*TRAIN, "--held-out", "he-ref"], None),
     "train-held-out-unknown": (train, [*TRAIN, "--held-out", "resnet9"], None),
+    "train-held-out-attack-unknown": (train, [*TRAIN, "--held-out", "he-baseline",
+                                              "--held-out-attacks", "pgd-linf,cw"], None),
+    # nas.study
+    "study-seeds-repeated": (study, ["--out", "{tmp}/st", "--seeds", "1,1"], None),
+    "study-seeds-text": (study, ["--out", "{tmp}/st", "--seeds", "one"], None),
+    "study-set-the-seed": (study, ["--out", "{tmp}/st", "--preset", "smoke", "--set", "seed=3"],
+                           None),
+    "study-unknown-key": (study, ["--out", "{tmp}/st", "--preset", "smoke", "--set", "colour=1"],
+                          None),
+    "study-unknown-strategy": (study, ["--out", "{tmp}/st", "--preset", "smoke",
+                                       "--strategies", "ga,bayes"], None),
+    "study-unknown-held-out-attack": (study, ["--out", "{tmp}/st", "--preset", "smoke", "--set",
+                                              "held_out=he-baseline", "--set",
+                                              "held_out_attacks=cw"], None),
+    "study-out-is-a-file": (study, ["--out", "{tmp}/file", "--preset", "smoke"], a_file),
     # nas.genome, nas.bench, nas.report
     "genome-sample-seed-negative": (genome_cli, ["sample", "--seed", "-1", "--out",
                                                  "{tmp}/g.json"], None),

@@ -74,3 +74,30 @@ def test_front_scatter_marks_front_and_finalists(tmp_path: Path) -> None:
                                    & (plain[..., 2] < 0.3)).any()
     curve = [dict(generation=g, hypervolume=0.1 * g, front_size=g + 1) for g in range(4)]
     _png(plots.plot_hypervolume(curve, tmp_path / "hv.png"))
+
+
+def test_difference_plot_draws_each_interval_where_the_data_put_it(tmp_path: Path) -> None:
+    from matplotlib.container import ErrorbarContainer
+
+    from nas.evaluation.stats import paired_difference
+
+    diffs = {
+        "search - random": paired_difference([0.80, 0.82, 0.79], [0.77, 0.78, 0.75]),
+        "search - he-ref+GM": paired_difference([0.80, 0.82, 0.79], [0.81, 0.80, 0.80]),
+        "search - same arch+CE": paired_difference([0.80], [0.30]),
+    }
+    fig = plots.difference_figure(diffs)
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2  # the n=1 difference has no interval to draw
+    for container, label in zip(bars, ["search - random", "search - he-ref+GM"], strict=True):
+        (segment,) = container.lines[2][0].get_segments()
+        (x0, y0), (x1, _) = segment
+        iv = diffs[label]
+        assert sorted([x0, x1]) == pytest.approx([100 * iv.low, 100 * iv.high])
+        assert y0 == 2 - list(diffs).index(label)  # first difference on top
+    assert bars[0].lines[0].get_color() == "tab:green"  # wholly above zero
+    assert bars[1].lines[0].get_color() == "tab:gray"  # straddles zero
+    assert any(list(line.get_xdata()) == [0, 0] for line in ax.lines)  # the zero line
+    assert "n=1, no interval" in [t.get_text() for t in ax.texts]
+    _png(plots.plot_differences(diffs, tmp_path / "d.png"))

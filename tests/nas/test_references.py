@@ -182,3 +182,27 @@ def test_an_ensemble_reference_joins_distinct_names(name):
 def test_an_ensemble_of_an_unknown_name_lists_the_valid_ones():
     with pytest.raises(KeyError, match="mobilenet_v3_small"):
         reference_members("he-ref+resnet9")
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10"])
+def test_vit_mini_is_torchvisions_vision_transformer_on_small_images(dataset):
+    import torchvision.models as tvm
+
+    from nas.evaluation.references import VIT_MINI
+
+    info = dataset_info(dataset)
+    c, h, _ = info.input_shape
+    model = build_reference("vit_mini", info)
+    ours = {k.split("features.", 1)[-1].split("head.1.", 1)[-1]: v.shape
+            for k, v in model.state_dict().items() if not k.startswith("normalize")}
+    theirs = {k.replace("heads.", ""): v.shape
+              for k, v in tvm.VisionTransformer(image_size=h, num_classes=10,
+                                                **VIT_MINI).state_dict().items()}
+    ours = {k.replace("heads.", ""): v for k, v in ours.items()}
+    assert set(ours) == set(theirs)
+    differ = {k for k in ours if ours[k] != theirs[k]}
+    assert differ == ({"conv_proj.weight"} if c != 3 else set())  # only the input channels
+    torch.nn.init.normal_(model.head[1].head.weight)  # torchvision starts the head at zero
+    x = torch.rand(3, c, h, h, requires_grad=True)
+    model.eval()(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # attacks can differentiate it

@@ -97,3 +97,21 @@ def test_module_entry_point_exits_2_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nas.train", "he-ref", "--defense", "nope"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_train_with_held_out_attacks_prints_the_worst_case_and_white_box(tmp_path, capsys,
+                                                                         nas_cache_dir):
+    out = tmp_path / "run"
+    code = main(["he-baseline", *SMALL, "--epochs", "1", "--held-out", "he-ref+lenet5",
+                 "--reference", "he-baseline", "--held-out-attacks", "mi-fgsm,di-mi-fgsm",
+                 "--out", str(out), "--cache-dir", str(nas_cache_dir)])
+    assert code == 0
+    text = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    # an ensemble of two sources of two families, two transfer attacks
+    assert set(m["held_out"]) == {"he-ref+lenet5 mi-fgsm", "he-ref+lenet5 di-mi-fgsm"}
+    assert m["held_out_worst"] == min(m["held_out"].values())
+    assert 0.0 <= m["white_box_acc"] <= 1.0
+    worst = next(line for line in text.splitlines() if line.startswith("held-out worst case"))
+    assert worst.split()[-1] == f"{100 * m['held_out_worst']:.2f}%"
+    assert "white-box pgd-linf acc" in text
