@@ -67,7 +67,34 @@ def final_table(final: dict[str, Any]) -> str:
         lines.append(f"{m['id']:<12} {str(tuple(m['spectrum'])):<18} "
                      f"{float(m['metrics']['fitness']):>8.4f} {fmt[0]:>7} {fmt[1]:>10} {fmt[2]:>9} "
                      f"{fmt[3]:>7}{extra}")
+    lines += replicate_lines(final)
     return "\n".join(lines)
+
+
+#: The columns of :func:`replicate_lines`: (record key, heading).
+REPLICATE_COLUMNS = (("val_fitness", "val F"), ("fitness", "test F"), ("clean_acc", "clean"),
+                     ("adv_acc", "transferred"), ("held_out_worst", "worst case"))
+
+
+def replicate_lines(final: dict[str, Any]) -> list[str]:
+    """Per finalist trained several times (``--replicates``): the mean and 95 % interval of
+    each score over its replicates (what compares architectures), beside the table above
+    (the replicate kept for deployment). Empty when no finalist has replicates."""
+    from nas.evaluation.stats import mean_pm
+
+    rows = [(m["id"], (m.get("test") or {}).get("replicates")) for m in ranked(final)]
+    rows = [(cid, reps) for cid, reps in rows if isinstance(reps, list) and len(reps) > 1]
+    if not rows:
+        return []
+    cols = [(k, h) for k, h in REPLICATE_COLUMNS
+            if any(r.get(k) is not None for _, reps in rows for r in reps)]
+    out = ["", f"replicates (mean and 95 % interval over the {len(rows[0][1])} trainings of each "
+               "finalist; a failed one counts 0; the table above shows the replicate kept):",
+           f"{'id':<12}" + "".join(f" {h:>21}" for _, h in cols)]
+    for cid, reps in rows:
+        cells = [mean_pm([float(r.get(key) or 0.0) for r in reps]) for key, _ in cols]
+        out.append(f"{cid:<12}" + "".join(f" {c:>21}" for c in cells))
+    return out
 
 
 def best_line(final: dict[str, Any]) -> str:
@@ -78,7 +105,9 @@ def best_line(final: dict[str, Any]) -> str:
         return "best evolved network: none (empty population)"
     split = final.get("fitness_split", "val")
     rank = selection_fitness(best.get("metrics"), best.get("test"), split)
-    chosen = f"highest {'test' if split == 'test' else 'validation'} fitness {rank:.4f}"
+    reps = (best.get("test") or {}).get("replicates") or []
+    mean = "mean " if split != "test" and len(reps) > 1 else ""
+    chosen = f"highest {mean}{'test' if split == 'test' else 'validation'} fitness {rank:.4f}"
     t = best.get("test") or {}
     if t.get("fitness") is None:
         return f"best evolved network {best['id']} ({chosen}): no test metrics (refinement skipped)"

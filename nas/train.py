@@ -146,6 +146,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train ARCH, evaluate on the test split, print a table, write ``--out``."""
     from nas.evaluation.fitness import Budget, check_names
+    from nas.evaluation.stats import mean_pm
     from nas.networks import train_architecture
 
     args = build_parser().parse_args(argv)
@@ -187,6 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         *((("replicates (validation fitness)", ", ".join(
             f"{d.get('val_fitness', 0):.4f}{' kept' if d['kept'] else ''}"
             for d in result.replicates)),) if result.replicates else ()),
+        *((f"{what} over replicates (95 %)", mean_pm([float(d.get(key) or 0.0)
+                                                     for d in result.replicates]))
+          for key, what in (("fitness", "test fitness"), ("clean_acc", "test clean acc"),
+                            ("adv_acc", "test adv acc"), ("held_out_worst", "held-out worst case"))
+          if result.replicates and any(d.get(key) is not None for d in result.replicates)),
+        *((("protocol subset (fitness / clean / adv)", " / ".join(
+            pct(result.protocol[k]) for k in ("fitness", "clean_acc", "adv_acc"))),)
+          if result.protocol else ()),
         ("epochs / seconds", f"{result.epochs} / {result.seconds:.1f}"),
     ]))
     return 0 if result.status == "ok" else 1

@@ -8,11 +8,16 @@ is set so no test ever tries to download a dataset. Every test runs on one torch
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+
+# Shared test helpers (the toy search, the run-folder helpers, the Chromium driver) are plain
+# modules in tests/helpers; every test imports them by name.
+sys.path.insert(0, str(Path(__file__).with_name("helpers")))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -61,3 +61,10 @@ def test_python_m_nas_lists_every_command_once_verbs_first():
     text = usage()
     assert max(text.index(f"  {v} ") for v, _ in VERBS) < text.index("lab instruments")
     assert min(text.index(f"  {i} ") for i, _ in INSTRUMENTS) > text.index("lab instruments")
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/helpers and conftest.py, never in a test module."""
+    offenders = {str(p.relative_to(ROOT)): sorted(n for n in _imports(p) if n.startswith("test_"))
+                 for p in (ROOT / "tests").rglob("test_*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}

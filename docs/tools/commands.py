@@ -18,21 +18,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "reference" / "commands.md"
 
-#: (module, the question it answers); the product's verbs first, then the lab instruments.
-PRODUCT = [
-    ("nas.evolve", "search for architectures adversarial examples do not transfer to"),
-    ("nas.train", "train and score one architecture with a defense"),
-    ("nas.export", "turn a run's networks into standalone PyTorch modules (and ONNX)"),
-    ("nas.report", "one HTML page judging a run against its baselines"),
-    ("nas.genome", "inspect, sample, mutate, validate, draw or export one genome"),
-    ("nas.study", "a multi-seed comparison with intervals"),
-]
-INSTRUMENTS = [
-    ("nas.bench", "how fast is a training step, GM against plain CE?"),
-    ("nas.cost", "what did a run cost, and what did racing save or lose?"),
-    ("nas.fidelity", "does a child's fitness at its budget rank like at a longer training?"),
-    ("nas.recipes", "which training recipe reaches the best accuracy on one network?"),
-]
+def _listed() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(module, what it does) of the verbs, then of the lab instruments, as ``python -m nas``
+    lists them (one list for both, so neither goes stale)."""
+    sys.path.insert(0, str(ROOT))
+    from nas.__main__ import INSTRUMENTS, VERBS
+
+    return ([(f"nas.{n}", w) for n, w in VERBS], [(f"nas.{n}", w) for n, w in INSTRUMENTS])
+
+
+PRODUCT, INSTRUMENTS = _listed()
 
 HEADER = """# Command reference
 

@@ -43,7 +43,7 @@ gradients ``v`` on ``gx`` and ``u_gamma``, ``u_beta`` on ``g_gamma``, ``g_beta``
 ``dr/dx_i = -r^3 (x_i - mu) / M`` and ``d(x - mu)/dx = I - 11^T / M``). The first derivative
 of either layer also skips the outputs the running backward pass does not need (the weight
 gradient while ``gm`` takes the input gradient), as PyTorch's own nodes do.
-``tests/nas/test_double_backward.py`` checks both against PyTorch with ``gradgradcheck``.
+``tests/nas/evaluation/test_double_backward.py`` checks both against PyTorch with ``gradgradcheck``.
 
 Max pooling (2x2 windows or adaptive): the first derivative scatters ``gy`` to the arg-max
 positions, so its derivative is the gather of the upstream gradient at the same positions,
@@ -58,14 +58,15 @@ not, so saved weights load into plain modules and exported networks stay plain P
 
 The switch is on by default; ``NAS_FAST_DOUBLE_BACKWARD=0`` (or ``off``/``false``) in the
 environment turns it off, and every network then trains with PyTorch's own layers (same
-gradients up to floating-point rounding; ``tests/nas/test_double_backward.py`` checks both).
+gradients up to floating-point rounding; ``tests/nas/evaluation/test_double_backward.py``
+checks both).
 
 Upgrading torch: this module calls private ATen operators (``torch.ops.aten.convolution_backward``,
 ``native_batch_norm(_backward)``, ``max_pool2d_with_indices(_backward)``,
 ``adaptive_max_pool2d(_backward)``, ``threshold_backward``) and
 ``torch._C._will_engine_execute_node``. Their signatures are not a public API: after an
-upgrade, run ``tests/nas/test_double_backward.py`` (it compares every class with PyTorch's own
-layers by ``gradcheck`` / ``gradgradcheck``) and, if it fails, set
+upgrade, run ``tests/nas/evaluation/test_double_backward.py`` (it compares every class with
+PyTorch's own layers by ``gradcheck`` / ``gradgradcheck``) and, if it fails, set
 ``NAS_FAST_DOUBLE_BACKWARD=0`` until this module is adapted. pyproject.toml states the tested
 torch range.
 """

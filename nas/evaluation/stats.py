@@ -1,7 +1,7 @@
 """Means and paired differences over seeds or replicates, with 95 % Student-t intervals.
 
 A number measured once on one seed says little: in this project the training seed alone moves
-a method's test fitness by several points (docs/experiments.md). A reviewer reads a comparison
+a method's test fitness by several points (docs/lab-log.md). A reviewer reads a comparison
 as a mean over ``n`` independent runs with its confidence interval::
 
     mean = (1/n) sum_i x_i        s = sqrt( sum_i (x_i - mean)^2 / (n - 1) )
@@ -116,3 +116,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float],
     if len(a) != len(b):
         raise ValueError(f"paired samples must have equal lengths, not {len(a)} and {len(b)}")
     return t_interval([float(x) - float(y) for x, y in zip(a, b, strict=True)], level)
+
+
+def mean_pm(values: Sequence[float], digits: int = 4) -> str:
+    """``"0.6000 +- 0.0412"``: the mean and the half-width of its 95 % interval (the mean
+    alone for one value)."""
+    iv = t_interval(values)
+    hw = iv.half_width
+    return f"{iv.mean:.{digits}f}" + (f" +- {hw:.{digits}f}" if hw is not None else "")

@@ -40,10 +40,13 @@ def test_train_replicates_prints_each_replicate_and_keeps_one(tmp_path, capsys, 
     code = main(["he-baseline", *SMALL, "--epochs", "1", "--replicates", "2", "--out", str(out),
                  "--cache-dir", str(nas_cache_dir)])
     assert code == 0
-    row = next(line for line in capsys.readouterr().out.splitlines()
-               if line.startswith("replicates"))
+    out_lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in out_lines if line.startswith("replicates"))
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["replicates"]) == 2 and sum(d["kept"] for d in m["replicates"]) == 1
+    mean = sum(d["fitness"] for d in m["replicates"]) / 2
+    line = next(x for x in out_lines if x.startswith("test fitness over replicates"))
+    assert line.split()[-3] == f"{mean:.4f}"  # "<mean> +- <half-width>"
     assert row.count("kept") == 1 and row.count(",") == 1
 
 

@@ -1,6 +1,6 @@
 """The report in a real browser (headless Debian ``chromium``): no console error, every image
 decoded, a screenshot of the expected size. Slow tier:
-``pytest -m slow tests/nas/test_report_browser.py``.
+``pytest -m slow tests/nas/reporting/test_report_browser.py``.
 """
 
 from __future__ import annotations

@@ -8,16 +8,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from search_toys import RACING, child_events, comparable, run_toy
+from search_toys import (
+    RACING,
+    TOYS,  # noqa: E402
+    child_events,
+    comparable,
+    run_toy,
+)
 
 from nas.evaluation.fitness import rung_epochs
 from nas.search.rundir import read_events
 from nas.search.worker import evaluate_genome
-
-TOYS = Path(__file__).with_name("search_toys.py")
 
 
 def test_rungs_are_a_third_and_two_thirds_of_the_epochs():

@@ -25,7 +25,7 @@ from search_toys import comparable
 from nas.cli import run
 from nas.evolve import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 

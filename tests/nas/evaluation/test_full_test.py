@@ -14,7 +14,7 @@ from nas.evaluation.data import load_splits
 from nas.evaluation.fitness import Budget, evaluate_module, prepare, score
 
 SHARED = Path(os.environ.get("NAS_DATA_ROOT")
-              or Path(__file__).resolve().parents[3] / "shared" / "data")
+              or Path(__file__).resolve().parents[4] / "shared" / "data")
 
 
 @pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").is_dir(), reason="no local data")

@@ -3,7 +3,7 @@ what the run-folder tests compare (:func:`comparable`) or hold (:func:`hold_lock
 
 The fitness is a known function of the spectrum (paper eq. 3) with its optimum at
 :data:`TARGET`, so the GA can be checked without training (NNI ``test_sanity.py`` style).
-Run as a script (``python tests/nas/search_toys.py RUN_DIR [--resume] [--delay S] [--workers N]
+Run as a script (``python tests/helpers/search_toys.py RUN_DIR [--resume] [--delay S] [--workers N]
 [--mark]``) it is the subprocess the kill-and-resume tests send SIGKILL to.
 """
 

@@ -19,7 +19,7 @@ from nas.evaluation.data import (
 )
 
 SHARED = Path(os.environ.get("NAS_DATA_ROOT")
-              or Path(__file__).resolve().parents[3] / "shared" / "data")
+              or Path(__file__).resolve().parents[4] / "shared" / "data")
 
 
 def test_registry_lists_the_documented_datasets():
@@ -136,7 +136,7 @@ def test_a_kill_while_staging_leaves_no_partial_file(tmp_path):
             "train_size=100, val_size=10, test_size=10, data_root=sys.argv[1], "
             "cache_dir=sys.argv[2])")
     env = {**os.environ, "NAS_TEST_KILL_AT": "stage:before-rename",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     proc = subprocess.run([sys.executable, "-c", code, str(SHARED), str(tmp_path)], env=env,
                           capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]

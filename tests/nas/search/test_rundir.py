@@ -28,7 +28,7 @@ from nas.search.rundir import (
 )
 from nasbase.files import write_atomically, write_text_atomically
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def child(cid: str, fit: float = 0.5) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_resume import comparable
+from search_toys import comparable
 
 from nas.evaluation.cache import tensor_digest
 from nas.evaluation.data import (

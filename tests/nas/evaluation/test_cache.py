@@ -20,7 +20,7 @@ from nas.evaluation.fitness import FitnessSettings, prepare
 from nas.evaluation.references import build_reference, get_reference, load_weights
 from nas.evaluation.training import TrainConfig, reference_gradients
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _settings(cache: Path, **kw) -> FitnessSettings:

@@ -298,7 +298,7 @@ def test_presets_name_their_recipe_and_the_paper_preset_matches_the_docs():
     assert paper.training_recipe() == PAPER_RECIPE and quick.training_recipe() == CPU_RECIPE
     assert paper.reference_config().recipe == PAPER_RECIPE
     assert quick.reference_config().patience == cfgmod.QUICK["reference_patience"]
-    docs = (Path(__file__).parents[2] / "docs" / "howto.md").read_text()
+    docs = (Path(__file__).parents[3] / "docs" / "howto.md").read_text()
     assert f"`reference_epochs = {paper.reference_epochs}`" in docs
     assert f"`reference_patience = {paper.reference_patience}`" in docs
     assert "--reference-epochs 100" in docs and paper.reference_epochs == 100

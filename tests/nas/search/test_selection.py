@@ -109,3 +109,23 @@ def test_with_replicates_finalists_are_ranked_by_their_mean_validation_fitness()
         {"id": "b", "metrics": _metrics(0.6), "test": refined([0.80, 0.70, 0.75])},
         {"id": "c", "metrics": _metrics(0.6), "test": refined([0.95, None, 0.95])}]}
     assert [m["id"] for m in ranked(final)] == ["b", "c", "a"]  # 0.75 > 0.633 > 0.55
+
+
+def test_the_final_table_states_each_finalists_replicates_as_mean_and_interval():
+    """Two replicates of test fitness 0.5 and 0.7: mean 0.6, half-width t(0.975, 1) x s / sqrt 2
+    = 12.7062 x 0.14142 / 1.41421 = 1.2706 (printed t table)."""
+    reps = [{"seed": 0, "val_fitness": 0.6, "fitness": 0.5, "clean_acc": 0.8, "adv_acc": 0.5,
+             "kept": True},
+            {"seed": 1, "val_fitness": 0.4, "fitness": 0.7, "clean_acc": 0.8, "adv_acc": 0.7,
+             "kept": False}]
+    final = {"fitness_split": "val", "population": [
+        {"id": "a", "spectrum": [1, 0, 0, 0, 0], "metrics": _metrics(0.6),
+         "test": _metrics(0.5, val_fitness=0.6, replicates=reps)}]}
+    text = final_table(final)
+    row = next(line for line in text.splitlines()[text.splitlines().index(
+        next(line for line in text.splitlines() if line.startswith("replicates"))):]
+        if line.startswith("a "))
+    assert "0.6000 +- 1.2706" in row  # test F
+    assert "0.5000 +- 0.0000" not in row and "0.8000 +- 0.0000" in row  # clean: no spread
+    assert best_line(final).startswith("best evolved network a (highest mean validation "
+                                       "fitness 0.5000)")

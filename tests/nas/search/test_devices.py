@@ -7,8 +7,7 @@ import dataclasses
 import os
 
 import pytest
-from search_toys import run_toy, toy_config
-from test_resume import comparable
+from search_toys import comparable, run_toy, toy_config
 
 from nas.devices import (
     DeviceSlots,
