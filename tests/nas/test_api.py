@@ -56,6 +56,17 @@ def test_a_run_read_from_python_gives_best_front_and_export(api_and_cli_runs, tm
         api.search("smoke", run_dir=str(run.path.parent), name="api")
 
 
+def test_a_run_writes_its_report_from_python_and_refuses_an_unknown_option(api_and_cli_runs,
+                                                                          tmp_path):
+    run, _ = api_and_cli_runs
+    page = run.report(tmp_path / "report", models=False)
+    assert page == tmp_path / "report" / "index.html"
+    html = page.read_text()
+    assert run.best["id"] in html and "<img" in html
+    with pytest.raises(UserError, match="invalid report options"):
+        run.report(tmp_path / "x", models=False, colour="red")
+
+
 def test_train_one_architecture_from_python(tmp_path):
     metrics = api.train("he-baseline", reference="he-ref", dataset="synthetic", train_size=60,
                         val_size=30, test_size=30, reference_epochs=1, epochs=1,
