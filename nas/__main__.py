@@ -24,7 +24,8 @@ INSTRUMENTS = (
               "per hour)?"),
     ("cost", "what did each search's children cost (children per hour, epochs saved by "
              "early rejection)?"),
-    ("fidelity", "does a child's fitness at the search's budget rank like at a longer one?"),
+    ("fidelity", "does a child's fitness at the search's budget rank like its final fitness, "
+                 "and how noisy is it over training seeds?"),
     ("recipes", "which training recipe trains one architecture best with plain CE?"),
     ("gpucheck", "does this GPU run everything, and how many children per GPU-hour does it "
                  "give (1-8 sharing it)?"),

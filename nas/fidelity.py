@@ -8,7 +8,15 @@ the largest of them (same seed), scores every budget on the fitness split and pr
 each low budget, the Spearman rank correlation of clean accuracy, transferred accuracy and
 fitness with the large budget (a list gives the curve). Every finished (child, budget) is
 appended to ``--out`` (JSON lines) and skipped when the command is run again, so an
-interrupted measurement continues where it stopped::
+interrupted measurement continues where it stopped.
+
+The noise where selection happens: ``--replicates R`` trains every (child, budget) from R
+independent training seeds. The summary then adds, per budget, the mean over children of the
+standard deviation of the fitness across seeds (``noise_sd``) against the spread of the
+children's mean fitness (``signal_sd``), and Kendall's tau of the low budget's fitness with the
+large budget's mean: of one draw (``kendall_fitness_one_draw``, what selection sees) and of
+the low budget's mean (``kendall_fitness``). ``--full-test`` scores the large budget on the
+whole test split (the final fitness a reviewer reads)::
 
     python -m nas.fidelity --preset quick --reference he-ref --train-size 10000 \\
         --val-size 1000 --test-size 1000 --children 20 --epochs 3 --factor 4 --out fid.jsonl
@@ -17,6 +25,7 @@ interrupted measurement continues where it stopped::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -60,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factor", type=positive_int, default=4,
                    help="the large budget is factor x the largest low budget (>= 2)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampled children")
+    p.add_argument("--replicates", type=positive_int, default=1,
+                   help="training seeds per (child, budget): the spread of the fitness over "
+                   "seeds against the spread between children, and Kendall's tau of one draw")
+    p.add_argument("--full-test", action="store_true",
+                   help="score the large budget on the whole test split (the low budgets stay "
+                   "on the fitness split, as the search scores them)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="trainings at the same time (default: the preset's workers)")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file of the results")
@@ -108,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              "reference_patience": args.reference_patience}
     cfg = cfgmod.resolve(flags, preset=args.preset, config_file=None, run_dir="")
     settings, search = cfg.fitness, cfg.search
+    if args.full_test:
+        settings = dataclasses.replace(settings, full_test=True)
     lows = args.epochs or [search.epochs]
     budgets = (*lows, args.factor * max(lows))
     out = Path(args.out)
@@ -116,28 +133,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             log=lambda m: print(m, file=sys.stderr))
     genomes = sample_children(args.children, args.seed, search,
                               dataset_info(settings.dataset).input_shape)
-    # Both budgets of a child, then the next child; the search's own parallel evaluator.
-    tasks = [Task(child_id=f"{i}:{epochs}", genome=genome, epochs=epochs, seed=i)
-             for i, genome in enumerate(genomes) for epochs in budgets if (i, epochs) not in done]
+    high = "test" if args.full_test else None
+    # Every budget and replicate of a child, then the next child; the search's own evaluator.
+    tasks = [Task(child_id=f"{i}:{epochs}:{r}", genome=genome, epochs=epochs,
+                  seed=i + 1_000_003 * r, split=high if epochs == budgets[-1] else None)
+             for i, genome in enumerate(genomes) for epochs in budgets
+             for r in range(args.replicates) if (i, epochs, r) not in done]
     workers = args.workers or cfg.execution.workers
     with out.open("a", encoding="utf-8") as f:
         for cid, res in evaluate_tasks(functools.partial(evaluate_genome, settings=settings),
                                        tasks, workers=workers):
-            i, epochs = (int(v) for v in cid.split(":"))
-            row = {"child": i, "epochs": epochs, "fitness": res["fitness"],
+            i, epochs, r = (int(v) for v in cid.split(":"))
+            row = {"child": i, "epochs": epochs, "replicate": r, "fitness": res["fitness"],
                    "clean": res["clean_acc"], "adv": res["adv_acc"], "status": res["status"],
                    "seconds": res["seconds"], "params": res["params"]}
-            done[(i, epochs)] = row
+            done[(i, epochs, r)] = row
             f.write(json.dumps(row) + "\n")
             f.flush()
             print(json.dumps(row), file=sys.stderr)
-    print(json.dumps(summary(done, budgets, args.children)))
+    print(json.dumps(summary(done, budgets, args.children, args.replicates)))
     return 0
 
 
-def read_results(out: Path) -> dict[tuple[int, int], dict]:
-    """The (child, epochs) results already in ``out``; a last line cut by a kill is dropped
-    from the file (that training runs again)."""
+def read_results(out: Path) -> dict[tuple[int, int, int], dict]:
+    """The (child, epochs, replicate) results already in ``out`` (a row without a replicate
+    is replicate 0); a last line cut by a kill is dropped from the file (that training runs
+    again)."""
     if not out.exists():
         return {}
     if not out.is_file():
@@ -148,7 +169,7 @@ def read_results(out: Path) -> dict[tuple[int, int], dict]:
     for line in complete.decode("utf-8", errors="replace").splitlines():
         try:
             r = json.loads(line)
-            done[(int(r["child"]), int(r["epochs"]))] = r
+            done[(int(r["child"]), int(r["epochs"]), int(r.get("replicate", 0)))] = r
         except (ValueError, KeyError, TypeError):
             raise UserError(f"--out {out}: not a results file of nas.fidelity (line "
                             f"{line[:40]!r}); give another --out") from None
@@ -158,21 +179,52 @@ def read_results(out: Path) -> dict[tuple[int, int], dict]:
     return done
 
 
-def summary(done: dict, budgets: tuple[int, ...], children: int) -> dict:
-    """Spearman correlations of every low budget with the large one (the last of
-    ``budgets``) and the mean metrics of every budget, over the children measured at all."""
-    ids = [i for i in range(children) if all((i, e) in done for e in budgets)]
-    report: dict = {"budgets": list(budgets), "children": len(ids)}
+def summary(done: dict, budgets: tuple[int, ...], children: int, replicates: int = 1) -> dict:
+    """Rank correlations of every low budget with the large one (the last of ``budgets``),
+    the mean metrics of every budget and, with ``replicates`` > 1, the noise of the fitness
+    over training seeds (see the module docstring), over the children measured at all."""
+    reps = range(replicates)
+    ids = [i for i in range(children)
+           if all((i, e, r) in done for e in budgets for r in reps)]
+
+    def mean(i: int, e: int, metric: str) -> float:
+        return float(np.mean([done[(i, e, r)][metric] for r in reps]))
+
+    report: dict = {"budgets": list(budgets), "children": len(ids), "replicates": replicates}
     high = budgets[-1]
     for metric in ("clean", "adv", "fitness"):
-        b = [done[(i, high)][metric] for i in ids]
+        b = [mean(i, high, metric) for i in ids]
         for low in budgets[:-1]:
-            a = [done[(i, low)][metric] for i in ids]
+            a = [mean(i, low, metric) for i in ids]
             key = f"spearman_{metric}" if len(budgets) == 2 else f"spearman_{metric}_{low}"
             report[key] = round(spearman(a, b), 3)
-        report[f"mean_{metric}"] = [round(float(np.mean([done[(i, e)][metric] for i in ids])), 4)
+        report[f"mean_{metric}"] = [round(float(np.mean([mean(i, e, metric) for i in ids])), 4)
                                     if ids else None for e in budgets]
+    final = [mean(i, high, "fitness") for i in ids]
+    for low in budgets[:-1]:
+        suffix = "" if len(budgets) == 2 else f"_{low}"
+        report[f"kendall_fitness{suffix}"] = round(
+            kendall([mean(i, low, "fitness") for i in ids], final), 3)
+        report[f"kendall_fitness_one_draw{suffix}"] = round(
+            kendall([done[(i, low, 0)]["fitness"] for i in ids], final), 3)
+    if replicates > 1 and ids:
+        report["noise_sd"] = [round(float(np.mean([np.std(
+            [done[(i, e, r)]["fitness"] for r in reps], ddof=1) for i in ids])), 4)
+            for e in budgets]
+        report["signal_sd"] = [round(float(np.std([mean(i, e, "fitness") for i in ids],
+                                                  ddof=1)), 4) if len(ids) > 1 else None
+                               for e in budgets]
     return report
+
+
+def kendall(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b (ties allowed); NaN for fewer than 3 pairs or a constant side."""
+    from scipy.stats import kendalltau
+
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return float("nan")
+    return float(kendalltau(a, b).statistic)
+
 
 if __name__ == "__main__":
     raise SystemExit(run(main))
