@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,22 +299,9 @@ def train(
     fork: the result depends on ``seed`` alone, not on what the process ran before, and the
     caller's generator state is left as it was.
     """
-    device = resolve_device(config.device)
-    recipe = config.recipe
+    device, recipe = resolve_device(config.device), config.recipe
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:
-        torch.manual_seed(seed)  # seed it inside a fork so the caller's state is untouched
-        model = build_training_model(defense, factory, num_classes=data.num_classes,
-                                     input_shape=tuple(data.x.shape[1:]), device=device)
-    ctx = build_context(defense, device=device, generator=generator,
-                        reference_grad=data.reference_grad, adversary=data.adversary,
-                        cache_dir=data.cache_dir, log=log)
-    ctx.label_smoothing = recipe.label_smoothing
-    defense.prepare(data.x, data.y, ctx)
-    shift = recipe.shift if augmentable(defense, ctx) else 0
-    if recipe.shift and not shift:
-        log(f"recipe {recipe.name}: no input shifts for {defense.name} (it looks up "
-            "precomputed per-image data: cached reference gradients or stylized images)")
+    model, ctx, shift = _prepared(factory, defense, data, config, seed, generator, log)
     n_batches = steps_per_epoch(len(data.x), config.batch_size) * config.epochs
     optimizer = recipe.optimizer_for(model.parameters())
     scheduler = recipe.scheduler_for(optimizer, n_batches)
@@ -326,12 +313,7 @@ def train(
     x_dev, y_dev = data.x.to(device), data.y.to(device)
     for epoch in range(config.epochs):
         ctx.epoch, total, steps = epoch, 0.0, 0
-        for idx in torch.randperm(len(data.x), generator=generator).split(config.batch_size):
-            idx_dev = idx.to(device)
-            x = x_dev[idx_dev].float().div_(255.0)  # (B, C, H, W)
-            if shift:
-                x = random_shift(x, shift, generator)
-            batch = Batch(x=to_training_layout(x), y=y_dev[idx_dev], index=idx_dev)
+        for batch in _batches(x_dev, y_dev, generator, config.batch_size, shift):
             loss, logs = train_step(model, defense, optimizer, batch, ctx, amp)
             if not torch.isfinite(loss):
                 return _diverged(loop, callbacks, f"non-finite loss at step {ctx.step}", start)
@@ -358,6 +340,40 @@ def train(
     loop.outcome.steps, loop.outcome.seconds = ctx.step, time.perf_counter() - start
     model.eval()
     return loop.outcome
+
+
+def _prepared(factory: Callable[[], nn.Module], defense: Defense, data: TrainData,
+              config: TrainConfig, seed: int, generator: torch.Generator,
+              log: Callable[[str], None]) -> tuple[nn.Module, TrainContext, int]:
+    """The module to train (initialised from ``seed``), the defense's context (prepared
+    with the training set) and the pixels of input shift the recipe may use with it."""
+    device, recipe = resolve_device(config.device), config.recipe
+    with torch.random.fork_rng(devices=[]):  # initialisers read the global generator:
+        torch.manual_seed(seed)  # seed it inside a fork so the caller's state is untouched
+        model = build_training_model(defense, factory, num_classes=data.num_classes,
+                                     input_shape=tuple(data.x.shape[1:]), device=device)
+    ctx = build_context(defense, device=device, generator=generator,
+                        reference_grad=data.reference_grad, adversary=data.adversary,
+                        cache_dir=data.cache_dir, log=log)
+    ctx.label_smoothing = recipe.label_smoothing
+    defense.prepare(data.x, data.y, ctx)
+    shift = recipe.shift if augmentable(defense, ctx) else 0
+    if recipe.shift and not shift:
+        log(f"recipe {recipe.name}: no input shifts for {defense.name} (it looks up "
+            "precomputed per-image data: cached reference gradients or stylized images)")
+    return model, ctx, shift
+
+
+def _batches(x_dev: torch.Tensor, y_dev: torch.Tensor, generator: torch.Generator,
+             batch_size: int, shift: int) -> Iterator[Batch]:
+    """One epoch of batches in the generator's order, pixels in [0, 1], shifted by up to
+    ``shift`` pixels, in the training layout."""
+    for idx in torch.randperm(len(x_dev), generator=generator).split(batch_size):
+        idx_dev = idx.to(x_dev.device)
+        x = x_dev[idx_dev].float().div_(255.0)  # (B, C, H, W)
+        if shift:
+            x = random_shift(x, shift, generator)
+        yield Batch(x=to_training_layout(x), y=y_dev[idx_dev], index=idx_dev)
 
 
 def _end_epoch(loop: Loop, callbacks: Sequence[Callback]) -> Stop | None:
