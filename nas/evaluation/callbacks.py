@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from nas.evaluation.recipe import Recipe, WeightAverage
 
-#: ``model -> score`` (higher is better), measured in eval mode by the callee.
+#: ``model -> score`` (higher is better); the callee puts the model in eval mode.
 Measure = Callable[[nn.Module], float]
 
 
@@ -51,7 +51,7 @@ class Loop:
     epoch: int = 0  # 1-based, the epoch just finished
     epoch_loss: float = 0.0  # mean training loss of that epoch
     elapsed: float = 0.0  # seconds since training started
-    metrics: dict[str, float] = field(default_factory=dict)  # this epoch's measured scores
+    metrics: dict[str, float] = field(default_factory=dict)  # scores callbacks took this epoch
 
     @contextlib.contextmanager
     def kept_weights(self) -> Iterator[nn.Module]:

@@ -331,10 +331,10 @@ PAPER: dict[str, Any] = {
 # >>> The paper's recipe and child schedule (Adam with PyTorch defaults, batch 128, 20 epochs +5
 # >>> every 10 generations, s=5, n=2) for 20 generations instead of 50, finalists refined to their
 # >>> validation plateau (at most 200 epochs, patience 20) instead of 1,000 epochs, four children
-# >>> at a time on cuda:0. Sized by nas.search.budget from an ASSUMED 8 ms per GM step per GPU
-# >>> with four children sharing it (not yet measured: ``python -m nas.gpucheck`` measures the
-# >>> step time and the sharing gain, and prints this preset's and the paper's expected hours).
-# >>> Change them here and only here; docs/gpu.md has the arithmetic.
+# >>> at a time on cuda:0. Sized by nas.search.budget from a GM step time per GPU with four
+# >>> children sharing it; ``python -m nas.gpucheck`` gives the real step time and sharing gain
+# >>> and prints the expected hours. Change them here and only here; docs/gpu.md has the
+# >>> arithmetic and the step time assumed.
 GPU: dict[str, Any] = {
     "dataset": "cifar10",
     "train_size": 10000,
