@@ -81,7 +81,8 @@ def _check_number(name: str, value: object, *, optional: bool = True,
 
 
 class _LinfAdversarialTraining(Defense):
-    """Shared parts: the radius (argument or the dataset's) and the checks."""
+    """Shared parts: the radius (argument or the dataset's), the checks, and the loss on the
+    examples of :meth:`perturb` (CE on them alone)."""
 
     needs = frozenset({"adversary"})
     eps: float | None
@@ -100,6 +101,16 @@ class _LinfAdversarialTraining(Defense):
             raise ValueError(f"{self.name} needs eps: pass eps=... or an Adversary naming the "
                              "dataset's eps in ctx.adversary")
         return float(eps)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The adversarial examples trained on: (N, C, H, W) in the eps-ball and the box."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
+        eps = self.radius(ctx)
+        x_adv = self.perturb(model, batch.x, batch.y, eps, ctx.generator)
+        return self._output(model, x_adv, batch, ctx, eps)
 
     def _output(self, model: nn.Module, x_adv: torch.Tensor, batch: Batch, ctx: TrainContext,
                 eps: float) -> DefenseOutput:
@@ -133,11 +144,6 @@ class PGDAdversarialTraining(_LinfAdversarialTraining):
             x_adv = project(x_adv + alpha * _ascent_direction(model, x_adv, y), x, eps)
         return x_adv.detach()
 
-    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
-        eps = self.radius(ctx)
-        x_adv = self.perturb(model, batch.x, batch.y, eps, ctx.generator)
-        return self._output(model, x_adv, batch, ctx, eps)
-
 
 @register_defense("fast-at")
 class FastAdversarialTraining(_LinfAdversarialTraining):
@@ -154,11 +160,6 @@ class FastAdversarialTraining(_LinfAdversarialTraining):
         x = x.detach()
         x_adv = uniform_start(x, eps, generator)
         return project(x_adv + alpha * _ascent_direction(model, x_adv, y), x, eps).detach()
-
-    def loss(self, model: nn.Module, batch: Batch, ctx: TrainContext) -> DefenseOutput:
-        eps = self.radius(ctx)
-        x_adv = self.perturb(model, batch.x, batch.y, eps, ctx.generator)
-        return self._output(model, x_adv, batch, ctx, eps)
 
 
 @register_defense("free-at")

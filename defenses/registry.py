@@ -23,12 +23,7 @@ DEFENSES: Registry[type[Defense]] = Registry("defense", group="nas.defenses")
 
 def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
     """Class decorator registering a :class:`~defenses.base.Defense` subclass under ``name``."""
-
-    def decorator(cls: type[Defense]) -> type[Defense]:
-        cls.name = name
-        return DEFENSES.register(name)(cls)
-
-    return decorator
+    return DEFENSES.register_named(name)
 
 
 def list_defenses(pattern: str = "*") -> list[str]:
@@ -38,4 +33,4 @@ def list_defenses(pattern: str = "*") -> list[str]:
 
 def create_defense(name: str, **hparams: Any) -> Defense:
     """Instantiate a registered defense; unknown names raise :class:`UnknownName`."""
-    return DEFENSES.get(name)(**hparams)
+    return DEFENSES.create(name, **hparams)

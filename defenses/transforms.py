@@ -59,12 +59,7 @@ TRANSFORMS: Registry[type[InputTransform]] = Registry("input transform")
 
 def register_transform(name: str):
     """Class decorator registering an :class:`InputTransform` subclass under ``name``."""
-
-    def decorator(cls: type[InputTransform]) -> type[InputTransform]:
-        cls.name = name
-        return TRANSFORMS.register(name)(cls)
-
-    return decorator
+    return TRANSFORMS.register_named(name)
 
 
 def list_transforms(pattern: str = "*") -> list[str]:
@@ -74,7 +69,7 @@ def list_transforms(pattern: str = "*") -> list[str]:
 
 def create_transform(name: str, **hparams: Any) -> InputTransform:
     """Instantiate a registered input transform; unknown names raise ``UnknownName``."""
-    return TRANSFORMS.get(name)(**hparams)
+    return TRANSFORMS.create(name, **hparams)
 
 
 def _check_number(name: str, value: object, low: float, high: float | None = None,

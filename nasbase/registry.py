@@ -101,6 +101,20 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_named(self, name: str) -> Callable[[T], T]:
+        """Class decorator: registers the class under ``name`` and sets its ``name``
+        attribute (a defense or a transform knows the name it was created by)."""
+
+        def decorator(cls: T) -> T:
+            cls.name = name  # type: ignore[attr-defined]
+            return self.register(name)(cls)
+
+        return decorator
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """An instance of the class registered under ``name``: ``get(name)(**kwargs)``."""
+        return self.get(name)(**kwargs)  # type: ignore[operator]
+
     def add_resolver(self, prefix: str, resolve: Callable[[str], T], usage: str) -> None:
         """Make ``prefix:rest`` names resolve to ``resolve(rest)`` (raising on bad input);
         ``usage`` (``folder:DIR``) is how listings and messages show it."""
