@@ -406,36 +406,34 @@ def score(model: nn.Module, ws: Workspace, split: str) -> Scores:
 
     The fooling rate is :func:`nas.evaluation.transfer.fooling_rate` of the images both the
     reference and ``model`` classify correctly (``nan`` when there is none). ``"protocol"``:
-    the protocol's ``test_size`` subset of a whole test split (``full_test``).
+    the protocol's ``test_size`` subset of a whole test split (``full_test``), scored on the
+    whole split's transferred examples.
     """
     if split == "protocol":
-        return _score_protocol(model, ws)
-    x, y = ws.splits.split(split)
+        idx = ws.splits.protocol
+        if idx is None:
+            raise ValueError("no protocol subset: the test split is not the whole test set")
+        x, y = (t[idx] for t in ws.splits.split("test"))
+        x_adv, ref_pred = (t[idx] for t in _transferred(ws, "test"))
+    else:
+        x, y = ws.splits.split(split)
+        x_adv, ref_pred = _transferred(ws, split)
+    clean_ok, adv_ok = predict(model, x) == y, predict(model, x_adv) == y
+    both = clean_ok & (ref_pred == y)
+    fooling = fooling_rate(int((~adv_ok[both]).sum()), int(both.sum()))
+    return Scores(float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling)
+
+
+def _transferred(ws: Workspace, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's transferred examples of ``split`` and its predictions of the clean
+    images, made (or loaded from the cache) the first time a split is scored."""
     if split not in ws.adversarial:
+        x, y = ws.splits.split(split)
         ws.adversarial[split] = transferred_set(
             ws.reference, ws.reference_key, split, x, y, ws.attack,
             cache_root(ws.settings.cache_dir), log=lambda _m: None)
         ws.reference_pred[split] = predict(ws.reference, x)
-    clean_pred = predict(model, x)
-    adv_pred = predict(model, ws.adversarial[split])
-    clean_ok, adv_ok = clean_pred == y, adv_pred == y
-    both = clean_ok & (ws.reference_pred[split] == y)
-    fooling = fooling_rate(int((~adv_ok[both]).sum()), int(both.sum()))
-    return Scores(float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling)
-
-
-def _score_protocol(model: nn.Module, ws: Workspace) -> Scores:
-    """:func:`score` on the protocol subset of the whole test split (the same examples)."""
-    idx = ws.splits.protocol
-    if idx is None:
-        raise ValueError("no protocol subset: the test split is not the whole test set")
-    score(model, ws, "test")  # the whole split's transferred set, made once
-    y = ws.splits.y_test[idx]
-    clean_ok = predict(model, ws.splits.x_test[idx]) == y
-    adv_ok = predict(model, ws.adversarial["test"][idx]) == y
-    both = clean_ok & (ws.reference_pred["test"][idx] == y)
-    fooling = fooling_rate(int((~adv_ok[both]).sum()), int(both.sum()))
-    return Scores(float(clean_ok.float().mean()), float(adv_ok.float().mean()), fooling)
+    return ws.adversarial[split], ws.reference_pred[split]
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
