@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,8 @@ from nasbase.values import check_out_dir, nonneg_int, positive_float, positive_i
 DATA_FLAGS = {"dataset": "fashion-mnist", "train_size": 10000, "val_size": 1000,
               "test_size": 1000, "data_root": None, "reference": "resnet34",
               "reference_epochs": 40, "reference_patience": 10, "recipe": "cpu", "lr": None,
-              "batch_size": 128, "data_seed": 0, "held_out": "", "defense": "gm"}
+              "batch_size": 128, "data_seed": 0, "held_out": "", "defense": "gm",
+              "full_test": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-size", type=positive_int, help="training images (default 10000)")
     g.add_argument("--val-size", type=nonneg_int, help="validation images (default 1000)")
     g.add_argument("--test-size", type=positive_int, help="test images (default 1000)")
+    g.add_argument("--full-test", action="store_true", default=None,
+                   help="score on the dataset's whole test set (the protocol's --test-size "
+                   "subset is reported beside it); default off")
     g.add_argument("--data-root", help="read-only directory with raw dataset files")
     g.add_argument("--reference", help="reference network, the attack source (default resnet34)")
     g.add_argument("--reference-epochs", type=positive_int,
@@ -72,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transform-arg", action="append", default=[], metavar="NAME:KEY=VALUE",
                    help="argument of one input transform, e.g. jpeg:quality=50 or "
                    "bilateral:sigma_color=0.2; repeatable")
+    p.add_argument("--replicates", type=positive_int, default=1, metavar="N",
+                   help="train every trained row N times from independent seeds and report "
+                   "each column's mean with its 95 %% interval and the differences against "
+                   "Ref+GM paired by replicate (default 1: one training, Wilson intervals)")
     p.add_argument("--white-box-size", type=nonneg_int, default=500, metavar="N",
                    help="test images of the white-box PGD column (a seeded subset; 0 = all; "
                    "default 500)")
@@ -127,7 +136,8 @@ def settings_of(args: argparse.Namespace, view: Any) -> Any:
         reference_epochs=v["reference_epochs"], reference_patience=v["reference_patience"],
         recipe=v["recipe"], lr=v["lr"], batch_size=v["batch_size"], seed=v["data_seed"],
         held_out=tuple(n for n in v["held_out"].split(",") if n), defense=v["defense"],
-        attack="pgd-linf", device=args.device, cache_dir=args.cache_dir)
+        attack="pgd-linf", device=args.device, cache_dir=args.cache_dir,
+        full_test=v["full_test"])
 
 
 def check_arguments(defense_args: dict[str, dict[str, Any]],
@@ -143,6 +153,29 @@ def check_arguments(defense_args: dict[str, dict[str, Any]],
                 raise UserError(f"bad value for {name}: {exc}") from None
 
 
+def write_table6(tables: list[Any], out: Path) -> list[Path]:
+    """``table6.md`` and ``table6.json`` into ``out`` (one table, or the summary over
+    replicates with ``table6-differences.png``, the paired differences against zero)."""
+    from nas.reporting.plots import plot_differences
+    from nas.reporting.table6 import summarize, summary_markdown, to_json, to_markdown
+    from nasbase.files import write_text_atomically
+
+    if len(tables) == 1:
+        markdown, data = to_markdown(tables[0]), to_json(tables[0])
+        plots: list[Path] = []
+    else:
+        summary = summarize(tables)
+        markdown, data = summary_markdown(summary), json.dumps(summary.to_dict(), indent=2)
+        diffs = {f"fooling rate: {k}": v for k, v in summary.fooling_differences.items()}
+        diffs |= {f"white-box acc.: {k}": v for k, v in summary.white_box_differences.items()}
+        plots = [plot_differences(diffs, out / "table6-differences.png",
+                                  title="Table 6, paired by replicate: above zero, GM is "
+                                  "fooled less / AT holds more")] if diffs else []
+    write_text_atomically(out / "table6.md", markdown)
+    write_text_atomically(out / "table6.json", data)
+    return [out / "table6.md", out / "table6.json", *plots]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the rows, score them, write table6.md / table6.json, print the markdown."""
     from defenses import list_defenses, list_transforms
@@ -150,8 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nas.evaluation.training import resolve_device
     from nas.reporting.models import trained_child
     from nas.reporting.runview import load_run
-    from nas.reporting.table6 import ROWS, Budget, build_models, table6, to_json, to_markdown
-    from nasbase.files import write_text_atomically
+    from nas.reporting.table6 import ROWS, Budget, build_models, table6
 
     args = build_parser().parse_args(argv)
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
@@ -179,21 +211,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = None
     if view is not None and "search best" in rows and view.finalists:
         best = trained_child(view, str(view.finalists[0]["id"]), ws)
-    models = build_models(ws, settings, Budget(epochs, args.patience, defense_args,
-                                               transform_args),
-                          rows=rows, best=best, log=log, progress=progress)
-    device = resolve_device(settings.device)
-    table = table6(ws, models, white_box_size=None if args.no_white_box else args.white_box_size,
-                   device=device, seed=args.seed, defense=settings.defense, log=log)
+    budget = Budget(epochs, args.patience, defense_args, transform_args)
+    tables = []
+    for r in range(args.replicates):
+        if args.replicates > 1:
+            log(f"table 6: replicate {r + 1}/{args.replicates}")
+        models = build_models(ws, settings, budget, rows=rows, best=best if r == 0 else None,
+                              log=log, progress=progress, replicate=r)
+        tables.append(table6(ws, models, white_box_size=None if args.no_white_box
+                             else args.white_box_size, device=resolve_device(settings.device),
+                             seed=args.seed, defense=settings.defense, log=log))
     if "search best" in rows and best is None:
-        table.notes.append("search best: left out (no run given, or its best finalist has no "
-                           "trained weights).")
-    markdown = to_markdown(table)
+        tables[0].notes.append("search best: left out (no run given, or its best finalist has "
+                               "no trained weights).")
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(out / "table6.md", markdown)
-    write_text_atomically(out / "table6.json", to_json(table))
-    print(markdown, end="")
-    log(f"table 6 written to {out / 'table6.md'} and {out / 'table6.json'}")
+    written = write_table6(tables, out)
+    print((out / "table6.md").read_text(), end="")
+    log(f"table 6 written to {', '.join(str(p) for p in written)}")
     return 0
 
 

@@ -139,7 +139,7 @@ def compared_models(view: RunView, ws: Workspace, opts: ReportOptions) -> dict[s
 
 def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, defense: str,
              epochs: int, log: Callable[[str], None], progress: bool,
-             patience: int = 0, draws: int = 1) -> nn.Module:
+             patience: int = 0, draws: int = 1, replicate: int = 0) -> nn.Module:
     """A network trained with ``defense`` against the run's reference, cached.
 
     ``defense="none"`` with the reference's architecture is an independently initialised CE
@@ -149,14 +149,16 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
     a :class:`Candidate` brings its own defense (``defense`` applies to a name). ``epochs`` is
     a cap when ``patience`` > 0: training stops at the validation plateau, as the
     run's refinement does, so a baseline gets the finalists' budget; ``draws`` > 1 trains it
-    that many times and keeps the draw best on validation (``--refine-draws``). Cached as one
+    that many times and keeps the draw best on validation (``--refine-draws``); ``replicate``
+    ``r`` > 0 is the same training from the independent seed of draw ``r``
+    (:func:`nas.evaluation.fitness.draw_seed`; replicate 0 is the single training). Cached as one
     all-or-nothing entry keyed by the run's reference key, the digest of the training images
     and labels and the training settings (:mod:`nas.evaluation.cache`).
     """
     cand = arch if isinstance(arch, Candidate) else Candidate(arch, arch, defense)
     defense = cand.defense
     trained_with = baseline_settings(settings, cand)
-    path, content = baseline_entry(ws, settings, cand, epochs, patience, draws)
+    path, content = baseline_entry(ws, settings, cand, epochs, patience, draws, replicate)
     factory = cand.factory(ws)
     model = factory()
     entry = load_entry(path, content, log=log)
@@ -168,10 +170,12 @@ def baseline(ws: Workspace, settings: FitnessSettings, arch: str | Candidate, de
             discard(path, f"does not fit {cand.arch} ({first_line(exc)})", log)
     cap = f"at most {epochs} epochs, patience {patience}" if patience else f"{epochs} epochs"
     cap += f", best of {draws} draws on validation" if draws > 1 else ""
+    cap += f", replicate {replicate + 1}" if replicate else ""
     log(f"training {cand.arch} with {defense} for {cap} (cached once)")
     result, trained = refine_network(factory, ws.trained_with(trained_with),
                                      Budget(epochs, settings.seed, patience), draws=draws,
-                                     split="test", progress=progress, log=log)
+                                     split="test", progress=progress, log=log,
+                                     first_draw=replicate * draws)
     if trained is None:
         raise UserError(f"{cand.arch} trained with {defense} diverged ({result.reason})")
     state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
@@ -188,10 +192,11 @@ def baseline_settings(settings: FitnessSettings, cand: Candidate) -> FitnessSett
 
 
 def baseline_entry(ws: Workspace, settings: FitnessSettings, cand: Candidate, epochs: int,
-                   patience: int = 0, draws: int = 1) -> tuple[Path, dict[str, Any]]:
+                   patience: int = 0, draws: int = 1,
+                   replicate: int = 0) -> tuple[Path, dict[str, Any]]:
     """Cache file of a baseline and its key: everything that determines its training (the
     reference, the training images and labels, architecture (or genome), defense and its
-    arguments, epochs, patience and draws, seed, batch size and the recipe)."""
+    arguments, epochs, patience, draws and replicate, seed, batch size and the recipe)."""
     defense = cand.defense
     args = baseline_settings(settings, cand).defense_args
     content = {"reference": ws.reference_key, "arch": cand.arch, "defense": defense,
@@ -203,6 +208,8 @@ def baseline_entry(ws: Workspace, settings: FitnessSettings, cand: Candidate, ep
         content["patience"] = patience
     if draws > 1:
         content["draws"] = draws
+    if replicate:
+        content["replicate"] = replicate
     if cand.genome is not None:
         content["genome"] = digest({"genome": cand.genome})
     stem = "genome" if cand.genome is not None else cand.arch

@@ -24,7 +24,15 @@ adversarial training is made for (expected to win there). JPEG has no gradient: 
 attack goes through it with the identity (BPDA); the bilateral filter is differentiable.
 
 The fooling rate's interval is the 95 % Wilson score interval of the binomial proportion
-(one training; the spread over training seeds is not in it).
+(one training; the spread over training seeds is not in it). With replicates (every trained
+row trained ``n`` times from independent seeds, :func:`build_models`' ``replicate``) the
+table is :func:`summarize`'s: each column's mean over the replicates with its 95 % Student-t
+interval (:mod:`nas.evaluation.stats`), and the differences the paper's pattern is about,
+paired by replicate (same test images, same examples, replicate ``r`` of both rows):
+
+- transferred fooling rate, ``FR6(other) - FR6(Ref+GM)``: above zero, GM is fooled less;
+- white-box PGD accuracy, ``acc(AT row) - acc(Ref+GM)``: above zero, adversarial training
+  holds more under the attack it is trained for.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from defenses import Transformed, create_transform
 from nas.evaluation.attacks import AttackSettings, attack_dataset, resolve_attack, transferred_set
 from nas.evaluation.data import cache_root
 from nas.evaluation.fitness import FitnessSettings, Workspace
+from nas.evaluation.stats import Interval, paired_difference, t_interval
 from nas.evaluation.training import predict
 from nas.reporting.models import Candidate, baseline
 
@@ -88,6 +97,7 @@ class Table6:
     attack: dict[str, Any]
     white_box_images: int
     notes: list[str] = field(default_factory=list)
+    defense: str = "gm"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (``nan`` rates as ``None``)."""
@@ -96,7 +106,7 @@ class Table6:
 
         rows = [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in self.rows]
         return {"rows": rows, "attack": self.attack, "white_box_images": self.white_box_images,
-                "white_box": WHITE_BOX_NOTE, "notes": self.notes}
+                "white_box": WHITE_BOX_NOTE, "notes": self.notes, "defense": self.defense}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -167,13 +177,14 @@ def row_label(name: str, defense: str) -> str:
 
 def build_models(ws: Workspace, settings: FitnessSettings, budget: Budget, *,
                  rows: tuple[str, ...] = tuple(ROWS), best: nn.Module | None = None,
-                 log: Callable[[str], None] = print,
-                 progress: bool = False) -> dict[str, tuple[nn.Module, str]]:
+                 log: Callable[[str], None] = print, progress: bool = False,
+                 replicate: int = 0) -> dict[str, tuple[nn.Module, str]]:
     """The networks of ``rows`` with how each was trained: the trained ones through
     :func:`nas.reporting.models.baseline` (cached, shared with ``nas.report``); ``search
     best`` is ``best`` (left out when ``None``); the GM rows use ``settings.defense``.
     free-AT is trained ``epochs / replays`` epochs (at least 1), the paper's budget-matched
-    schedule (Shafahi et al. 2019)."""
+    schedule (Shafahi et al. 2019). ``replicate`` ``r``: every trained row from its ``r``-th
+    independent seed (0: the single training's)."""
     out: dict[str, tuple[nn.Module, str]] = {}
 
     def trained(arch: str, defense: str, epochs: int) -> tuple[nn.Module, str]:
@@ -183,7 +194,7 @@ def build_models(ws: Workspace, settings: FitnessSettings, budget: Budget, *,
                                     defense_args=tuple(sorted(args.items())))
         cand = Candidate(f"{arch}+{defense}", arch, defense)
         model = baseline(ws, these, cand, defense, epochs, log, progress,
-                         patience=budget.patience)
+                         patience=budget.patience, replicate=replicate)
         what = f"{arch}, {defense} {args or ''}".strip() + f", {epochs} epochs"
         return model, what + (f" (patience {budget.patience})" if budget.patience else "")
 
@@ -241,7 +252,144 @@ def table6(ws: Workspace, models: Mapping[str, tuple[nn.Module, str]], *,
              f"{attack.steps} steps; white-box column on "
              f"{len(idx) if white_box_size is not None else 0} test images: {WHITE_BOX_NOTE}."]
     return Table6(rows, dataclasses.asdict(attack), 0 if white_box_size is None else len(idx),
-                  notes)
+                  notes, defense)
+
+
+#: The rows whose paired differences against Ref+GM :func:`summarize` states: transferred
+#: fooling rate (every other row) and white-box accuracy (adversarial training).
+FOOLING_VERSUS = ("Ref", "Ref+JPEG", "Ref+bilateral", "Ref+free-AT", "Ref+fast-AT",
+                  "Ref+PGD-AT", "HE+GM")
+WHITE_BOX_VERSUS = tuple(AT_DEFENSES)
+COLUMNS = ("fooling", "clean", "transferred", "held_out_worst", "white_box")
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row over its replicates: each column's mean and 95 % interval (``None``: the
+    column was not measured)."""
+
+    name: str
+    kind: str
+    columns: dict[str, Interval | None]
+    paper: float | None
+    trained: str = ""
+
+    @property
+    def n(self) -> int:
+        """How many replicates the row has."""
+        return self.columns["fooling"].n if self.columns["fooling"] is not None else 0
+
+
+@dataclass
+class Summary:
+    """Table 6 over replicates: the rows, the paired differences (label -> interval, for
+    the fooling rate and the white-box accuracy) and the replicates' own tables."""
+
+    rows: list[SummaryRow]
+    fooling_differences: dict[str, Interval]
+    white_box_differences: dict[str, Interval]
+    replicates: list[Table6]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: every interval with its verdict, and each replicate's table."""
+        def iv(v: Interval | None) -> Any:
+            return None if v is None else v.to_dict()
+
+        return {"replicates": len(self.replicates),
+                "rows": [{"name": r.name, "kind": r.kind, "n": r.n, "paper": r.paper,
+                          "trained": r.trained,
+                          **{c: iv(r.columns[c]) for c in COLUMNS}} for r in self.rows],
+                "fooling_differences": {k: v.to_dict() for k, v in
+                                        self.fooling_differences.items()},
+                "white_box_differences": {k: v.to_dict() for k, v in
+                                          self.white_box_differences.items()},
+                "white_box": WHITE_BOX_NOTE, "notes": self.notes,
+                "tables": [t.to_dict() for t in self.replicates]}
+
+
+def summarize(tables: list[Table6]) -> Summary:
+    """Table 6 over replicates (one :class:`Table6` per replicate, replicate ``r``'s trained
+    rows from seed ``r``): each column's mean and Student-t interval, and the differences
+    against the GM row paired by replicate (module docstring). A row missing from some
+    replicates (the search's best, trained once) is summarised over those it has and is left
+    out of the paired differences.
+
+    Raises:
+        ValueError: no tables.
+    """
+    if not tables:
+        raise ValueError("summarize needs at least one table")
+    by_name: dict[str, list[Row]] = {}
+    for table in tables:
+        for row in table.rows:
+            by_name.setdefault(row.name, []).append(row)
+    rows = []
+    for name, reps in by_name.items():
+        cols: dict[str, Interval | None] = {}
+        for col in COLUMNS:
+            values = [getattr(r, col) for r in reps]
+            ok = [v for v in values if v is not None and not math.isnan(v)]
+            cols[col] = t_interval(ok) if ok else None
+        rows.append(SummaryRow(name, reps[0].kind, cols, reps[0].paper, reps[0].trained))
+    n = len(tables)
+    gm = row_label("Ref+GM", tables[0].defense)
+    fooling, white = {}, {}
+    if len(by_name.get(gm, [])) == n:
+        base = by_name[gm]
+        for other in FOOLING_VERSUS:
+            label = row_label(other, tables[0].defense)
+            if len(by_name.get(label, [])) != n:
+                continue
+            fooling[f"{label} - {gm}"] = paired_difference(
+                [r.fooling for r in by_name[label]], [r.fooling for r in base])
+        for other in WHITE_BOX_VERSUS:
+            reps = by_name.get(other, [])
+            if len(reps) == n and all(r.white_box is not None for r in reps + base):
+                white[f"{other} - {gm}"] = paired_difference(
+                    [r.white_box for r in reps], [r.white_box for r in base])
+    notes = list(tables[0].notes) + [
+        f"{n} replicate(s): every trained row trained {n} time(s) from independent seeds; "
+        "each column is the mean with its 95 % Student-t interval over them, the differences "
+        "are paired by replicate."]
+    return Summary(rows, fooling, white, list(tables), notes)
+
+
+def _iv(v: Interval | None) -> str:
+    """``12.3 [10.1, 14.5]`` in percent; ``-`` when not measured."""
+    if v is None or math.isnan(v.mean):
+        return "-"
+    if v.low is None or v.high is None:
+        return f"{100 * v.mean:.1f}"
+    return f"{100 * v.mean:.1f} [{100 * v.low:.1f}, {100 * v.high:.1f}]"
+
+
+def summary_markdown(summary: Summary) -> str:
+    """The replicated table, then the paired differences with their verdicts, as markdown."""
+    head = ("| network | kind | n | fooling rate % (Table 6) | clean % | transferred % | "
+            "held-out worst % | white-box PGD % (AT expected to win) | paper % |")
+    lines = ["Means over replicates with 95 % Student-t intervals.", "", head,
+             "|" + "---|" * 9]
+    for r in summary.rows:
+        c = r.columns
+        lines.append(f"| {r.name} | {r.kind} | {r.n} | {_iv(c['fooling'])} | {_iv(c['clean'])} "
+                     f"| {_iv(c['transferred'])} | {_iv(c['held_out_worst'])} | "
+                     f"{_iv(c['white_box'])} | {_pct(r.paper)} |")
+    for title, diffs, reading in (
+            ("Transferred fooling rate, paired by replicate", summary.fooling_differences,
+             "above zero: the GM row is fooled less"),
+            ("White-box PGD accuracy, paired by replicate", summary.white_box_differences,
+             "above zero: adversarial training holds more")):
+        if not diffs:
+            continue
+        lines += ["", f"{title} ({reading}):", "", "| difference | points | verdict |",
+                  "|---|---|---|"]
+        lines += [f"| {k} | {v.text(100, 1)} | {v.verdict()} |" for k, v in diffs.items()]
+    lines += ["", "Lower fooling rate is better; higher accuracies are better. The paper's "
+              "column is reduced CIFAR-10 (gm-neuroevolution Table 6)."]
+    lines += [f"- {note}" for note in summary.notes]
+    lines += [f"- {r.name}: {r.trained}" for r in summary.rows if r.trained]
+    return "\n".join(lines) + "\n"
 
 
 def _pct(v: float | None) -> str:

@@ -47,10 +47,13 @@ from nas.evaluation.training import TrainOutcome
 def refine_network(
     factory: Callable[[], nn.Module], ws: Workspace, budget: Budget, *, draws: int = 1,
     fallback_weights: str | None = None, split: str = "test", out_dir: str | None = None,
-    progress: bool = False, log: Callable[[str], None] = print,
+    progress: bool = False, log: Callable[[str], None] = print, first_draw: int = 0,
 ) -> tuple[ChildResult, nn.Module | None]:
     """Train a network ``draws`` times, keep the draw best on validation, compare it with
     ``fallback_weights`` and score the kept weights on ``split`` (see the module docstring).
+    ``first_draw``: the seed index of the first training (draw ``k`` trains from
+    ``draw_seed(budget.seed, first_draw + k)``), so replicate ``r`` of a single training is
+    ``draws=1, first_draw=r``: independent of every other replicate, and reproducible.
 
     Needs a validation split for ``draws`` > 1. Returns the result (the kept replicate's
     scores; ``replicates``: one record per training, ``"kept"`` on the one kept) and the kept
@@ -60,7 +63,7 @@ def refine_network(
         raise ValueError("draws > 1 needs a validation split and no early rejection")
     start = time.perf_counter()
     outcome, val_scores, draw_log = best_draw(factory, ws, budget, draws=draws, split=split,
-                                              progress=progress, log=log)
+                                              progress=progress, log=log, first_draw=first_draw)
     extra: dict[str, Any] = {"replicates": draw_log or None}
     model = outcome.model
     trained = outcome.status in ("ok", "rejected")
@@ -77,7 +80,7 @@ def refine_network(
 
 
 def best_draw(factory: Callable[[], nn.Module], ws: Workspace, budget: Budget, *, draws: int,
-              split: str, progress: bool, log: Callable[[str], None],
+              split: str, progress: bool, log: Callable[[str], None], first_draw: int = 0,
               ) -> tuple[TrainOutcome, Scores | None, list[dict[str, Any]]]:
     """The replicate with the highest validation fitness, its validation scores and one
     record per replicate (:func:`replicate_record`; none for a single training, which is not
@@ -86,11 +89,12 @@ def best_draw(factory: Callable[[], nn.Module], ws: Workspace, budget: Budget, *
     for draw in range(draws):
         if draws > 1:
             log(f"training replicate {draw + 1}/{draws}")
-        outcome, _ = train_network(factory, ws, budget, split=split, draw=draw,
+        outcome, _ = train_network(factory, ws, budget, split=split, draw=first_draw + draw,
                                    progress=progress, log=log)
         if draws == 1:
             return outcome, None, []
-        record, scores = replicate_record(outcome, ws, draw_seed(budget.seed, draw), split)
+        record, scores = replicate_record(outcome, ws, draw_seed(budget.seed, first_draw + draw),
+                                          split)
         records.append(record)
         if scores is None:
             kept = kept or outcome  # while every replicate failed, the result is the failure

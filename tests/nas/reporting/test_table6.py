@@ -4,6 +4,7 @@ for filters), the rows built from the registries, and the written table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -16,9 +17,13 @@ from nas.evaluation.training import predict
 from nas.reporting.table6 import (
     WHITE_BOX_NOTE,
     Budget,
+    Row,
+    Table6,
     build_models,
     protocol_set,
     score_row,
+    summarize,
+    summary_markdown,
     table6,
     to_json,
     to_markdown,
@@ -122,6 +127,90 @@ def test_the_command_writes_markdown_and_json(tmp_path, nas_cache_dir, capsys):
     doc = json.loads((out / "table6.json").read_text())
     assert [r["name"] for r in doc["rows"]] == ["Ref", "Ref+JPEG", "Ref+PGD-AT"]
     assert "steps': 2" in doc["rows"][2]["trained"] and "quality': 40" in doc["rows"][1]["trained"]
+    assert (out / "table6.md").read_text() == capsys.readouterr().out
+
+
+def _row(name: str, fooling: float, white_box: float | None = None) -> Row:
+    return Row(name, "network", 0.9, 1 - fooling, fooling, round(100 * fooling), 100,
+               wilson(round(100 * fooling), 100), fooling, None, white_box, None)
+
+
+def test_summary_means_intervals_and_paired_differences_have_the_known_answer():
+    # three replicates; Ref+fast-AT is fooled exactly 0.2 more than Ref+GM in each, so the
+    # paired difference is 0.2 with no spread, while the unpaired spread is wide
+    gm = [0.1, 0.3, 0.5]
+    tables = [Table6([_row("Ref+GM", f, 0.0), _row("Ref+fast-AT", f + 0.2, 0.4 + f),
+                      _row("Ref+JPEG", 0.9 - f)], {}, 10, defense="gm") for f in gm]
+    tables[0].rows.append(_row("search best", 0.05))  # trained once: n = 1
+    summary = summarize(tables)
+    rows = {r.name: r for r in summary.rows}
+    fooling = rows["Ref+GM"].columns["fooling"]
+    # mean 0.3, sd 0.2, t_{0.975,2} = 4.3027: half-width 4.3027 * 0.2 / sqrt(3)
+    assert fooling.mean == pytest.approx(0.3)
+    assert fooling.half_width == pytest.approx(4.302653 * 0.2 / 3 ** 0.5, rel=1e-5)
+    assert rows["search best"].n == 1 and rows["search best"].columns["fooling"].low is None
+    assert rows["Ref+GM"].columns["held_out_worst"] is None  # not measured
+    diff = summary.fooling_differences["Ref+fast-AT - Ref+GM"]
+    assert diff.mean == pytest.approx(0.2) and diff.half_width == pytest.approx(0.0, abs=1e-12)
+    assert diff.verdict() == "higher"
+    assert summary.fooling_differences["Ref+JPEG - Ref+GM"].verdict() == "no difference shown"
+    assert not any("search best" in k for k in summary.fooling_differences)
+    wb = summary.white_box_differences["Ref+fast-AT - Ref+GM"]
+    assert wb.mean == pytest.approx(0.7) and wb.verdict() == "higher"
+    md = summary_markdown(summary)
+    assert "| Ref+fast-AT - Ref+GM | 20.0 [20.0, 20.0] (n=3) | higher |" in md
+    doc = summary.to_dict()
+    assert doc["replicates"] == 3 and len(doc["tables"]) == 3
+    assert doc["fooling_differences"]["Ref+fast-AT - Ref+GM"]["verdict"] == "higher"
+    json.dumps(doc)
+
+
+def test_summary_names_the_rows_of_another_defense():
+    tables = [Table6([_row("Ref+ncen", f), _row("HE+ncen", f + 0.1)], {}, 0, defense="ncen")
+              for f in (0.2, 0.4)]
+    assert list(summarize(tables).fooling_differences) == ["HE+ncen - Ref+ncen"]
+
+
+def test_replicates_train_from_independent_reproducible_seeds(workspace, small_settings):
+    budget = Budget(epochs=1)
+    first = build_models(workspace, small_settings, budget, rows=("Ref",),
+                         log=lambda _m: None, replicate=1)["Ref"][0]
+    zeroth = build_models(workspace, small_settings, budget, rows=("Ref",),
+                          log=lambda _m: None)["Ref"][0]
+    differs = [not torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                     zeroth.state_dict().values(), strict=True)]
+    assert any(differs)
+    # the cached replicate is the one a fresh training from its seed gives
+    from nas.evaluation.cache import discard
+    from nas.reporting.models import Candidate, baseline_entry
+
+    these = dataclasses.replace(small_settings, defense="none", defense_args=())
+    path, _ = baseline_entry(workspace, these,
+                             Candidate("he-ref+none", these.reference, "none"), 1, replicate=1)
+    assert path.exists()
+    discard(path, "retrained by the test", lambda _m: None)
+    again = build_models(workspace, small_settings, budget, rows=("Ref",),
+                         log=lambda _m: None, replicate=1)["Ref"][0]
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_command_with_replicates_writes_the_summary_and_the_plot(tmp_path, nas_cache_dir,
+                                                                     capsys):
+    out = tmp_path / "t6"
+    argv = ["--dataset", "synthetic", "--train-size", "120", "--val-size", "30",
+            "--test-size", "40", "--reference", "he-ref", "--reference-epochs", "1",
+            "--epochs", "1", "--rows", "Ref+GM,Ref+JPEG,Ref+fast-AT", "--replicates", "2",
+            "--white-box-size", "8", "--device", "cpu", "--cache-dir", str(nas_cache_dir),
+            "--out", str(out), "--no-progress"]
+    assert table6_cli.main(argv) == 0
+    doc = json.loads((out / "table6.json").read_text())
+    assert doc["replicates"] == 2 and [r["n"] for r in doc["rows"]] == [2, 2, 2]
+    assert set(doc["fooling_differences"]) == {"Ref+JPEG - Ref+GM", "Ref+fast-AT - Ref+GM"}
+    assert set(doc["white_box_differences"]) == {"Ref+fast-AT - Ref+GM"}
+    firsts = [t["rows"][0]["trained"] for t in doc["tables"]]
+    assert firsts[0] == firsts[1]  # the same training, from another seed
+    assert (out / "table6-differences.png").stat().st_size > 0
     assert (out / "table6.md").read_text() == capsys.readouterr().out
 
 
