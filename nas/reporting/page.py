@@ -16,7 +16,7 @@ from nas.reporting import html as H
 from nas.reporting import plots
 from nas.reporting.front import Front, compute_front
 from nas.reporting.runview import RunView, generation_stats, population_spectra, ranking_note
-from nasbase.files import write_text_atomically
+from nasbase.files import write_atomically, write_text_atomically
 
 if TYPE_CHECKING:
     from nas.reporting.options import ReportData, ReportOptions
@@ -208,6 +208,67 @@ def section_stages(data: ReportData) -> H.Section:
                              "report (python -m nas.report --full: every baseline and attack)"))
 
 
+def _interval_cell(v: dict | None) -> str:
+    """``12.3% [10.1, 14.5]`` from an interval's dict (``-`` when not measured)."""
+    if not v or v.get("mean") is None:
+        return "-"
+    if v.get("low") is None or v.get("high") is None:
+        return f"{H.fmt(v['mean'], pct=True, digits=1)} (n={v.get('n', 1)})"
+    return (f"{H.fmt(v['mean'], pct=True, digits=1)} [{100 * v['low']:.1f}, "
+            f"{100 * v['high']:.1f}]")
+
+
+def section_table6(view: RunView, opts: ReportOptions) -> H.Section | None:
+    """The run's Table 6 (``python -m nas.table6 RUN`` writes ``<run>/table6/table6.json``):
+    the evolved network beside JPEG, bilateral filtering and adversarial training; with
+    replicates, means with 95 % intervals and the differences against Ref+GM. ``None``
+    when the run has no Table 6."""
+    folder = view.path / "table6"
+    try:
+        doc = json.loads((folder / "table6.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return H.Section("table6", "Standard defenses (Table 6)", H.paragraph(
+            f"{folder / 'table6.json'} is unreadable ({exc}); run python -m nas.table6 "
+            f"{view.path} again.", cls="note"))
+    head = ["network", "kind", "fooling rate (Table 6)", "clean", "transferred",
+            "held-out worst", "white-box PGD (AT expected to win)", "paper"]
+    if "replicates" in doc:
+        rows = [[H.esc(r["name"]), H.esc(r["kind"])]
+                + [_interval_cell(r.get(c)) for c in ("fooling", "clean", "transferred",
+                                                      "held_out_worst", "white_box")]
+                + [H.fmt(r.get("paper"), pct=True, digits=1)] for r in doc["rows"]]
+        caption = (f"Means over {doc['replicates']} replicates with 95 % Student-t intervals; "
+                   "lower fooling rate is better, higher accuracies are better; the paper's "
+                   "column is reduced CIFAR-10")
+    else:
+        rows = [[H.esc(r["name"]), H.esc(r["kind"]),
+                 f"{H.fmt(r['fooling'], pct=True, digits=1)} ({r['fooled']}/{r['eligible']})"]
+                + [H.fmt(r.get(c), pct=True, digits=1) for c in
+                   ("clean", "transferred", "held_out_worst", "white_box", "paper")]
+                for r in doc["rows"]]
+        caption = ("One training per row (fooled / eligible); lower fooling rate is better, "
+                   "higher accuracies are better; the paper's column is reduced CIFAR-10")
+    body = [H.table(head, rows, caption=caption)]
+    for key, what in (("fooling_differences", "Transferred fooling rate, paired by replicate "
+                       "(above zero: the GM row is fooled less)"),
+                      ("white_box_differences", "White-box PGD accuracy, paired by replicate "
+                       "(above zero: adversarial training holds more)")):
+        diffs = doc.get(key) or {}
+        if diffs:
+            body.append(H.table(["difference", "points (mean, 95 % interval)", "verdict"],
+                                [[H.esc(k), _interval_cell(v), H.esc(v.get("verdict", ""))]
+                                 for k, v in diffs.items()], caption=what))
+    plot = folder / "table6-differences.png"
+    if plot.is_file():
+        copy = Path(opts.out) / plot.name
+        write_atomically(copy, lambda fh: fh.write(plot.read_bytes()))
+        body.append(_fig(opts, copy, "Table 6 differences against zero, paired by replicate"))
+    body += [H.paragraph(n, cls="note") for n in doc.get("notes", [])]
+    return H.Section("table6", "Standard defenses (Table 6)", "".join(body))
+
+
 def render(view: RunView, data: ReportData | None, opts: ReportOptions,
            drawings: dict[str, Path]) -> Path:
     """Write ``index.html`` (and ``results.json``) into ``opts.out``; returns the page path."""
@@ -228,6 +289,9 @@ def render(view: RunView, data: ReportData | None, opts: ReportOptions,
             sections.append(section_extra(data))
         if data.timings:
             sections.append(section_stages(data))
+    table6 = section_table6(view, opts)
+    if table6 is not None:
+        sections.append(table6)
     html = H.page(f"Search report: {view.path.name}", sections,
                   intro=H.paragraph("Neuroevolution with gradient misalignment; figures are also "
                                     "saved as PNG files beside this page, numbers in "

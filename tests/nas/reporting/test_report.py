@@ -279,3 +279,32 @@ def test_nas_train_accepts_a_run_finalist(smoke_run: Path) -> None:
     assert label == f"{smoke_run}:best"
     net = factory()
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_runs_table6_is_a_section_of_its_report(smoke_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from nas.reporting.build import build_report
+    from nas.reporting.options import ReportOptions
+    from nas.table6 import main as table6
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    assert table6([str(run), "--epochs", "1", "--replicates", "2", "--rows",
+                   "Ref+GM,search best,Ref+JPEG", "--white-box-size", "8", "--device", "cpu",
+                   "--no-progress"]) == 0
+    out = tmp_path / "r"
+    page_path = build_report(ReportOptions(run_dir=str(run), out=str(out), embed=False),
+                             models=False)
+    page = parse(page_path)
+    assert page.sections[-1] == "table6"
+    text = page_path.read_text(encoding="utf-8")
+    assert "Means over 2 replicates" in text and "Ref+JPEG - Ref+GM" in text
+    assert "search best" in text and "(n=1)" in text  # the finalist is trained once
+    assert_images_resolve(page_path, page.images)
+    assert (out / "table6-differences.png").is_file()
+    # an unreadable table is one note, not a failed report
+    (run / "table6" / "table6.json").write_text("{not json")
+    text = build_report(ReportOptions(run_dir=str(run), out=str(out), embed=False),
+                        models=False).read_text(encoding="utf-8")
+    assert "is unreadable" in text and "python -m nas.table6" in text
