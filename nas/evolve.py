@@ -161,14 +161,21 @@ _SEARCH_FLAGS = [
                                      "validation fitness and keep the replicate best on "
                                      "validation for deployment (1: one training; the report's "
                                      "baselines get as many)"),
-    ("--strategy", str, "ga (paper Algorithm 1) or random (random search over the same space, "
-                        "same evaluation, same number of children)"),
+    ("--strategy", str, "ga (paper Algorithm 1), random (random search over the same space, "
+                        "same evaluation, same number of children) or aging (regularized "
+                        "evolution: each child replaces the oldest member; a baseline)"),
     ("--init-samples", nonneg_int, "K: generation 0 trains K random genomes and keeps the s "
                                    "fittest at spectrum distance >= d (random search: the s "
                                    "fittest; 0: s, Algorithm 1 as written; each extra sample "
                                    "costs one child)"),
     ("--reject-margin", nonneg_float, "with --early-reject: stop a child whose fitness at a rung "
                                       "is below its threshold by more than this"),
+    ("--reevaluate-margin", nonneg_float, "noise-aware selection: when a child beats its "
+                                          "nearest member by at most this, train the member "
+                                          "again from a fresh seed first; its fitness is the "
+                                          "mean of its draws (0: Algorithm 1 as written; "
+                                          "python -m nas.fidelity measures the noise)"),
+    ("--max-draws", positive_int, "most trainings of one member under --reevaluate-margin"),
 ]
 _FITNESS_FLAGS = [
     ("--dataset", str, "dataset: fashion-mnist, mnist, kmnist, cifar10 (paper), synthetic; "
@@ -284,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "1/3 or 2/3 of its epochs when its fitness is below the threshold by "
                            "more than --reject-margin (status rejected; it never replaces); on in "
                            "--preset cpu, --no-early-reject gives Algorithm 1 as written")
+            g.add_argument("--common-seeds", action=argparse.BooleanOptionalAction, default=None,
+                           help="common random numbers: train every child of a generation from "
+                           "the same seed (data order, augmentation, attack draws), so children "
+                           "differ by architecture, not by luck")
             g.add_argument("--inherit", action=argparse.BooleanOptionalAction, default=None,
                            help="a child starts from its parent's trained weights for every node "
                            "the mutation left unchanged (Lamarckian)")
@@ -320,6 +331,7 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The explicitly given settings as a flat dict (``None`` = not given)."""
     keys = [_key(f) for f, _, _ in _SEARCH_FLAGS + _FITNESS_FLAGS] + ["full_test", "sequential",
                                                                       "early_reject", "inherit",
+                                                                      "common_seeds",
                                                                       "workers", "backend",
                                                                       "scheduler", "progress",
                                                                       "devices",

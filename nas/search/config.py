@@ -69,8 +69,10 @@ class SearchSettings:
             seeds and keeps the draw with the highest validation fitness (1: one training, the
             paper); on MNIST GM's protection of one architecture is mostly the training draw
             (docs/lab-log.md). The report's baselines get the same number of draws.
-        strategy: ``ga`` (Algorithm 1) or ``random`` (random search over the same space, the
-            same evaluation, the same number of evaluated children; a baseline).
+        strategy: ``ga`` (Algorithm 1), ``random`` (random search over the same space, the
+            same evaluation, the same number of evaluated children; a baseline) or ``aging``
+            (regularized evolution, Real et al. 2019: each child replaces the population's
+            oldest member; a baseline that ages lucky members out).
         early_reject: race each child against its replacement threshold (the fitness of its
             nearest member when it was mutated): scored on the fitness split after 1/3 and 2/3
             of its epochs, stopped with status ``rejected`` when below the threshold by more
@@ -84,6 +86,14 @@ class SearchSettings:
             spectrum distance >= d (a warm start; each extra sample costs one child). With
             ``strategy="random"`` the population is the s fittest of the K, as random search
             keeps its population.
+        reevaluate_margin: noise-aware selection (0: off, Algorithm 1 as written): when a
+            child beats its nearest member by no more than this, the member is trained once
+            more from a fresh seed before the comparison and its fitness becomes the mean of
+            its draws (set it to the training-seed noise ``nas.fidelity`` measures).
+        max_draws: the most trainings of one member under ``reevaluate_margin``.
+        common_seeds: common random numbers: every child of a generation is trained from
+            the same seed (data order, augmentation and attack draws), so the children it
+            compares differ by architecture, not by luck.
     """
 
     population: int = 5
@@ -108,6 +118,9 @@ class SearchSettings:
     reject_margin: float = 0.1
     inherit: bool = False
     init_samples: int = 0
+    reevaluate_margin: float = 0.0
+    max_draws: int = 3
+    common_seeds: bool = False
 
     @property
     def warm_start(self) -> bool:
@@ -134,13 +147,24 @@ class SearchSettings:
             raise UserError("refine_patience and reject_margin must be >= 0")
         if self.refine_draws < 1:
             raise UserError(f"must be at least 1, not {self.refine_draws}", setting="refine_draws")
+        if self.reevaluate_margin < 0 or self.max_draws < 1:
+            raise UserError("reevaluate_margin must be >= 0 and max_draws >= 1")
+        if self.reevaluate_margin > 0 and self.strategy != "ga":
+            raise UserError(f"re-evaluating members is a selection rule of the GA; --strategy "
+                            f"{self.strategy} has no replacement comparison (leave out "
+                            "--reevaluate-margin)", setting="reevaluate_margin")
+        if self.strategy == "aging" and self.early_reject:
+            raise UserError("--strategy aging keeps every child (regularized evolution), so a "
+                            "child has no threshold to race against; add --no-early-reject",
+                            setting="strategy")
         if self.init_samples and self.init_samples < self.population:
             raise UserError(f"must be 0 or at least the population ({self.population}), not "
                             f"{self.init_samples}", setting="init_samples")
 
 
-#: Search strategies: the paper's Algorithm 1 and random search (a baseline at equal budget).
-STRATEGIES = ("ga", "random")
+#: Search strategies: the paper's Algorithm 1, and random search and regularized evolution
+#: (baselines at equal budget).
+STRATEGIES = ("ga", "random", "aging")
 
 
 @dataclass(frozen=True)
@@ -444,7 +468,8 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "refine_epochs": nonneg_int, "seed": nonneg_int, "sequential": _switch,
     "refine_patience": nonneg_int, "refine_draws": positive_int, "strategy": _text,
     "early_reject": _switch, "reject_margin": nonneg_float, "inherit": _switch,
-    "init_samples": nonneg_int,
+    "init_samples": nonneg_int, "reevaluate_margin": nonneg_float, "max_draws": positive_int,
+    "common_seeds": _switch,
     "max_channels": positive_int, "max_nodes": positive_int, "max_mmacs": nonneg_float,
     # execution
     "workers": positive_int, "backend": _backend, "scheduler": _optional(_text),

@@ -112,7 +112,9 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
     options = {k: v for k, v in (("strategy", search.strategy),
                                  ("early_reject", search.early_reject),
                                  ("inherit", search.inherit),
-                                 ("init_samples", search.init_samples if search.warm_start else 0))
+                                 ("init_samples", search.init_samples if search.warm_start else 0),
+                                 ("reevaluate_margin", search.reevaluate_margin),
+                                 ("common_seeds", search.common_seeds))
                if v not in ("ga", False, 0)}
     events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed,
                  **options})
@@ -121,7 +123,8 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
                                backend=ex.backend, scheduler=ex.scheduler, progress=progress,
                                devices=slot_devices(ex.devices, ex.workers_per_device)
                                if ex.devices else ())
-    toolbox = build_toolbox(search, ops, evaluate=evaluate, map_fn=evaluator.map, emit=events.emit)
+    toolbox = build_toolbox(search, ops, evaluate=evaluate, map_fn=evaluator.map, emit=events.emit,
+                            reevaluate=functools.partial(evaluator.reevaluate, evaluate))
     started = time.monotonic()
 
     def on_generation(t: int, population: list[Any], record: dict[str, Any]) -> None:
@@ -163,6 +166,7 @@ def search_cost(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
     summed training seconds, rejected, child-epochs planned and trained, and the fraction of
     child-epochs early rejection saved."""
     trained = [e for e in events if e["type"] == "child_finished" and not e["reused"]]
+    redraws = [e for e in events if e["type"] == "reevaluated"]
     planned = sum(int(e["epochs"]) for e in trained)
     run = sum(int(e["metrics"].get("epochs", e["epochs"]))
               if e["metrics"].get("status") == "rejected"
@@ -173,7 +177,9 @@ def search_cost(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "rejected": sum(e["metrics"].get("status") == "rejected" for e in trained),
             "child_epochs_planned": planned, "child_epochs_trained": run,
             "child_epochs_saved_fraction": round(1 - run / planned, 4) if planned else 0.0,
-            "inherited": sum(1 for e in trained if e.get("inherited_from"))}
+            "inherited": sum(1 for e in trained if e.get("inherited_from")),
+            "reevaluations": len(redraws),
+            "reevaluation_epochs": sum(int(e["epochs"]) for e in redraws)}
 
 
 def check_rejected(run_dir: str | Path, sample: int, *, seed: int = 0, workers: int = 1,

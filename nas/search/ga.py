@@ -61,6 +61,9 @@ class Child:
         metrics: the evaluation result (a ``ChildResult`` dict) once evaluated.
         threshold: with early rejection, the fitness of the member nearest to it when it was
             mutated (the fitness it must beat to replace); ``None`` otherwise.
+        draws: the fitness of each of its trainings, its first evaluation first; with
+            noise-aware selection (``reevaluate_margin``) a member is trained again from fresh
+            seeds and its fitness is the mean of its draws.
     """
 
     def __init__(self, genome: str, child_id: str, parent: str | None, generation: int,
@@ -70,11 +73,16 @@ class Child:
         self.spectrum, self.hash = tuple(int(v) for v in spectrum), hash
         self.metrics: dict[str, Any] | None = None
         self.threshold: float | None = None
+        self.draws: list[float] = []
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able description (for population.json and final.json)."""
-        return {"id": self.child_id, "parent": self.parent, "generation": self.generation,
-                "hash": self.hash, "spectrum": list(self.spectrum), "metrics": self.metrics}
+        """JSON-able description (for population.json and final.json); ``draws`` and the
+        mean ``fitness`` only for a member trained more than once."""
+        out = {"id": self.child_id, "parent": self.parent, "generation": self.generation,
+               "hash": self.hash, "spectrum": list(self.spectrum), "metrics": self.metrics}
+        if len(self.draws) > 1:
+            out.update(draws=list(self.draws), fitness=self.fitness.values[0])
+        return out
 
 
 def setup_creator() -> None:
@@ -98,6 +106,21 @@ def draw_rng(seed: int, generation: int, index: int) -> np.random.Generator:
 def train_seed(seed: int, generation: int, index: int) -> int:
     """The training seed of a child, derived from (run seed, generation, index)."""
     return int(np.random.SeedSequence([seed, generation, index, 1]).generate_state(1)[0])
+
+
+def train_seed_of(search: Any, generation: int, index: int) -> int:
+    """The training seed of child ``index`` of ``generation`` under ``search``: its own
+    (:func:`train_seed`), or with common random numbers (``search.common_seeds``) the seed
+    of the generation's child 0 for every child, so the children of one generation see the
+    same data order and the same random draws (initialisation aside, which the architecture
+    fixes) and differ by architecture alone."""
+    return train_seed(search.seed, generation, 0 if search.common_seeds else index)
+
+
+def redraw_seed(seed: int, generation: int, index: int, draw: int) -> int:
+    """The training seed of draw ``draw`` >= 1 of child ``index`` of ``generation`` (a
+    re-evaluation): independent of every child's first seed and of its other draws."""
+    return int(np.random.SeedSequence([seed, generation, index, 1, draw]).generate_state(1)[0])
 
 
 def reuse_key(hash: str, epochs: int) -> tuple[str, int]:
@@ -262,7 +285,8 @@ def set_thresholds(population: Sequence[Any], children: Sequence[Any]) -> None:
 
 
 def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[..., dict],
-                  map_fn: Callable[..., list[dict]], emit: Callable[[dict], Any]) -> base.Toolbox:
+                  map_fn: Callable[..., list[dict]], emit: Callable[[dict], Any],
+                  reevaluate: Callable[..., list[dict]] | None = None) -> base.Toolbox:
     """The DEAP toolbox of a search.
 
     Args:
@@ -272,6 +296,8 @@ def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[
         map_fn: ``(evaluate, individuals) -> [metrics dict]`` in order (parallel, logged,
             answering finished children from the log).
         emit: writes one event to the run log (``replacement``, ``generation_finished``).
+        reevaluate: ``members -> [metrics dict]``, one fresh training of each member
+            (noise-aware selection; needed when ``search.reevaluate_margin`` > 0).
     """
     setup_creator()
     toolbox = base.Toolbox()
@@ -280,14 +306,52 @@ def build_toolbox(search: SearchSettings, ops: GenomeOps, *, evaluate: Callable[
     toolbox.register("evaluate", evaluate)
     toolbox.register("map", map_fn)
     toolbox.register("emit", emit)
+    if reevaluate is not None:
+        toolbox.register("reevaluate", reevaluate)
     return toolbox
 
 
 def assign(individuals: Sequence[Child], results: Sequence[dict[str, Any]]) -> None:
-    """Store each result on its individual: ``fitness.values = (F,)`` (eq. 4) and ``metrics``."""
+    """Store each result on its individual: ``fitness.values = (F,)`` (eq. 4), ``metrics``
+    and its first draw."""
     for ind, res in zip(individuals, results, strict=True):
         ind.metrics = res
         ind.fitness.values = (float(res["fitness"]),)
+        ind.draws = [float(res["fitness"])]
+
+
+def close_calls(population: Sequence[Any], children: Sequence[Any],
+                search: Any) -> list[Any]:
+    """The members a fully trained child beats by no more than ``search.reevaluate_margin``
+    (its nearest member, the one it would replace), each once, in the children's order,
+    leaving out members already trained ``search.max_draws`` times."""
+    out: list[Any] = []
+    for child in children:
+        if rejected(child) or (child.metrics or {}).get("status", "ok") != "ok":
+            continue
+        member = population[nearest(population, child)]
+        gap = child.fitness.values[0] - member.fitness.values[0]
+        if (0.0 < gap <= search.reevaluate_margin and len(member.draws) < search.max_draws
+                and not any(member is m for m in out)):
+            out.append(member)
+    return out
+
+
+def reevaluate_close_calls(toolbox: base.Toolbox, population: Sequence[Any],
+                           children: Sequence[Any], search: Any) -> int:
+    """Noise-aware selection: before lines 7-9 compare, every member a child beats by less
+    than the measured noise (:func:`close_calls`) is trained once more from a fresh seed
+    (``toolbox.reevaluate``: one draw each, logged, so a resume replays it) and its fitness
+    becomes the mean of its draws. A lucky draw then no longer decides a replacement on its
+    own: the member's estimate tightens exactly where the comparison is close. Returns how
+    many members were re-evaluated."""
+    members = close_calls(population, children, search)
+    if not members:
+        return 0
+    for member, res in zip(members, toolbox.reevaluate(members), strict=True):
+        member.draws.append(float(res["fitness"]))
+        member.fitness.values = (float(np.mean(member.draws)),)
+    return len(members)
 
 
 def rejected(ind: Any) -> bool:
@@ -334,6 +398,8 @@ def generation_parallel(toolbox: base.Toolbox, population: list[Any], t: int,
     if search.early_reject:
         set_thresholds(population, children)
     assign(children, toolbox.map(toolbox.evaluate, children))
+    if search.reevaluate_margin > 0:
+        reevaluate_close_calls(toolbox, population, children, search)
     replaced = sum(select_replace(population, c, t, toolbox) for c in children)
     return children, replaced
 
@@ -353,6 +419,8 @@ def generation_sequential(toolbox: base.Toolbox, population: list[Any], t: int,
         if search.early_reject:
             set_thresholds(population, children)
         assign(children, toolbox.map(toolbox.evaluate, children))
+        if search.reevaluate_margin > 0:
+            reevaluate_close_calls(toolbox, population, children, search)
         replaced += sum(select_replace(population, c, t, toolbox) for c in children)
         all_children += children
     return all_children, replaced
@@ -380,6 +448,47 @@ def generation_random(toolbox: base.Toolbox, population: list[Any], t: int,
     replaced = sum(1 for ind in best if any(ind is c for c in children))
     population[:] = best
     return children, replaced
+
+
+def generation_aging(toolbox: base.Toolbox, population: list[Any], t: int,
+                     search: Any) -> tuple[list[Any], int]:
+    """Regularized evolution (``--strategy aging``; Real et al. 2019, "Regularized evolution
+    for image classifier architecture search", Algorithm 1), a baseline at the same number of
+    children: each of the s x n children is mutated from the fittest of a random sample of
+    the population (:data:`AGING_SAMPLE` members, drawn from the child's own generator), and
+    after the generation is trained each child in turn joins the population and its oldest
+    member leaves, whatever their fitness: a member that owes its place to a lucky draw is
+    aged out instead of kept. A failed child does not join. The finalists are the s fittest
+    distinct architectures ever trained (:func:`steady_state`), as the method reports its
+    best model in history.
+    """
+    children = []
+    for i in range(len(population) * search.children):
+        rng = draw_rng(search.seed, t, 10_000 + i)
+        sample = rng.choice(len(population), size=min(AGING_SAMPLE, len(population)),
+                            replace=False)
+        parent = max((population[int(k)] for k in sample), key=lambda m: m.fitness.values[0])
+        children.append(toolbox.mutate(parent, t, i))
+    assign(children, toolbox.map(toolbox.evaluate, children))
+    replaced = 0
+    for child in children:
+        if (child.metrics or {}).get("status", "ok") != "ok":
+            continue
+        oldest = min(range(len(population)),
+                     key=lambda k: (population[k].generation, population[k].index))
+        old = population[oldest]
+        population[oldest] = child
+        toolbox.emit({"type": "replacement", "generation": t, "id": child.child_id,
+                      "replaced": old.child_id, "slot": oldest, "spectrum": list(child.spectrum),
+                      "fitness": child.fitness.values[0],
+                      "replaced_fitness": old.fitness.values[0], "aged_out": True})
+        replaced += 1
+    return children, replaced
+
+
+#: Members sampled for each parent of regularized evolution (its tournament size; Real et
+#: al. sample a fraction of a large population, here the population is a handful).
+AGING_SAMPLE = 2
 
 
 def best_distinct(individuals: Sequence[Any], k: int) -> list[Any]:
@@ -431,7 +540,7 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     logbook.record(gen=0, evals=len(candidates), replaced=0, **stats.compile(population))
     if on_generation:
         on_generation(0, population, logbook[-1])
-    step = {"random": generation_random}.get(search.strategy) or (
+    step = {"random": generation_random, "aging": generation_aging}.get(search.strategy) or (
         generation_sequential if search.sequential else generation_parallel)
     for t in range(1, search.generations + 1):
         children, replaced = step(toolbox, population, t, search)
@@ -439,6 +548,8 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
         logbook.record(gen=t, evals=len(children), replaced=replaced, **stats.compile(population))
         if on_generation:
             on_generation(t, population, logbook[-1])
+    if search.strategy == "aging":  # regularized evolution reports its best in history
+        population[:] = best_distinct(list(hof), len(population))
     return population, logbook, hof
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from nas.devices import SLOT, DeviceSlots, pinned
 from nas.errors import UserError
-from nas.search.ga import reuse_key, train_seed
+from nas.search.ga import redraw_seed, reuse_key, train_seed, train_seed_of
 from nas.search.rundir import EventLog, RunCorrupt, child_dir, write_json
 
 #: ``evaluate(genome_json, *, epochs, seed, out_dir, split) -> dict`` (JSON-able metrics).
@@ -300,7 +300,7 @@ class ChildEvaluator:
         if split is None and self.search.inherit and ind.parent is not None:
             extra.update(self.parent_weights(ind.parent))
         return Task(ind.child_id, ind.genome, epochs or self.search.epochs_at(gen),
-                    train_seed(self.search.seed, gen, ind.index), str(out), split,
+                    train_seed_of(self.search, gen, ind.index), str(out), split,
                     tuple(sorted(extra.items())))
 
     def parent_weights(self, parent: str) -> dict[str, str]:
@@ -393,6 +393,40 @@ class ChildEvaluator:
         logged = self.log.get(("child_finished", child_id)) or {}
         path = self.run_dir / "children" / (logged.get("reused_from") or child_id) / "weights.pt"
         return path if path.is_file() else None
+
+    def reevaluate(self, evaluate: EvaluateFn,
+                   members: Sequence[Any]) -> list[dict[str, Any]]:
+        """One more training of each member (noise-aware selection,
+        :func:`nas.search.ga.reevaluate_close_calls`): draw ``k = len(member.draws)`` from
+        :func:`nas.search.ga.redraw_seed`, at the epochs of the member's generation, from
+        scratch (no inheritance, no racing), into ``children/<id>/draw<k>`` (the member's own
+        weights stay). Each finished draw is logged as a ``reevaluated`` event, so a resume
+        replays the draws already made and trains only the rest."""
+        tasks, results = [], {}
+        for m in members:
+            draw = len(m.draws)
+            logged = self.log.get(("reevaluated", m.child_id, draw))
+            if logged is not None:
+                results[m.child_id] = logged["metrics"]
+                continue
+            out = child_dir(self.run_dir, m.child_id) / f"draw{draw}"
+            out.mkdir(parents=True, exist_ok=True)
+            tasks.append((m, draw, Task(m.child_id, m.genome, self.search.epochs_at(m.generation),
+                                        redraw_seed(self.search.seed, m.generation, m.index, draw),
+                                        str(out))))
+        self._running(len(tasks))
+        by_id = {task.child_id: (m, draw, task) for m, draw, task in tasks}
+        for left, (cid, metrics) in enumerate(
+            evaluate_tasks(evaluate, [t for _, _, t in tasks], workers=self.workers,
+                           backend=self.backend, scheduler=self.scheduler,
+                           devices=self.devices), start=1):
+            self._running(len(tasks) - left)
+            m, draw, task = by_id[cid]
+            self.log.emit({"type": "reevaluated", "id": cid, "draw": draw,
+                           "generation": m.generation, "epochs": task.epochs, "seed": task.seed,
+                           "metrics": metrics})
+            results[cid] = metrics
+        return [results[m.child_id] for m in members]
 
     def refine(self, evaluate: EvaluateFn, individuals: Sequence[Any]) -> list[dict[str, Any]]:
         """Train the finalists again for ``refine_epochs`` and score them on the test split;

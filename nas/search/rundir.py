@@ -152,6 +152,8 @@ def event_key(event: dict[str, Any]) -> tuple[Any, ...] | None:
     kind = event["type"]
     if kind in ("child_finished", "refined"):
         return (kind, event["id"])
+    if kind == "reevaluated":
+        return (kind, event["id"], event["draw"])
     if kind == "replacement":
         return (kind, event["generation"], event["id"])
     if kind == "generation_finished":

@@ -85,6 +85,33 @@ def racing_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | N
     return out
 
 
+#: Half-width of the toy's training-draw noise (:func:`noisy_fitness`).
+NOISE = 0.04
+
+
+class Crash(RuntimeError):
+    """The toy's simulated crash (:func:`noisy_fitness` ``crash_after``)."""
+
+
+_redraws: list[str] = []
+
+
+def noisy_fitness(genome_json: str, *, epochs: int, seed: int, out_dir: str | None = None,
+                  split: str | None = None, crash_after: int | None = None,
+                  **_: Any) -> dict[str, Any]:
+    """:func:`spectrum_fitness` plus a training-draw noise uniform in [-NOISE, NOISE] drawn from
+    ``seed`` (one architecture scores differently from another seed, as a real training
+    does). ``crash_after``: raise :class:`Crash` on the re-evaluation (an ``out_dir`` named
+    ``draw<k>``) after that many re-evaluations of this process."""
+    if crash_after is not None and out_dir is not None and Path(out_dir).name.startswith("draw"):
+        if len(_redraws) >= crash_after:
+            raise Crash(f"simulated crash in the middle of re-evaluating {out_dir}")
+        _redraws.append(out_dir)
+    out = spectrum_fitness(genome_json, epochs=epochs, seed=seed, split=split)
+    noise = NOISE * (2 * float(np.random.default_rng(seed).random()) - 1)
+    return {**out, "fitness": out["fitness"] + noise, "seed": seed}
+
+
 def lazy_ops(search: SearchSettings) -> Any:
     """Real genome operations whose mutation returns the parent unchanged half of the time, so
     children repeat architectures (hash reuse) deterministically."""
@@ -111,10 +138,12 @@ def toy_config(run_dir: str | Path, *, workers: int = 1, **search: Any) -> Evolv
 
 def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, workers: int = 1,
             lazy: bool = False, backend: str = "loky", scheduler: str | None = None,
-            mark: bool = False, racing: bool = False, **search: Any) -> dict[str, Any]:
+            mark: bool = False, racing: bool = False, evaluate: Any = None,
+            **search: Any) -> dict[str, Any]:
     """Run (or resume) the toy search in ``run_dir``; returns final.json's content.
 
-    ``racing``: the evaluation is :func:`racing_fitness` (``delay`` per epoch)."""
+    ``racing``: the evaluation is :func:`racing_fitness` (``delay`` per epoch); ``evaluate``:
+    another evaluation function (e.g. :func:`noisy_fitness`)."""
     import dataclasses
 
     from nas.search.driver import run_search
@@ -127,9 +156,10 @@ def run_toy(run_dir: str | Path, *, resume: bool = False, delay: float = 0.0, wo
     ops = lazy_ops(cfg.search) if lazy else genome_ops(cfg.search, (1, 28, 28))
     events = open_run(run_dir, log=lambda m: None) if resume else create_run(run_dir, cfg.to_dict())
     try:
-        return run_search(cfg, ops=ops,
-                          evaluate=functools.partial(racing_fitness, delay=delay) if racing
-                          else functools.partial(spectrum_fitness, delay=delay, mark=mark),
+        if evaluate is None:
+            evaluate = (functools.partial(racing_fitness, delay=delay) if racing
+                        else functools.partial(spectrum_fitness, delay=delay, mark=mark))
+        return run_search(cfg, ops=ops, evaluate=evaluate,
                           events=events, resumed=resume, log=lambda m: None)
     finally:
         events.close()
@@ -149,9 +179,9 @@ def comparable(run: Path) -> dict:
     """What must match between two runs of one seed (timing fields dropped)."""
     events, _ = read_events(run / "events.jsonl")
     keep = [strip_timing(e) for e in events if e["type"] not in ("run_started", "run_resumed")]
-    unordered = ("child_finished", "refined")  # logged in order of completion
+    unordered = ("child_finished", "refined", "reevaluated")  # logged in order of completion
     children = sorted((e for e in keep if e["type"] in unordered),
-                      key=lambda e: (e["type"], e["id"]))
+                      key=lambda e: (e["type"], e["id"], e.get("draw", 0)))
     others = [e for e in keep if e["type"] not in unordered]
     final = strip_timing(json.loads((run / "final.json").read_text()))
     population = strip_timing(json.loads((run / "population.json").read_text()))
