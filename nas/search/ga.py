@@ -522,7 +522,10 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     ```
     By default a generation's children are all mutated from the generation-start P and trained
     in parallel before lines 7-9 run in candidate order; ``search.sequential`` follows the
-    listing exactly (each candidate mutates from the current P).
+    listing exactly (each candidate mutates from the current P). Beside the listing, off by
+    default: ``reevaluate_margin`` re-trains a narrowly beaten N* before line 8 compares, so
+    F(N*) is the mean of its draws (:func:`reevaluate_close_calls`); ``strategy`` ``random``
+    and ``aging`` are the baselines (:func:`generation_random`, :func:`generation_aging`).
 
     Returns:
         The final population, the Logbook (one record per generation) and a HallOfFame (of
