@@ -176,6 +176,9 @@ _SEARCH_FLAGS = [
                                           "mean of its draws (0: Algorithm 1 as written; "
                                           "python -m nas.fidelity measures the noise)"),
     ("--max-draws", positive_int, "most trainings of one member under --reevaluate-margin"),
+    ("--stagnation", nonneg_int, "G: after G generations in a row without a replacement, the "
+                                 "next generation's children are immigrants (fresh samples "
+                                 "of the space) compared by Algorithm 1's rule (0: off)"),
 ]
 _FITNESS_FLAGS = [
     ("--dataset", str, "dataset: fashion-mnist, mnist, kmnist, cifar10 (paper), synthetic; "

@@ -94,6 +94,9 @@ class SearchSettings:
         common_seeds: common random numbers: every child of a generation is trained from
             the same seed (data order, augmentation and attack draws), so the children it
             compares differ by architecture, not by luck.
+        stagnation: G > 0: after G generations in a row in which no child replaced a member,
+            the next generation's children are immigrants (fresh samples of the space)
+            compared by Algorithm 1's rule; 0: off.
     """
 
     population: int = 5
@@ -121,6 +124,7 @@ class SearchSettings:
     reevaluate_margin: float = 0.0
     max_draws: int = 3
     common_seeds: bool = False
+    stagnation: int = 0
 
     @property
     def warm_start(self) -> bool:
@@ -147,6 +151,9 @@ class SearchSettings:
             raise UserError("refine_patience and reject_margin must be >= 0")
         if self.refine_draws < 1:
             raise UserError(f"must be at least 1, not {self.refine_draws}", setting="refine_draws")
+        if self.stagnation and self.strategy != "ga":
+            raise UserError(f"immigrants after stagnation are a rule of the GA; --strategy "
+                            f"{self.strategy} has none (leave out --stagnation)", setting="stagnation")
         if self.reevaluate_margin < 0 or self.max_draws < 1:
             raise UserError("reevaluate_margin must be >= 0 and max_draws >= 1")
         if self.reevaluate_margin > 0 and self.strategy != "ga":
@@ -469,7 +476,7 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "refine_patience": nonneg_int, "refine_draws": positive_int, "strategy": _text,
     "early_reject": _switch, "reject_margin": nonneg_float, "inherit": _switch,
     "init_samples": nonneg_int, "reevaluate_margin": nonneg_float, "max_draws": positive_int,
-    "common_seeds": _switch,
+    "common_seeds": _switch, "stagnation": nonneg_int,
     "max_channels": positive_int, "max_nodes": positive_int, "max_mmacs": nonneg_float,
     # execution
     "workers": positive_int, "backend": _backend, "scheduler": _optional(_text),

@@ -114,7 +114,8 @@ def run_search(cfg: EvolveConfig, *, ops: GenomeOps, evaluate: Callable[..., Any
                                  ("inherit", search.inherit),
                                  ("init_samples", search.init_samples if search.warm_start else 0),
                                  ("reevaluate_margin", search.reevaluate_margin),
-                                 ("common_seeds", search.common_seeds))
+                                 ("common_seeds", search.common_seeds),
+                                 ("stagnation", search.stagnation))
                if v not in ("ga", False, 0)}
     events.emit({"type": "run_resumed" if resumed else "run_started", "seed": search.seed,
                  **options})

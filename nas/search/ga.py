@@ -426,6 +426,24 @@ def generation_sequential(toolbox: base.Toolbox, population: list[Any], t: int,
     return all_children, replaced
 
 
+def generation_immigrants(toolbox: base.Toolbox, population: list[Any], t: int,
+                          search: SearchSettings) -> tuple[list[Any], int]:
+    """A generation of immigrants (``--stagnation G``, after G generations in which no child
+    replaced a member): the s x n children are fresh samples of the space (drawn as random
+    search draws them, :func:`random_child`) instead of mutants of a population that has
+    stopped changing, trained and compared by Algorithm 1's rule (nearest member, strictly
+    fitter; early rejection and re-evaluation as configured), so niching still holds and an
+    immigrant enters only where it beats the member it is nearest to."""
+    children = [toolbox.random_child(t, i) for i in range(len(population) * search.children)]
+    if search.early_reject:
+        set_thresholds(population, children)
+    assign(children, toolbox.map(toolbox.evaluate, children))
+    if search.reevaluate_margin > 0:
+        reevaluate_close_calls(toolbox, population, children, search)
+    replaced = sum(select_replace(population, c, t, toolbox) for c in children)
+    return children, replaced
+
+
 def generation_random(toolbox: base.Toolbox, population: list[Any], t: int,
                       search: SearchSettings) -> tuple[list[Any], int]:
     """Random search (``--strategy random``): s x n fresh samples of the space, evaluated as
@@ -524,8 +542,10 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
     in parallel before lines 7-9 run in candidate order; ``search.sequential`` follows the
     listing exactly (each candidate mutates from the current P). Beside the listing, off by
     default: ``reevaluate_margin`` re-trains a narrowly beaten N* before line 8 compares, so
-    F(N*) is the mean of its draws (:func:`reevaluate_close_calls`); ``strategy`` ``random``
-    and ``aging`` are the baselines (:func:`generation_random`, :func:`generation_aging`).
+    F(N*) is the mean of its draws (:func:`reevaluate_close_calls`); ``stagnation`` G makes the
+    generation after G without a replacement one of immigrants
+    (:func:`generation_immigrants`); ``strategy`` ``random`` and ``aging`` are the baselines
+    (:func:`generation_random`, :func:`generation_aging`).
 
     Returns:
         The final population, the Logbook (one record per generation) and a HallOfFame (of
@@ -545,8 +565,15 @@ def steady_state(toolbox: base.Toolbox, population: list[Any], search: SearchSet
         on_generation(0, population, logbook[-1])
     step = {"random": generation_random, "aging": generation_aging}.get(search.strategy) or (
         generation_sequential if search.sequential else generation_parallel)
+    quiet = 0  # generations in a row in which no child replaced a member (immigrants reset it)
     for t in range(1, search.generations + 1):
-        children, replaced = step(toolbox, population, t, search)
+        if search.stagnation and quiet >= search.stagnation and search.strategy == "ga":
+            toolbox.emit({"type": "immigrants", "generation": t, "quiet_generations": quiet})
+            children, replaced = generation_immigrants(toolbox, population, t, search)
+            quiet = 0
+        else:
+            children, replaced = step(toolbox, population, t, search)
+            quiet = 0 if replaced else quiet + 1
         hof.update([c for c in children if not rejected(c)])
         logbook.record(gen=t, evals=len(children), replaced=replaced, **stats.compile(population))
         if on_generation:

@@ -156,7 +156,7 @@ def event_key(event: dict[str, Any]) -> tuple[Any, ...] | None:
         return (kind, event["id"], event["draw"])
     if kind == "replacement":
         return (kind, event["generation"], event["id"])
-    if kind == "generation_finished":
+    if kind in ("generation_finished", "immigrants"):
         return (kind, event["generation"])
     if kind == "run_finished":
         return (kind,)

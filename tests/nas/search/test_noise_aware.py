@@ -196,10 +196,37 @@ def test_aging_replaces_the_oldest_member_and_keeps_the_best_in_history(tmp_path
         fit[c] for c in population)[0]
 
 
+def flat_fitness(genome_json, *, epochs, seed, out_dir=None, split=None, **_):
+    """Every architecture scores the same: no child is strictly fitter, nothing replaces."""
+    return {"fitness": 0.5, "clean_acc": 0.5, "adv_acc": 0.5, "status": "ok", "reason": "",
+            "epochs": epochs, "seconds": 0.0}
+
+
+def test_a_stagnant_population_gets_immigrants_and_resumes_exactly(tmp_path):
+    run = tmp_path / "stuck"
+    run_toy(run, evaluate=flat_fitness, generations=5, stagnation=2)
+    immigrants = events_of(run, "immigrants")
+    # generations 1 and 2 replace nothing, so 3 is immigrants; 4 and 5 are quiet again
+    assert [e["generation"] for e in immigrants] == [3]
+    assert immigrants[0]["quiet_generations"] == 2
+    by_generation = collections.defaultdict(list)
+    for e in child_events(run):
+        by_generation[e["generation"]].append(e)
+    assert all(e["parent"] is None for e in by_generation[3])  # fresh samples
+    assert all(e["parent"] is not None for g in (1, 2, 4, 5) for e in by_generation[g])
+    assert len(by_generation[3]) == len(by_generation[2])  # the same number of children
+    again = tmp_path / "again"
+    run_toy(again, evaluate=flat_fitness, generations=5, stagnation=2)
+    assert comparable(again) == comparable(run)
+    assert not events_of(run, "replacement")  # an immigrant too must be strictly fitter
+
+
 def test_options_that_do_not_fit_the_strategy_are_refused():
     with pytest.raises(UserError, match="no-early-reject"):
         SearchSettings(strategy="aging", early_reject=True).check()
     with pytest.raises(UserError, match="reevaluate-margin"):
         SearchSettings(strategy="random", reevaluate_margin=0.05).check()
+    with pytest.raises(UserError, match="stagnation"):
+        SearchSettings(strategy="aging", stagnation=2).check()
     SearchSettings(strategy="aging").check()
     SearchSettings(reevaluate_margin=0.05, common_seeds=True).check()
