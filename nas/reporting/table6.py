@@ -356,12 +356,15 @@ def summarize(tables: list[Table6]) -> Summary:
 
 
 def _iv(v: Interval | None) -> str:
-    """``12.3 [10.1, 14.5]`` in percent; ``-`` when not measured."""
+    """``12.3 [10.1, 14.5]`` in percent; ``-`` when not measured. The bounds of a rate or an
+    accuracy are shown clipped to [0, 100] (the Student-t interval of a bounded quantity can
+    reach past them with three replicates; the JSON keeps the unclipped values)."""
     if v is None or math.isnan(v.mean):
         return "-"
     if v.low is None or v.high is None:
         return f"{100 * v.mean:.1f}"
-    return f"{100 * v.mean:.1f} [{100 * v.low:.1f}, {100 * v.high:.1f}]"
+    low, high = max(0.0, v.low), min(1.0, v.high)
+    return f"{100 * v.mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def summary_markdown(summary: Summary) -> str:

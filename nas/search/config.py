@@ -153,7 +153,8 @@ class SearchSettings:
             raise UserError(f"must be at least 1, not {self.refine_draws}", setting="refine_draws")
         if self.stagnation and self.strategy != "ga":
             raise UserError(f"immigrants after stagnation are a rule of the GA; --strategy "
-                            f"{self.strategy} has none (leave out --stagnation)", setting="stagnation")
+                            f"{self.strategy} has none (leave out --stagnation)",
+                            setting="stagnation")
         if self.reevaluate_margin < 0 or self.max_draws < 1:
             raise UserError("reevaluate_margin must be >= 0 and max_draws >= 1")
         if self.reevaluate_margin > 0 and self.strategy != "ga":
