@@ -390,18 +390,25 @@ def make_statistics() -> tools.Statistics:
     return stats
 
 
-def generation_parallel(toolbox: base.Toolbox, population: list[Any], t: int,
-                        search: SearchSettings) -> tuple[list[Any], int]:
-    """One generation, children of the generation-start population evaluated together."""
-    children = [toolbox.mutate(parent, t, i * search.children + j)
-                for i, parent in enumerate(list(population)) for j in range(search.children)]
+def compete(toolbox: base.Toolbox, population: list[Any], children: list[Any], t: int,
+            search: SearchSettings) -> int:
+    """Lines 5-10 for a batch of children: their thresholds (early rejection), their training
+    (``toolbox.map``), the re-evaluation of narrowly beaten members (``reevaluate_margin``),
+    then each child against its nearest member in order. Returns how many replaced one."""
     if search.early_reject:
         set_thresholds(population, children)
     assign(children, toolbox.map(toolbox.evaluate, children))
     if search.reevaluate_margin > 0:
         reevaluate_close_calls(toolbox, population, children, search)
-    replaced = sum(select_replace(population, c, t, toolbox) for c in children)
-    return children, replaced
+    return sum(select_replace(population, c, t, toolbox) for c in children)
+
+
+def generation_parallel(toolbox: base.Toolbox, population: list[Any], t: int,
+                        search: SearchSettings) -> tuple[list[Any], int]:
+    """One generation, children of the generation-start population evaluated together."""
+    children = [toolbox.mutate(parent, t, i * search.children + j)
+                for i, parent in enumerate(list(population)) for j in range(search.children)]
+    return children, compete(toolbox, population, children, t, search)
 
 
 def generation_sequential(toolbox: base.Toolbox, population: list[Any], t: int,
@@ -416,12 +423,7 @@ def generation_sequential(toolbox: base.Toolbox, population: list[Any], t: int,
         parent = population[i]
         children = [toolbox.mutate(parent, t, i * search.children + j)
                     for j in range(search.children)]
-        if search.early_reject:
-            set_thresholds(population, children)
-        assign(children, toolbox.map(toolbox.evaluate, children))
-        if search.reevaluate_margin > 0:
-            reevaluate_close_calls(toolbox, population, children, search)
-        replaced += sum(select_replace(population, c, t, toolbox) for c in children)
+        replaced += compete(toolbox, population, children, t, search)
         all_children += children
     return all_children, replaced
 
@@ -435,13 +437,7 @@ def generation_immigrants(toolbox: base.Toolbox, population: list[Any], t: int,
     fitter; early rejection and re-evaluation as configured), so niching still holds and an
     immigrant enters only where it beats the member it is nearest to."""
     children = [toolbox.random_child(t, i) for i in range(len(population) * search.children)]
-    if search.early_reject:
-        set_thresholds(population, children)
-    assign(children, toolbox.map(toolbox.evaluate, children))
-    if search.reevaluate_margin > 0:
-        reevaluate_close_calls(toolbox, population, children, search)
-    replaced = sum(select_replace(population, c, t, toolbox) for c in children)
-    return children, replaced
+    return children, compete(toolbox, population, children, t, search)
 
 
 def generation_random(toolbox: base.Toolbox, population: list[Any], t: int,

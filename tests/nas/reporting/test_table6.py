@@ -149,7 +149,7 @@ def test_summary_means_intervals_and_paired_differences_have_the_known_answer():
     assert fooling.mean == pytest.approx(0.3)
     assert fooling.half_width == pytest.approx(4.302653 * 0.2 / 3 ** 0.5, rel=1e-5)
     assert rows["search best"].n == 1 and rows["search best"].columns["fooling"].low is None
-    assert rows["Ref+GM"].columns["held_out_worst"] is None  # not measured
+    assert rows["Ref+GM"].columns["held_out_worst"] is None  # these rows have no held-out column
     diff = summary.fooling_differences["Ref+fast-AT - Ref+GM"]
     assert diff.mean == pytest.approx(0.2) and diff.half_width == pytest.approx(0.0, abs=1e-12)
     assert diff.verdict() == "higher"
